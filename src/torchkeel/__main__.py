@@ -1,0 +1,3 @@
+from torchkeel.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""The YAML config schema as pydantic models, and loading with overrides.
+
+The defaults of these models *are* the default recipe (``keel train`` with no arguments: digits
+and ``simple_cnn``). Every error names the key path, e.g. ``train.optimizer.lr``, and for an
+unknown key or name suggests the closest valid one. This module does not import torch, so
+``keel --help`` stays fast; names that live in the torch-side registries (datasets, models) are
+checked by importing those registries only when a config is validated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from torchkeel.errors import ConfigError, check_choice, closest
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+LOSSES = ("auto", "cross_entropy", "mse", "bce")
+PRECISIONS = ("fp32", "bf16", "fp16")
+METRICS = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "mse", "rmse", "mae", "r2")
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(Strict):
+    crop: int = Field(0, ge=0, description="pad by this many pixels, then random-crop back")
+    flip: bool = Field(False, description="random horizontal flip (off for digits and text)")
+
+
+class DataConfig(Strict):
+    name: str = "digits"
+    root: str | None = Field(None, description="folder holding the data set's files")
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from torchkeel.data import DATASETS
+
+        return _choice("data set", name, DATASETS)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+class ModelConfig(BaseModel):
+    """``name`` picks the builder; every other key is one of that builder's options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "simple_cnn"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from torchkeel.models import MODELS
+
+        return _choice("model", name, MODELS)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ModelConfig:
+        from torchkeel.models import check_options
+
+        try:
+            # write every option out (defaults included) so config.yaml records the whole model
+            self.__pydantic_extra__ = check_options(self.name, self.options())
+        except ConfigError as e:
+            raise ConfigError(f"config: {e}") from None
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The builder's keyword arguments (everything but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(Strict):
+    name: str = "adamw"
+    lr: float = Field(3e-3, gt=0.0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
+    nesterov: bool = False
+    weight_decay: float = Field(0.01, ge=0.0, description="decoupled for adamw; never on biases/norms")
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return _choice("optimizer", name, OPTIMIZERS)
+
+
+class ScheduleConfig(Strict):
+    name: str = "onecycle"
+    warmup: float | None = Field(
+        None, ge=0.0, lt=1.0, description="fraction of steps with linear warmup (onecycle: 0.25)"
+    )
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
+    final_lr: float = Field(0.0, ge=0.0, description="cosine/onecycle: lr at the end, x peak lr")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return _choice("schedule", name, SCHEDULES)
+
+
+class EarlyStoppingConfig(Strict):
+    monitor: str = "val/loss"
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    mode: Literal["auto", "min", "max"] = "auto"
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class CheckpointConfig(Strict):
+    every_epochs: int = Field(1, ge=1, description="checkpoint at the end of every N-th epoch")
+    min_seconds: float = Field(
+        30.0, ge=0.0, description="skip an epoch-end checkpoint within this many seconds of the last (final: always)"
+    )
+    keep: int = Field(2, ge=1, description="checkpoints kept on disk")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: str = "auto"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
+    early_stopping: EarlyStoppingConfig | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's)")
+    log_every: int = Field(10, ge=1, description="steps between progress updates (host syncs)")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        return _choice("loss", name, LOSSES)
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, name: str) -> str:
+        return _choice("precision", name, PRECISIONS)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        kind = name.split(":")[0]
+        _choice("device", kind, ("auto", "cpu", "cuda", "mps"))
+        return name
+
+
+class EvalConfig(Strict):
+    metrics: list[str] = ["accuracy", "f1"]
+    batch_size: int = Field(1024, ge=1)
+    top_k: int = Field(3, ge=1, description="classes shown by predict")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        return [_choice("metric", n, METRICS) for n in names]
+
+
+class RunConfig(Strict):
+    name: str | None = Field(None, description="run name; default <data>-<model>")
+    seed: int = 0
+    out_dir: str = Field("runs", description="folder holding run folders")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _choice(what: str, name: str, choices: Any) -> str:
+    # inside a validator a ValueError becomes a pydantic error carrying the key path
+    try:
+        return check_choice(what, name, choices)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    shortcuts: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Config from a YAML file (or the defaults), then ``key.path=value`` overrides, then
+    shortcut flags (``{"data.name": "mnist", ...}``; a changed model name drops the old
+    model's options). Raises ConfigError naming the key on any problem."""
+    raw = read_yaml(path) if path is not None else {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got '{item}'")
+        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    for key, value in (shortcuts or {}).items():
+        if value is None:
+            continue
+        model = raw.get("model")
+        if key == "model.name" and isinstance(model, dict) and model.get("name", value) != value:
+            raw["model"] = {}
+        set_path(raw, key, value)
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(describe_error(e)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(doc).__name__}")
+    return doc
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line for the first problem pydantic found, with its dotted key path."""
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    path = ".".join(loc) or "config"
+    if first["type"] == "extra_forbidden":
+        hint = closest(loc[-1], _fields_at(loc[:-1]))
+        suggestion = f"; did you mean '{'.'.join([*loc[:-1], hint])}'?" if hint else ""
+        return f"config: unknown key '{path}'{suggestion}"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and message.startswith(("unknown", "model ")):
+        return f"config: {path}: {message}"
+    got = first.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    return f"config: {path}: {message}{shown}"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: Any = RunConfig
+    for key in loc:
+        field = model.model_fields.get(key)
+        if field is None:
+            return []
+        model = field.annotation
+        # unwrap `X | None`
+        for arg in getattr(model, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)

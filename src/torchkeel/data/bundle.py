@@ -1,0 +1,85 @@
+"""DataBundle (train/val/test tensors) and DataSpec (everything predict needs later)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+TASKS = ("classification", "binary", "regression")
+
+
+@dataclass
+class DataSpec:
+    """What a model and a predictor need to know about the data, JSON-serialisable.
+
+    ``mean``/``std`` normalise inputs that were first scaled to [0, 1] (images: per channel;
+    tables: per feature). ``task`` is ``classification`` (one logit per class, softmax),
+    ``binary`` (one logit, sigmoid) or ``regression`` (``output_size`` real values).
+    """
+
+    name: str
+    kind: str  # "image" | "table" | "text" | "series"
+    task: str
+    input_shape: tuple[int, ...]  # one sample, e.g. (1, 8, 8) = (C, H, W)
+    classes: list[str] | None = None
+    targets: int = 1  # regression outputs
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # vocabulary, column stats, ...
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes or [])
+
+    @property
+    def output_size(self) -> int:
+        if self.task == "classification":
+            return self.num_classes
+        return 1 if self.task == "binary" else self.targets
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+@dataclass
+class Split:
+    """Inputs ``x`` (N, *input_shape) and targets ``y``: int64 (N,) class indices, or
+    float32 (N,) for binary, or float32 (N, targets) for regression."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class DataBundle:
+    spec: DataSpec
+    train: Split
+    val: Split | None
+    test: Split
+
+    def splits(self) -> dict[str, Split]:
+        named = {"train": self.train, "val": self.val, "test": self.test}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def summary(self) -> str:
+        sizes = " / ".join(f"{len(s):,} {k}" for k, s in self.splits().items())
+        shape = "x".join(str(d) for d in self.spec.input_shape)
+        what = f"{self.spec.num_classes} classes" if self.spec.classes else self.spec.task
+        return f"{self.spec.name}: {sizes}; input {shape}; {what}"

@@ -1,0 +1,52 @@
+"""The one error family torchkeel raises at its edges (config, files, requests).
+
+The CLI prints ``str(error)`` on one line and exits with code 2, so every message says what is
+wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class KeelError(Exception):
+    """Base class: a problem with the user's input that they can fix."""
+
+
+class ConfigError(KeelError):
+    """An invalid config key, type, value or name."""
+
+
+class DataError(KeelError):
+    """A data set or input file that cannot be read or used."""
+
+
+class RunError(KeelError):
+    """A missing or unusable run folder."""
+
+
+class TrainingError(KeelError):
+    """Training stopped because it cannot continue (NaN loss, ...)."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice nearest to ``name`` by edit similarity, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
+    """Message for a name that is not one of ``choices``: suggests the closest, lists them all."""
+    choices = sorted(choices)
+    hint = closest(name, choices)
+    suggestion = f"did you mean '{hint}'? " if hint else ""
+    return f"unknown {what} '{name}'; {suggestion}(choices: {', '.join(choices)})"
+
+
+def check_choice(what: str, name: str, choices: Iterable[str], error: type = ConfigError) -> str:
+    """Return ``name`` if it is one of ``choices``, else raise ``error`` naming the closest one."""
+    choices = list(choices)
+    if name not in choices:
+        raise error(unknown_choice(what, name, choices))
+    return name

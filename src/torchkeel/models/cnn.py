@@ -1,0 +1,62 @@
+"""Convolutional classifiers for (C, H, W) images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ConfigError
+from torchkeel.models.layers import Probability, Width
+from torchkeel.models.layers import activation as make_activation
+
+
+def simple_cnn(
+    spec: DataSpec,
+    *,
+    channels: tuple[Width, ...] = (32, 64),
+    hidden: Width = 128,
+    activation: str = "relu",
+    dropout: Probability = 0.0,
+    batch_norm: bool = False,
+) -> nn.Module:
+    """The textbook CNN: per entry of ``channels`` a 3x3 conv (padding 1), [BatchNorm],
+    activation and 2x2 max-pool; then a ``hidden``-unit layer and the output layer.
+
+    The flattened size comes from a trial forward pass over the data's input shape, so the
+    same network runs on 8x8 grey, 28x28 grey and 32x32 colour images.
+    """
+    c, h, w = image_shape(spec, "simple_cnn")
+    if min(h, w) < 2 ** len(channels):
+        raise ConfigError(
+            f"simple_cnn with {len(channels)} pooling stages needs images of at least "
+            f"{2 ** len(channels)}x{2 ** len(channels)} pixels; data '{spec.name}' has {h}x{w}"
+        )
+    blocks: list[nn.Module] = []
+    for out in channels:
+        blocks.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            blocks.append(nn.BatchNorm2d(out))
+        blocks += [make_activation(activation), nn.MaxPool2d(2)]
+        c = out
+    features = nn.Sequential(*blocks)
+    with torch.no_grad():
+        flat = features(torch.zeros(1, *spec.input_shape)).numel()
+    head: list[nn.Module] = [nn.Flatten()]
+    if dropout:
+        head.append(nn.Dropout(dropout))
+    head += [nn.Linear(flat, hidden), make_activation(activation)]
+    if dropout:
+        head.append(nn.Dropout(dropout))
+    head.append(nn.Linear(hidden, spec.output_size))
+    return nn.Sequential(features, *head)
+
+
+def image_shape(spec: DataSpec, model: str) -> tuple[int, int, int]:
+    if spec.kind != "image" or len(spec.input_shape) != 3:
+        raise ConfigError(
+            f"model '{model}' takes images (C, H, W); data '{spec.name}' gives {spec.kind} "
+            f"samples of shape {tuple(spec.input_shape)}: use model 'mlp'"
+        )
+    c, h, w = spec.input_shape
+    return c, h, w

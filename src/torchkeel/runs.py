@@ -1,0 +1,105 @@
+"""Run folders: create one per training run, resolve ``latest``, list them.
+
+``runs/<YYYYmmdd-HHMMSS>-<name>/`` holds config.yaml, env.json, metrics.jsonl, checkpoint/,
+and when training finished model.safetensors, model.json and summary.json. ``runs/latest`` is
+a symlink to the newest run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchkeel.errors import RunError
+
+LATEST = "latest"
+
+
+def create_run(out_dir: str | Path, name: str) -> Path:
+    """A new, empty run folder; ``latest`` is pointed at it."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the runs folder {out}: {e.strerror}") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        path = out / f"{stamp}-{_safe(name)}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunError(f"cannot create run folder {path}: {e.strerror}") from None
+        point_latest(out, path)
+        return path
+    raise RunError(f"too many runs named {name} in {out} this second")
+
+
+def resolve_run(ref: str | Path, out_dir: str | Path = "runs") -> Path:
+    """A run folder from a path, a run name under ``out_dir``, or ``latest``."""
+    ref = str(ref)
+    candidates = [Path(ref), Path(out_dir) / ref]
+    if ref == LATEST:
+        newest = find_runs(out_dir)
+        candidates = newest[-1:] if newest else []
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path.resolve()
+    if ref == LATEST:
+        raise RunError(f"no runs in {out_dir}/ yet: train one with `keel train`")
+    if Path(ref).is_dir():
+        raise RunError(f"{ref} is not a run folder (it has no config.yaml)")
+    raise RunError(f"run folder not found: {ref} (`keel runs` lists the runs in {out_dir}/)")
+
+
+def find_runs(out_dir: str | Path = "runs") -> list[Path]:
+    """Run folders in ``out_dir``, oldest first (their names start with a timestamp)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file())
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    status: str  # "done" | "incomplete"
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def read_run(path: Path) -> RunInfo:
+    import yaml
+
+    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary_file = path / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    return RunInfo(path, "done" if summary else "incomplete", config, summary)
+
+
+def point_latest(out: Path, target: Path | None = None) -> None:
+    """Point ``out/latest`` at ``target`` (default: the newest run; removed when none)."""
+    link = out / LATEST
+    if target is None:
+        found = find_runs(out)
+        if not found:
+            link.unlink(missing_ok=True)
+            return
+        target = found[-1]
+    tmp = out / f".{LATEST}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target.name, target_is_directory=True)
+        os.replace(tmp, link)  # atomic swap of the link
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no symlinks here: `latest` still resolves by name
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "run"

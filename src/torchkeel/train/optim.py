@@ -1,0 +1,62 @@
+"""Optimisers with parameter groups, and learning-rate schedules as small functions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from torchkeel.config import OptimizerConfig, ScheduleConfig
+
+# Smith & Topin 2017 (super-convergence) / torch.optim.lr_scheduler.OneCycleLR: start the
+# one-cycle warmup at peak_lr / 25.
+ONECYCLE_START = 1 / 25
+ONECYCLE_WARMUP = 0.25
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and conv kernels only: decaying biases and
+    normalisation gains just pulls them to zero (the nanoGPT / timm rule: decay iff ndim >= 2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adam":
+        # torch's Adam adds weight decay to the gradient (L2), as the original Adam did
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps)
+    raise AssertionError(f"unvalidated optimizer {cfg.name}")
+
+
+def lr_factor(cfg: ScheduleConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` of ``total``."""
+    warmup = cfg.warmup if cfg.warmup is not None else (ONECYCLE_WARMUP if cfg.name == "onecycle" else 0.0)
+    warm_steps = int(warmup * total)
+    if step < warm_steps:
+        start = ONECYCLE_START if cfg.name == "onecycle" else 0.0
+        return start + (1.0 - start) * (step + 1) / warm_steps
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "step":
+        return cfg.gamma ** (step // steps_per_epoch // cfg.step_size)
+    # cosine and onecycle both anneal from the peak to final_lr over the steps after warmup
+    progress = (step - warm_steps) / max(1, total - warm_steps)
+    return cfg.final_lr + (1.0 - cfg.final_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
