@@ -128,7 +128,7 @@ def fit(
             state.global_step += 1
             state.batch = batch + 1
             if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
-                _log_step(state, bar, loss, lr, loader.batch_size)
+                _log_step(state, bar, loss, running, lr, loader.batch_size)
 
         train_metrics = running.compute()
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
@@ -179,15 +179,18 @@ def fit_config(config: RunConfig | TrainConfig | None, options: dict[str, Any]) 
     return validate_config(raw)
 
 
-def _log_step(state: LoopState, bar: TrainProgress, loss: torch.Tensor, lr: float, batch_size: int) -> None:
-    value = loss.item()  # the one host sync every log_every steps
+def _log_step(
+    state: LoopState, bar: TrainProgress, loss: torch.Tensor, running: TrainMeter, lr: float, batch_size: int
+) -> None:
+    """The host sync every ``log_every`` steps: NaN check, a metrics.jsonl record, the bar."""
+    value = loss.item()
     if not math.isfinite(value):
         raise TrainingError(
             f"loss became {value} at step {state.global_step} (epoch {state.epoch + 1}): "
             "lower the learning rate, add grad_clip, or check the data for NaN/inf"
         )
     state.steps.append({"step": state.global_step, "epoch": state.epoch + 1, "train/batch_loss": value, "lr": lr})
-    bar.update(state.batch, state.batch * batch_size, {"loss": value})
+    bar.update(state.batch, state.batch * batch_size, running.compute())
 
 
 def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfig) -> dict[str, float]:
