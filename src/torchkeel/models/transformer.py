@@ -53,12 +53,13 @@ def vit(
 ) -> nn.Module:
     """Small vision transformer (Dosovitskiy et al. 2020): patch embedding, CLS token, pre-norm blocks.
 
-    ``patch`` defaults to the image side // 7 (about a 7x7 grid of patches, as ViT-B/32 at
-    224 px): 4 for 28 and 32 px, 1 for 8 px. Pixels beyond the last whole patch are dropped.
+    ``patch`` defaults to the smallest side (at least 2 px) giving at most an 8x8 grid of
+    patches, near ViT-B/32's 7x7 at 224 px: 2 px for 8 px images, 4 px for 28 and 32 px.
+    Pixels beyond the last whole patch are dropped.
     """
     _check_heads(dim, heads)
     c, h, w = image_shape(spec, "vit")
-    patch = patch or max(1, min(h, w) // 7)
+    patch = patch or max(2, math.ceil(max(h, w) / 8))
     if patch > min(h, w):
         raise ConfigError(f"vit: model.patch {patch} is larger than the {h}x{w} images of data '{spec.name}'")
     embed = PatchEmbedding(c, dim, patch)
