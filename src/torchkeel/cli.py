@@ -165,7 +165,7 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
     for path in found:
         info = read_run(path)
         test = info.summary.get("test", {})
-        key = next((k for k in ("accuracy", "r2", "rmse", "loss") if k in test), None)
+        key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if k in test), None)
         table.add_row(
             path.name,
             info.status,

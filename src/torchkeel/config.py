@@ -35,6 +35,9 @@ class AugmentConfig(Strict):
     flip: bool = Field(False, description="random horizontal flip (off for digits and text)")
 
 
+SERIES_DATASETS = ("sine_series", "series_csv")
+
+
 class SeriesConfig(Strict):
     """Windows cut from a numeric series: the data sets ``sine_series`` and ``series_csv``."""
 
@@ -217,6 +220,23 @@ class RunConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _sections_fit_the_model(self) -> RunConfig:
+        # sections that only some models or data sets use are errors elsewhere, not ignored
+        from torchkeel.models import GAN_MODELS
+
+        gan = self.model.name in GAN_MODELS
+        if self.train.gan is not None and not gan:
+            raise ConfigError(f"config: train.gan is for GAN models ({', '.join(GAN_MODELS)}), not '{self.model.name}'")
+        if self.train.finetune is not None and gan:
+            raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
+        if self.data.series is not None and self.data.name not in SERIES_DATASETS:
+            raise ConfigError(
+                f"config: data.series is for the series data sets ({', '.join(SERIES_DATASETS)}), "
+                f"not '{self.data.name}'"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -37,6 +37,11 @@ def transformer(
     _check_heads(dim, heads)
     length = spec.input_shape[0]
     embed = nn.Embedding(text_vocab_size(spec, "transformer"), dim, padding_idx=0)
+    # GPT-2's init: token embeddings at the scale of the positional ones (std 0.02); with
+    # torch's default N(0, 1) the positions are drowned out and word order is learnt late
+    nn.init.normal_(embed.weight, std=0.02)
+    with torch.no_grad():
+        embed.weight[0].zero_()  # the pad row stays zero
     return TransformerNet(embed, length, dim, heads, layers, mlp_ratio, dropout, pooling, spec.output_size, text=True)
 
 
