@@ -80,3 +80,17 @@ def test_custom_errors_on_the_command_line(tmp_path: Path):
     assert_one_line_error(proc, "file not found")
     with pytest.raises(ConfigError, match="needs option 'target'"):
         load_config(None, shortcuts={"model.name": "custom"})
+
+
+def test_the_custom_config_trains_its_example_module(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from torchkeel.experiment import train
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the config's target path is relative to the project root
+    cfg = load_config(root / "configs" / "digits-custom.yaml", ["train.epochs=2", "train.threads=1"])
+    cfg.out_dir = str(tmp_path)
+    run = train(cfg, Console(quiet=True), progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["accuracy"] > 0.6 and summary["parameters"] == 13130
