@@ -248,9 +248,9 @@ def sample(
     from torchkeel.runs import resolve_run
     from torchkeel.train.gan import sample_png
 
-    png = sample_png(resolve_run(run, out_dir), n, seed=seed, label=label, nrow=nrow)
     if not out_file.parent.is_dir():
         raise KeelError(f"--out: folder {out_file.parent} does not exist")
+    png = sample_png(resolve_run(run, out_dir), n, seed=seed, label=label, nrow=nrow)
     atomic.write_bytes(out_file, png)
     out.print(f"{n} samples -> {out_file}", highlight=False)
 
