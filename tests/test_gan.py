@@ -16,7 +16,7 @@ import torchkeel as keel_pkg
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import RunError
 from torchkeel.evaluate.frechet import frechet_distance
-from torchkeel.experiment import evaluate_run, load_run_config, train
+from torchkeel.experiment import evaluate_run, load_run_config, save_model, train
 from torchkeel.train.gan import feature_classifier, fit_gan, from_tanh_range, grid_png, sample_png, to_tanh_range
 
 
@@ -103,6 +103,23 @@ def test_conditional_gan_generates_the_asked_class(digits):
     assert not torch.allclose(two[0], two[1])
     with pytest.raises(ValueError, match="give labels"):
         gan(gan.noise(2))
+
+
+def test_conditional_gan_trains_and_samples_one_class(digits, tmp_path):
+    cfg = keel_pkg.load_config(
+        None, ["model.name=dcgan", "model.conditional=true", "model.width=16", "train.threads=1"]
+    )
+    torch.manual_seed(0)
+    gan = keel_pkg.models.build(cfg.model, digits.spec)
+    features = torch.nn.Sequential(torch.nn.Flatten())  # raw pixels: this test checks the loop runs with labels
+    run = fit_gan(gan, digits, cfg, feature_net=features, epochs=1, batch_size=64, progress=False)
+    assert run.history[0]["train/d_loss"] > 0 and np.isfinite(run.history[0]["frechet"])
+    save_model(tmp_path, gan, cfg, digits.spec, loss="adversarial")
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    grid = Image.open(io.BytesIO(sample_png(tmp_path, 10, label=3, nrow=5)))
+    assert grid.size == (5 * 10 + 2, 2 * 10 + 2)
+    with pytest.raises(RunError, match="class index 0..9"):
+        sample_png(tmp_path, 4, label=10)
 
 
 @pytest.fixture(scope="module")

@@ -44,5 +44,6 @@ def _sym_sqrt(m: torch.Tensor) -> torch.Tensor:
 def features(net: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """``net``'s outputs for ``x`` in batches, in eval mode: (N, D)."""
     net.eval()
-    device = next(net.parameters()).device
+    first = next(net.parameters(), None)
+    device = first.device if first is not None else x.device  # a parameter-free net runs where x is
     return torch.cat([net(x[i : i + batch_size].to(device)).flatten(1) for i in range(0, len(x), batch_size)])
