@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.markup import escape
 
 from torchkeel import __version__
 from torchkeel.errors import KeelError
+
+if TYPE_CHECKING:
+    from torchkeel.data.bundle import DataSpec
 
 app = typer.Typer(
     name="keel",
@@ -162,7 +165,7 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
     for path in found:
         info = read_run(path)
         test = info.summary.get("test", {})
-        key = next((k for k in ("accuracy", "r2", "rmse", "loss") if k in test), None)
+        key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if k in test), None)
         table.add_row(
             path.name,
             info.status,
@@ -173,6 +176,83 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
             f"{info.summary['train_seconds']:.1f} s" if "train_seconds" in info.summary else "-",
         )
     out.print(table)
+
+
+@app.command()
+def models(
+    data: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Also build every model that takes this data set and show its parameter count."),
+    ] = None,
+) -> None:
+    """List the models: name, the kinds of data they take, a one-line description.
+
+    Set options under `model:` in a config (`keel train --print-config --model NAME` shows them all).
+    """
+    from rich.table import Table
+
+    from torchkeel.models import ACCEPTS, MODELS, describe
+
+    spec = None
+    if data is not None:
+        from torchkeel.config import DataConfig
+        from torchkeel.data import load
+
+        try:
+            spec = load(DataConfig(name=data)).spec
+        except ValueError as e:  # pydantic's error for an unknown data set name
+            raise KeelError(f"--data: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    title = "models" + (f" for {spec.name} ({spec.kind}, input {tuple(spec.input_shape)})" if spec else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    table.add_column("takes")
+    if spec is not None:
+        table.add_column("parameters", justify="right")
+    table.add_column("description")
+    for name in MODELS:
+        row = [name, ", ".join(ACCEPTS[name])]
+        if spec is not None:
+            row.append(_parameter_count(name, spec))
+        table.add_row(*row, escape(describe(name)))
+    out.print(table)
+
+
+def _parameter_count(name: str, spec: DataSpec) -> str:
+    from torchkeel.models import ACCEPTS, build, count_parameters
+
+    if spec.kind not in ACCEPTS[name]:
+        return "-"
+    if name == "custom":
+        return "yours"
+    try:
+        return f"{count_parameters(build(name, spec)):,}"
+    except KeelError:
+        return "n/a"  # e.g. images too small for the model
+
+
+@app.command()
+def sample(
+    run: RunArg = "latest",
+    n: Annotated[int, typer.Option("--n", min=1, max=4096, help="Number of samples.")] = 64,
+    out_file: Annotated[Path, typer.Option("--out", help="PNG file to write the grid to.")] = Path("samples.png"),
+    seed: Annotated[int, typer.Option(help="Seed of the noise: the same seed gives the same grid.")] = 0,
+    label: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Class index to generate (class-conditional GANs; default: classes in turn)."),
+    ] = None,
+    nrow: Annotated[int, typer.Option(min=1, help="Images per row of the grid.")] = 8,
+    out_dir: OutDirOpt = Path("runs"),
+) -> None:
+    """Draw samples from a trained GAN run and save them as one PNG grid."""
+    from torchkeel import atomic
+    from torchkeel.runs import resolve_run
+    from torchkeel.train.gan import sample_png
+
+    if not out_file.parent.is_dir():
+        raise KeelError(f"--out: folder {out_file.parent} does not exist")
+    png = sample_png(resolve_run(run, out_dir), n, seed=seed, label=label, nrow=nrow)
+    atomic.write_bytes(out_file, png)
+    out.print(f"{n} samples -> {out_file}", highlight=False)
 
 
 def main() -> None:

@@ -35,6 +35,19 @@ class AugmentConfig(Strict):
     flip: bool = Field(False, description="random horizontal flip (off for digits and text)")
 
 
+SERIES_DATASETS = ("sine_series", "series_csv")
+
+
+class SeriesConfig(Strict):
+    """Windows cut from a numeric series: the data sets ``sine_series`` and ``series_csv``."""
+
+    window: int = Field(32, ge=2, description="time steps the model sees per sample")
+    horizon: int = Field(1, ge=1, description="next values to forecast")
+    path: str | None = Field(None, description="series_csv: the CSV file (header row, one column per series)")
+    target: str | None = Field(None, description="series_csv: the column to forecast")
+    features: list[str] | None = Field(None, description="series_csv: input columns (default: the target alone)")
+
+
 class DataConfig(Strict):
     name: str = "digits"
     root: str | None = Field(None, description="folder holding the data set's files")
@@ -42,6 +55,7 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    series: SeriesConfig | None = Field(None, description="sine_series / series_csv: window, horizon, columns")
 
     @field_validator("name")
     @classmethod
@@ -132,6 +146,24 @@ class CheckpointConfig(Strict):
     keep: int = Field(2, ge=1, description="checkpoints kept on disk")
 
 
+class FinetuneConfig(Strict):
+    """Transfer learning's second phase: unfreeze every layer, train on at a lower learning rate."""
+
+    epochs: int = Field(3, ge=1, description="epochs with every layer trainable, after train.epochs")
+    lr: float = Field(1e-4, gt=0.0, description="peak learning rate of this phase (below the head's)")
+
+
+class GanConfig(Strict):
+    """The GAN loop's settings (DCGAN's by default: Adam, lr 2e-4, beta1 0.5)."""
+
+    lr: float = Field(2e-4, gt=0.0, description="Adam learning rate of both networks")
+    betas: tuple[float, float] = (0.5, 0.999)
+    d_steps: int = Field(1, ge=1, description="discriminator steps per generator step")
+    grid: int = Field(64, ge=1, le=1024, description="samples in each epoch's PNG grid (fixed noise)")
+    frechet_samples: int = Field(2000, ge=16, description="real and generated samples for the Frechet distance")
+    classifier_epochs: int = Field(4, ge=1, description="epochs of the feature classifier (simple_cnn)")
+
+
 class TrainConfig(Strict):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -148,6 +180,8 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's)")
     log_every: int = Field(10, ge=1, description="steps between progress updates (host syncs)")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    finetune: FinetuneConfig | None = Field(None, description="after training: unfreeze all, train on at lower lr")
+    gan: GanConfig | None = Field(None, description="GAN models: the GAN loop's settings")
 
     @field_validator("loss")
     @classmethod
@@ -186,6 +220,23 @@ class RunConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _sections_fit_the_model(self) -> RunConfig:
+        # sections that only some models or data sets use are errors elsewhere, not ignored
+        from torchkeel.models import GAN_MODELS
+
+        gan = self.model.name in GAN_MODELS
+        if self.train.gan is not None and not gan:
+            raise ConfigError(f"config: train.gan is for GAN models ({', '.join(GAN_MODELS)}), not '{self.model.name}'")
+        if self.train.finetune is not None and gan:
+            raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
+        if self.data.series is not None and self.data.name not in SERIES_DATASETS:
+            raise ConfigError(
+                f"config: data.series is for the series data sets ({', '.join(SERIES_DATASETS)}), "
+                f"not '{self.data.name}'"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -22,7 +22,7 @@ from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import DataBundle, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
-from torchkeel.models import build, count_parameters
+from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
 from torchkeel.train.loop import Run, fit
@@ -46,6 +46,12 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     model = build(cfg.model, data.spec)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
+    if cfg.model.name in GAN_MODELS:  # a GAN trains by its own loop (train/gan.py)
+        if resume is not None:
+            raise RunError("GAN runs cannot be resumed; start the run again")
+        from torchkeel.train.gan import train_gan_experiment
+
+        return train_gan_experiment(cfg, data, model, say, console, progress)
 
     t = cfg.train
     say.step(
@@ -65,6 +71,8 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     say.detail(f"run folder {run_dir}")
     try:
         run = fit(model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress)
+        if cfg.train.finetune is not None:
+            run = _finetune(run, cfg, run_dir, say, console, progress)
     except KeelError:
         _discard_if_empty(run_dir)
         raise
@@ -98,8 +106,9 @@ def prepare_data(cfg: RunConfig) -> DataBundle:
     return data
 
 
-def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec) -> None:
-    """model.safetensors (weights) and model.json (enough to rebuild it without the data)."""
+def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec, loss: str | None = None) -> None:
+    """model.safetensors (weights) and model.json (enough to rebuild it without the data);
+    ``loss`` overrides the supervised loss recorded (a GAN's is "adversarial")."""
     weights = ckpt.saveable(model.state_dict())
     atomic.write_bytes(run_dir / "model.safetensors", safetensors.torch.save(weights))
     meta = {
@@ -107,7 +116,7 @@ def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec) 
         "torchkeel": __version__,
         "model": cfg.model.model_dump(mode="json"),
         "spec": spec.to_dict(),
-        "loss": resolve_loss(cfg.train.loss, spec),
+        "loss": loss or resolve_loss(cfg.train.loss, spec),
     }
     atomic.write_json(run_dir / "model.json", meta)
 
@@ -140,12 +149,24 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     from torchkeel.train.losses import build_loss
 
     cfg = load_run_config(run_dir)
+    if cfg.model.name in GAN_MODELS:
+        raise RunError(f"{run_dir.name} is a GAN run: its Frechet distances are in summary.json and metrics.jsonl")
     model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device))
     data = prepare_data(cfg)
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")
     return evaluate(model, part, spec, build_loss(meta["loss"]), cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
+
+
+def _finetune(run: Run, cfg: RunConfig, run_dir: Path, say: _Narrator, console: Console, progress: bool) -> Run:
+    """Transfer learning's second phase (train/finetune.py): everything trainable, lower lr."""
+    from torchkeel.train.finetune import finetune
+
+    settings = cfg.train.finetune
+    frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
+    say.detail(f"finetune: unfreezing {frozen:,} parameters; {settings.epochs} more epochs at lr {settings.lr:g}")
+    return finetune(run, settings, run_dir=run_dir, progress=progress, console=console)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -8,9 +8,14 @@ from torchkeel.config import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.images import load_digits
 from torchkeel.data.loader import TensorLoader
+from torchkeel.data.series import load_series_csv, load_sine_series
+from torchkeel.data.textgen import load_word_order
 
 DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "digits": load_digits,
+    "sine_series": load_sine_series,
+    "series_csv": load_series_csv,
+    "word_order": load_word_order,
 }
 
 

@@ -2,6 +2,8 @@
 
 Every builder takes the DataSpec and keyword-only options; the options a config may give are
 exactly the builder's keyword arguments, checked (names and types) when the config is loaded.
+``ACCEPTS`` says which kinds of data (``DataSpec.kind``) each model takes; ``describe`` gives
+the one-line description ``keel models`` prints (the builder's docstring, first line).
 """
 
 from __future__ import annotations
@@ -17,13 +19,55 @@ from torch import nn
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError, check_choice, unknown_choice
 from torchkeel.models.cnn import simple_cnn
+from torchkeel.models.custom import custom
+from torchkeel.models.gan import dcgan
 from torchkeel.models.layers import ACTIVATIONS
+from torchkeel.models.lenet import lenet5
 from torchkeel.models.mlp import mlp
+from torchkeel.models.resnet import resnet
+from torchkeel.models.rnn import gru, lstm, rnn
+from torchkeel.models.transformer import transformer, vit
+from torchkeel.models.vision import resnet18, resnet34, resnet50
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "simple_cnn": simple_cnn,
+    "lenet5": lenet5,
+    "resnet": resnet,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "rnn": rnn,
+    "lstm": lstm,
+    "gru": gru,
+    "transformer": transformer,
+    "vit": vit,
+    "dcgan": dcgan,
+    "custom": custom,
 }
+
+KINDS = ("image", "table", "text", "series")
+
+# the kinds of data each model takes (DataSpec.kind); build() refuses the others
+ACCEPTS: dict[str, tuple[str, ...]] = {
+    "mlp": ("image", "table", "series"),
+    "simple_cnn": ("image",),
+    "lenet5": ("image",),
+    "resnet": ("image",),
+    "resnet18": ("image",),
+    "resnet34": ("image",),
+    "resnet50": ("image",),
+    "rnn": ("text", "series"),
+    "lstm": ("text", "series"),
+    "gru": ("text", "series"),
+    "transformer": ("text",),
+    "vit": ("image",),
+    "dcgan": ("image",),
+    "custom": KINDS,  # whatever the user's module takes
+}
+
+# models trained by their own loop (train/gan.py) rather than by fit()
+GAN_MODELS = ("dcgan",)
 
 
 def build(cfg: Any, spec: DataSpec) -> nn.Module:
@@ -35,7 +79,19 @@ def build(cfg: Any, spec: DataSpec) -> nn.Module:
     else:
         name, options = cfg.name, cfg.options()
     check_choice("model", name, MODELS)
+    check_kind(name, spec)
     return MODELS[name](spec, **check_options(name, options))
+
+
+def check_kind(name: str, spec: DataSpec) -> None:
+    """A model given data it cannot take fails here, naming the models that can."""
+    if spec.kind in ACCEPTS[name]:
+        return
+    fits = [m for m, kinds in ACCEPTS.items() if spec.kind in kinds and m != "custom"]
+    raise ConfigError(
+        f"model '{name}' takes {' or '.join(ACCEPTS[name])} data; data '{spec.name}' is {spec.kind} "
+        f"(shape {tuple(spec.input_shape)}): use model {', '.join(repr(m) for m in fits)}"
+    )
 
 
 def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +108,8 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "missing":
+            raise ConfigError(f"model '{name}' needs option '{key}' (model.{key})") from None
         raise ConfigError(f"model '{name}' option '{key}': {first['msg']} (got {first.get('input')!r})") from None
     return {k: getattr(parsed, k) for k in schema.model_fields}
 
@@ -59,15 +117,21 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _options_schema(name: str) -> type:
     fields = {
-        p.name: (p.annotation, p.default)
+        p.name: (p.annotation, ... if p.default is inspect.Parameter.empty else p.default)
         for p in inspect.signature(MODELS[name], eval_str=True).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
     return create_model(f"{name}_options", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+def describe(name: str) -> str:
+    """The builder's one-line description."""
+    doc = inspect.getdoc(MODELS[name]) or ""
+    return doc.split("\n\n")[0].replace("\n", " ").replace("``", "")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "build", "check_options", "count_parameters"]
+__all__ = ["ACCEPTS", "GAN_MODELS", "KINDS", "MODELS", "build", "check_kind", "check_options", "count_parameters"]

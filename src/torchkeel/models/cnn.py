@@ -20,8 +20,10 @@ def simple_cnn(
     dropout: Probability = 0.0,
     batch_norm: bool = False,
 ) -> nn.Module:
-    """The textbook CNN: per entry of ``channels`` a 3x3 conv (padding 1), [BatchNorm],
-    activation and 2x2 max-pool; then a ``hidden``-unit layer and the output layer.
+    """The textbook CNN: conv-pool stages, a hidden layer, the output layer.
+
+    Per entry of ``channels`` a 3x3 conv (padding 1), [BatchNorm], activation and 2x2
+    max-pool; then a ``hidden``-unit layer and the output layer.
 
     The flattened size comes from a trial forward pass over the data's input shape, so the
     same network runs on 8x8 grey, 28x28 grey and 32x32 colour images.

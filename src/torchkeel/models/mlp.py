@@ -19,7 +19,10 @@ def mlp(
     dropout: Probability = 0.0,
     batch_norm: bool = False,
 ) -> nn.Module:
-    """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then a linear head."""
+    """Multi-layer perceptron on flattened inputs (tables, images, series windows).
+
+    Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then a linear head.
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(spec.input_shape)
     for size in hidden:

@@ -1,0 +1,165 @@
+"""DCGAN: the Fréchet distance against scipy, the GAN loop on digits, keel sample."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from conftest import assert_one_line_error, keel
+from PIL import Image
+from rich.console import Console
+
+import torchkeel as keel_pkg
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import RunError
+from torchkeel.evaluate.frechet import frechet_distance
+from torchkeel.experiment import evaluate_run, load_run_config, save_model, train
+from torchkeel.train.gan import feature_classifier, fit_gan, from_tanh_range, grid_png, sample_png, to_tanh_range
+
+
+def _scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """pytorch-fid's calculate_frechet_distance: scipy's general matrix square root."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_frechet_distance_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 12)) @ rng.normal(size=(12, 12))
+    b = rng.normal(0.3, 1.5, size=(400, 12)) @ rng.normal(size=(12, 12))
+    expected = _scipy_frechet(a, b)
+    assert frechet_distance(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(torch.from_numpy(a), torch.from_numpy(a)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_1d_gaussians_is_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 1, generator=g, dtype=torch.float64) * 2 + 1
+    b = torch.randn(200_000, 1, generator=g, dtype=torch.float64) * 0.5 - 1
+    # (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 = 4 + 2.25
+    assert frechet_distance(a, b) == pytest.approx(6.25, rel=0.01)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_pixels_go_to_tanh_range_and_back(shape):
+    spec = DataSpec(
+        "x", "image", "classification", shape, classes=["a", "b"], mean=[0.3] * shape[0], std=[0.2] * shape[0]
+    )
+    pixels01 = torch.rand(5, *shape)
+    normalised = (pixels01 - 0.3) / 0.2
+    tanh = to_tanh_range(normalised, spec)
+    torch.testing.assert_close(tanh, pixels01 * 2 - 1)
+    torch.testing.assert_close(from_tanh_range(tanh, spec), normalised)
+
+
+def test_grid_png_is_a_png_of_the_right_size():
+    png = grid_png(torch.rand(10, 1, 8, 8) * 2 - 1, nrow=5)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.mode == "L"
+    assert image.size == (5 * 10 + 2, 2 * 10 + 2)  # 8 px + 2 px padding per cell, plus the border
+    colour = Image.open(io.BytesIO(grid_png(torch.zeros(3, 3, 32, 32))))
+    assert colour.mode == "RGB"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return keel_pkg.data.load("digits")
+
+
+def test_gan_frechet_distance_falls_on_digits(digits, tmp_path):
+    cfg = keel_pkg.load_config(None, ["train.threads=1"])
+    features, accuracy = feature_classifier(digits, cfg)
+    assert accuracy > 0.9  # the feature space is a classifier that knows digits
+    torch.manual_seed(0)
+    gan = keel_pkg.models.build({"name": "dcgan", "width": 32}, digits.spec)
+    run = fit_gan(gan, digits, cfg, feature_net=features, run_dir=tmp_path, epochs=12, batch_size=64, progress=False)
+    first, last = run.history[0]["frechet"], run.history[-1]["frechet"]
+    assert last < 0.5 * first, [r["frechet"] for r in run.history]
+    assert run.frechet_real < last  # real-vs-real is the floor
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"epoch-{e:03d}.png" for e in range(1, 13)]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    assert {"frechet", "train/d_loss", "train/g_loss", "train/D(x)", "train/D(G(z))"} <= set(records[0])
+
+
+def test_conditional_gan_generates_the_asked_class(digits):
+    spec = digits.spec
+    torch.manual_seed(0)
+    gan = keel_pkg.models.build({"name": "dcgan", "conditional": True, "width": 16}, spec)
+    assert gan.classes == 10
+    labels = torch.tensor([3, 3, 7])
+    images = gan(gan.noise(3), labels)
+    assert images.shape == (3, 1, 8, 8)
+    logits = gan.discriminator(images, labels)
+    assert logits.shape == (3,)
+    # the label changes what is generated from the same noise
+    z = gan.noise(1).repeat(2, 1)
+    two = gan.eval()(z, torch.tensor([0, 9]))
+    assert not torch.allclose(two[0], two[1])
+    with pytest.raises(ValueError, match="give labels"):
+        gan(gan.noise(2))
+
+
+def test_conditional_gan_trains_and_samples_one_class(digits, tmp_path):
+    cfg = keel_pkg.load_config(
+        None, ["model.name=dcgan", "model.conditional=true", "model.width=16", "train.threads=1"]
+    )
+    torch.manual_seed(0)
+    gan = keel_pkg.models.build(cfg.model, digits.spec)
+    features = torch.nn.Sequential(torch.nn.Flatten())  # raw pixels: this test checks the loop runs with labels
+    run = fit_gan(gan, digits, cfg, feature_net=features, epochs=1, batch_size=64, progress=False)
+    assert run.history[0]["train/d_loss"] > 0 and np.isfinite(run.history[0]["frechet"])
+    save_model(tmp_path, gan, cfg, digits.spec, loss="adversarial")
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    grid = Image.open(io.BytesIO(sample_png(tmp_path, 10, label=3, nrow=5)))
+    assert grid.size == (5 * 10 + 2, 2 * 10 + 2)
+    with pytest.raises(RunError, match="class index 0..9"):
+        sample_png(tmp_path, 4, label=10)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("gan")
+    keel(
+        "train", "--model", "dcgan", "--epochs", "2", "--set", "model.width=16", "--set", "train.threads=1",
+        "--set", "train.gan.classifier_epochs=1", "--set", "train.gan.grid=16", "-q", cwd=cwd, check=True,
+    )  # fmt: skip
+    return (cwd / "runs" / "latest").resolve()
+
+
+def test_keel_train_runs_the_gan_loop(gan_run):
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "model.safetensors", "model.json", "summary.json"):
+        assert (gan_run / name).is_file(), name
+    assert [p.name for p in sorted((gan_run / "samples").iterdir())] == ["epoch-001.png", "epoch-002.png"]
+    summary = json.loads((gan_run / "summary.json").read_text())
+    assert summary["test"]["frechet"] > 0 and summary["epochs"] == 2
+    assert json.loads((gan_run / "model.json").read_text())["loss"] == "adversarial"
+    import yaml
+
+    config = yaml.safe_load((gan_run / "config.yaml").read_text())
+    assert config["train"]["gan"]["lr"] == 2e-4 and config["train"]["gan"]["betas"] == [0.5, 0.999]
+
+
+def test_keel_sample_writes_a_grid(gan_run):
+    out = gan_run.parent.parent / "grid.png"
+    proc = keel("sample", str(gan_run), "--n", "12", "--out", str(out), "--nrow", "4", cwd=gan_run.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    image = Image.open(out)
+    assert image.size == (4 * 10 + 2, 3 * 10 + 2) and image.mode == "L"
+    assert sample_png(gan_run, 12, seed=0, nrow=4) == out.read_bytes()  # same seed, same grid
+    assert sample_png(gan_run, 12, seed=1, nrow=4) != out.read_bytes()
+
+
+def test_gan_run_errors(gan_run, trained_run):
+    assert_one_line_error(keel("sample", str(trained_run), cwd=gan_run.parent.parent), "not a GAN")
+    with pytest.raises(RunError, match="not class-conditional"):
+        sample_png(gan_run, 4, label=3)
+    with pytest.raises(RunError, match="is a GAN run"):
+        evaluate_run(gan_run)
+    with pytest.raises(RunError, match="cannot be resumed"):
+        train(load_run_config(gan_run), Console(quiet=True), resume=str(gan_run))
