@@ -140,3 +140,20 @@ def test_a_file_that_breaks_after_loading_is_a_clear_error(tmp_path: Path):
     victim.write_bytes(b"gone")
     with pytest.raises(DataError, match="can no longer be decoded"):
         list(make_loader(data.train, "cpu", 4, shuffle=False).epoch(0))
+
+
+def test_fit_trains_on_a_streamed_folder_as_on_tensors(folder: Path):
+    import torchkeel as keel
+
+    with pytest.warns(DataWarning):
+        memory = load(_cfg(folder, workers=0), seed=0)
+        stream = load(_cfg(folder, workers=1, memory_mb=0.001), seed=0)
+    weights = []
+    for data in (memory, stream):
+        torch.manual_seed(0)
+        model = keel.models.build({"name": "simple_cnn", "channels": [8], "hidden": 16}, data.spec)
+        run = keel.fit(model, data, epochs=2, batch_size=8, augment={"crop": 1}, progress=False)
+        weights.append(run.model.state_dict())
+        assert run.evaluate("test")["accuracy"] >= 0.0 and len(run.history) == 2
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, atol=1e-5, rtol=1e-4)

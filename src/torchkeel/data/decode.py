@@ -105,6 +105,9 @@ def batches_of(
         pin_memory=pin_memory,
         worker_init_fn=_one_thread if workers else None,
         prefetch_factor=4 if workers else None,
+        # DataLoader draws its workers' base seed from this generator; without one it would
+        # draw from torch's global RNG and shift the augmentation of a seeded run
+        generator=torch.Generator(),
     )
     yield from loader
 
