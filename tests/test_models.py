@@ -11,8 +11,13 @@ SPECS = {
     "cifar 32x32 colour": DataSpec("c", "image", "classification", (3, 32, 32), classes=list("abc")),
     "table regression": DataSpec("t", "table", "regression", (13,), targets=2),
     "table binary": DataSpec("b", "table", "binary", (30,), classes=["no", "yes"]),
+    "text topics": DataSpec("x", "text", "classification", (12,), classes=list("abcd"), extra={"vocab_size": 50}),
 }
-ACCEPTS = {"mlp": list(SPECS), "simple_cnn": [k for k in SPECS if SPECS[k].kind == "image"]}
+ACCEPTS = {
+    "mlp": [k for k in SPECS if SPECS[k].kind != "text"],
+    "simple_cnn": [k for k in SPECS if SPECS[k].kind == "image"],
+    "embedding_bag": [k for k in SPECS if SPECS[k].kind == "text"],
+}
 
 
 def test_every_model_is_covered():
@@ -24,7 +29,7 @@ def test_forward_backward_shapes(name, spec_name):
     spec = SPECS[spec_name]
     torch.manual_seed(0)
     model = build(name, spec)
-    x = torch.randn(4, *spec.input_shape)
+    x = torch.randint(0, 50, (4, *spec.input_shape)) if spec.kind == "text" else torch.randn(4, *spec.input_shape)
     out = model(x)
     assert out.shape == (4, spec.output_size)
     out.square().mean().backward()

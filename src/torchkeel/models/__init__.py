@@ -19,10 +19,12 @@ from torchkeel.errors import ConfigError, check_choice, unknown_choice
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.layers import ACTIVATIONS
 from torchkeel.models.mlp import mlp
+from torchkeel.models.text import embedding_bag
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "simple_cnn": simple_cnn,
+    "embedding_bag": embedding_bag,
 }
 
 
