@@ -34,6 +34,7 @@ def test_keel_data_on_an_image_folder_writes_a_grid(files: Path, tmp_path: Path)
     for text in ("image classification", "blue", "green", "red", "normalisation (train split, per channel)"):
         assert text in proc.stdout, text
     assert "warning: image_folder: skipped 1 of 37 files" in proc.stderr
+    assert "--grid" in keel("data", "--help", cwd=tmp_path, check=True).stdout
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.format == "PNG" and grid.width > 300
 

@@ -148,3 +148,12 @@ def test_embedding_bag_is_the_mean_of_non_pad_embeddings(news: Path):
     torch.testing.assert_close(model.head(means), model(x))
     empty = torch.zeros(1, x.shape[1], dtype=torch.int64)
     torch.testing.assert_close(model(empty), model.head.bias[None])  # an empty text is the zero vector
+
+
+def test_a_rebuilt_split_reuses_the_fitted_tokeniser(news: Path):
+    cfg = _cfg(news, tokenizer="wordpiece", vocab_size=90)
+    first = load(cfg, seed=0)
+    again = load(cfg, seed=0, fitted=first.spec)  # what keel eval and a resumed run do
+    assert again.spec.extra["tokenizer"] == first.spec.extra["tokenizer"]
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(again, name).x, getattr(first, name).x)

@@ -78,7 +78,7 @@ def load_image_folder(cfg: DataConfig, seed: int) -> DataBundle:
     train_sums = sums[good[index["train"]]].sum(0)  # (3, C): pixel count, sum, sum of squares
     mean, std = _stats(train_sums)
     spec = image_spec("image_folder", (channels, *size), listing.classes, mean, std)
-    spec.extra.update(flip=True, resize=cfg.image.resize, root=str(root))
+    spec.extra.update(flip=True, resize=cfg.image.resize)
 
     def make(name: str) -> Split | StreamSplit | None:
         rows = good[index[name]]

@@ -114,7 +114,7 @@ def normalise(x: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Tens
         # one pass: (x/255 - m)/s == (x - 255m) / (255s)
         mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
         std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
-        return (x.float() - mean).div_(std)
+        return x.float().sub_(mean).div_(std)  # in place: one float32 allocation, not two
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std

@@ -10,6 +10,7 @@ next batches while the model trains on this one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torchkeel.data.decode import ImageFiles, batches_of
 from torchkeel.data.images import normalise
 from torchkeel.data.loader import epoch_order
-from torchkeel.errors import DataError
+from torchkeel.errors import DataWarning
 
 # slices at least this long are decoded by worker processes in chunks of this size
 WORKER_CHUNK = 64
@@ -48,22 +49,27 @@ class StreamSplit:
         return replace(self, device=torch.device(device))
 
     def decode(self, indices: list[int]) -> torch.Tensor:
-        """(B, C, H, W) normalised float32 on the split's device."""
+        """(B, C, H, W) normalised float32 on the split's device. A file that can no longer be
+        decoded becomes zeros (the mean), with a warning, so x and y stay aligned."""
         if self.workers and len(indices) >= 2 * WORKER_CHUNK:
             parts = [indices[i : i + WORKER_CHUNK] for i in range(0, len(indices), WORKER_CHUNK)]
             pieces = list(batches_of(self.files, parts, self.workers))
             x, ok = torch.cat([p[0] for p in pieces]), torch.cat([p[2] for p in pieces])
         else:
             x, _, ok = self.files.__getitems__(indices)
-        self.check(indices, ok)
-        return normalise(x.to(self.device, non_blocking=True), self.mean, self.std)
-
-    def check(self, indices: list[int], ok: torch.Tensor) -> None:
+        x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std)
         if not bool(ok.all()):
-            bad = self.files.paths[indices[int((~ok).nonzero()[0])]]
-            raise DataError(
-                f"{bad}: can no longer be decoded (it could when the data set was loaded); "
-                "was the folder changed during the run? restore the file or load the data again"
+            self.warn_unreadable(indices, ok, "replaced by the mean image")
+            x[~ok.to(self.device)] = 0.0
+        return x
+
+    def warn_unreadable(self, indices: list[int], ok: torch.Tensor, what: str) -> None:
+        for i in (~ok).nonzero().view(-1).tolist():
+            warnings.warn(
+                f"{self.files.paths[indices[i]]}: can no longer be decoded (it could when the data set was "
+                f"loaded; was the folder changed during the run?); {what}",
+                DataWarning,
+                stacklevel=3,
             )
 
 
@@ -144,7 +150,9 @@ class StreamLoader:
         split = self.split
         pin = split.device.type == "cuda"
         for indices, (x, y, ok) in zip(wanted, batches_of(split.files, wanted, split.workers, pin), strict=True):
-            split.check(indices, ok)
+            if not bool(ok.all()):  # a file broken since loading: train on the rest of the batch
+                split.warn_unreadable(indices, ok, "left out of its batch")
+                x, y = x[ok], y[ok]
             x = normalise(x.to(split.device, non_blocking=True), split.mean, split.std)  # (B, C, H, W)
             yield x, y.to(split.device, non_blocking=True)
 
