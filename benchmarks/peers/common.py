@@ -45,8 +45,12 @@ class MnistNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 24, 5), nn.ReLU(), nn.MaxPool2d(2),  # (B, 24, 12, 12)
-            nn.Conv2d(24, 32, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 5, 5)
+            nn.Conv2d(1, 24, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 24, 12, 12)
+            nn.Conv2d(24, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 32, 5, 5)
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 5 * 5, 256), nn.ReLU(), nn.Linear(256, 10))
 
@@ -56,8 +60,14 @@ class MnistNet(nn.Module):
 
 def onecycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=PEAK_LR, total_steps=total_steps, pct_start=WARMUP, div_factor=25,
-        final_div_factor=1e4, anneal_strategy="cos", cycle_momentum=False,
+        optimizer,
+        max_lr=PEAK_LR,
+        total_steps=total_steps,
+        pct_start=WARMUP,
+        div_factor=25,
+        final_div_factor=1e4,
+        anneal_strategy="cos",
+        cycle_momentum=False,
     )
 
 
@@ -79,7 +89,13 @@ class Timer:
 
 def report(train_seconds: float, test_accuracy: float, samples: int) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({
-        "train_seconds": train_seconds, "test_accuracy": test_accuracy,
-        "samples_per_second": samples / train_seconds, "peak_rss_mb": peak_mb,
-    }))
+    print(
+        json.dumps(
+            {
+                "train_seconds": train_seconds,
+                "test_accuracy": test_accuracy,
+                "samples_per_second": samples / train_seconds,
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )

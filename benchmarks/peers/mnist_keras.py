@@ -29,16 +29,23 @@ keras.utils.set_random_seed(args.seed)
 x_train, y_train, x_test, y_test = load_mnist(args.root)
 to_nhwc = lambda x: np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # noqa: E731 (Keras is NHWC)
 x_train, x_test, y_train, y_test = to_nhwc(x_train), to_nhwc(x_test), y_train.numpy(), y_test.numpy()
-model = keras.Sequential([
-    keras.Input((28, 28, 1)),
-    keras.layers.Conv2D(24, 5, activation="relu"), keras.layers.MaxPooling2D(2),
-    keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-    keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10),
-])
+model = keras.Sequential(
+    [
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(24, 5, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(10),
+    ]
+)
 steps = math.ceil(len(x_train) / BATCH) * args.epochs
 model.compile(
     optimizer=keras.optimizers.Adam(OneCycle(steps)),
-    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
 )
 with Timer() as t:
     model.fit(x_train, y_train, batch_size=BATCH, epochs=args.epochs, verbose=0)

@@ -23,7 +23,10 @@ class LitMnist(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters())
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": onecycle(optimizer, self.total_steps), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": onecycle(optimizer, self.total_steps), "interval": "step"},
+        }
 
 
 args = parse_args(__doc__)
@@ -33,8 +36,11 @@ loader = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH, shuffle=T
 model = LitMnist(len(loader) * args.epochs)
 with tempfile.TemporaryDirectory() as tmp:
     trainer = L.Trainer(
-        max_epochs=args.epochs, accelerator="cpu", default_root_dir=tmp,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        default_root_dir=tmp,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     with Timer() as t:
         trainer.fit(model, loader)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -16,10 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from torchkeel import __version__
-from torchkeel.errors import KeelError
+from torchkeel.errors import DataWarning, KeelError
 
 if TYPE_CHECKING:
     from torchkeel.data.bundle import DataSpec
+    from torchkeel.serve.predictor import Prediction, Predictor
 
 app = typer.Typer(
     name="keel",
@@ -126,26 +128,119 @@ def eval_(
 @app.command()
 def predict(
     run: RunArg,
-    files: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, WEBP).")],
+    files: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Argument(
+            help="Image files (PNG, JPEG, BMP, WEBP); for a table model a CSV/TSV/JSONL/Parquet file of rows; "
+            "for a text model text files, one text per line."
+        ),
+    ] = None,
+    text: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--text", "-t", help="A text to classify (text models; repeatable)."),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output", "-o", help="Table models: the predictions CSV to write (default: INPUT.predictions.csv)."
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
 ) -> None:
-    """Predict the top-k classes (with probabilities) for input files."""
+    """Predict the top-k classes (with probabilities), or values, for new inputs.
+
+    Table models write the input rows with the predictions added to a CSV file.
+    """
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
     predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k)
-    results = predictor.predict_images(files)
+    files, kind = files or [], predictor.spec.kind
+    if not files and not text:
+        raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind == "text" else ""))
+    if text and kind != "text":
+        raise KeelError(f"--text is for text models; this one takes {kind} data")
+    if kind == "table":
+        _predict_tables(predictor, files, output, as_json)
+        return
+    if kind == "text":
+        results = (predictor.predict_texts(text) if text else []) + (
+            predictor.predict_text_files(files) if files else []
+        )
+    else:
+        results = predictor.predict_images(files)
     for r in results:
+        _print_prediction(r, as_json)
+
+
+def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool) -> None:
+    if output is not None and len(files) > 1:
+        raise KeelError("--output takes one input file; give the files one at a time")
+    for path in files:
+        written, results = predictor.predict_table(path, output)
         if as_json:
-            print(json.dumps(r.to_dict()))
-        elif r.value is not None:
-            out.print(f"{r.source}: {', '.join(f'{v:.4f}' for v in r.value)}", highlight=False)
+            for r in results:
+                print(json.dumps(r.to_dict()))
         else:
-            tops = "  ".join(f"{c} {p:.1%}" for c, p in r.top)
-            note = f"  ({r.note})" if r.note else ""
-            out.print(f"{r.source}: {tops}{note}", highlight=False)
+            for r in results[:10]:
+                _print_prediction(r, False)
+            more = f" (first 10 of {len(results):,} shown)" if len(results) > 10 else ""
+            out.print(f"wrote {len(results):,} predictions to {written}{more}", highlight=False)
+
+
+def _print_prediction(r: Prediction, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(r.to_dict()))
+    elif r.value is not None:
+        out.print(f"{r.source}: {', '.join(f'{v:.4f}' for v in r.value)}", highlight=False)
+    else:
+        tops = "  ".join(f"{c} {p:.1%}" for c, p in r.top)
+        note = f"  ({r.note})" if r.note else ""
+        out.print(f"{r.source}: {tops}{note}", highlight=False)
+
+
+@app.command("data")
+def data_(
+    name_or_config: Annotated[
+        str,
+        typer.Argument(help="A data set name (digits, mnist, iris, csv, ...) or a YAML config (its data: section)."),
+    ] = "digits",
+    set_: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of the split (seed).")] = None,  # noqa: UP045
+    grid: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--grid", help="Images: the PNG grid of samples to write (default: NAME-samples.png)."),
+    ] = None,
+    no_grid: Annotated[bool, typer.Option("--no-grid", help="Images: do not write the grid of samples.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Load a data set and show it: split sizes, classes with counts, input shape or vocabulary size,
+    normalisation statistics; for images also write a PNG grid of training samples with their labels.
+
+    Examples: `keel data mnist --set data.root=../data`, `keel data configs/credit.yaml`,
+    `keel data csv --set data.path=rows.csv --set data.target=label`.
+    """
+    from torchkeel.config import load_config
+
+    is_config = name_or_config.endswith((".yaml", ".yml")) or Path(name_or_config).is_file()
+    shortcuts = {"data.name": None if is_config else name_or_config, "seed": seed}
+    cfg = load_config(name_or_config if is_config else None, set_, shortcuts)
+    from torchkeel.data import load
+    from torchkeel.data.describe import describe, render, write_sample_grid
+
+    bundle = load(cfg.data, cfg.seed)
+    info = describe(bundle)
+    if bundle.spec.kind == "image" and not no_grid:
+        info["grid"] = str(write_sample_grid(bundle, grid or Path(f"{bundle.spec.name}-samples.png"), cfg.seed))
+    if as_json:
+        print(json.dumps(info))
+        return
+    for item in render(info):
+        out.print(item, highlight=False)
+    if "grid" in info:
+        out.print(f"samples: {info['grid']}", highlight=False)
 
 
 @app.command("runs")
@@ -255,8 +350,20 @@ def sample(
     out.print(f"{n} samples -> {out_file}", highlight=False)
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """torchkeel's own warnings (skipped files, replaced bytes) as one 'warning:' line."""
+    if issubclass(category, DataWarning):
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    else:
+        _python_showwarning(message, category, *args, **kwargs)
+
+
 def main() -> None:
     """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except KeelError as e:

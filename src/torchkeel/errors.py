@@ -50,3 +50,8 @@ def check_choice(what: str, name: str, choices: Iterable[str], error: type = Con
     if name not in choices:
         raise error(unknown_choice(what, name, choices))
     return name
+
+
+class DataWarning(UserWarning):
+    """Data that was used with a documented fix-up (skipped files, replaced bytes, dropped
+    columns); the CLI prints it as one 'warning:' line."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
-from torchkeel.data import DataBundle, load
+from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
 from torchkeel.models import GAN_MODELS, build, count_parameters
@@ -37,7 +37,7 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         run_dir = runs.resolve_run(resume, cfg.out_dir)
         cfg = load_run_config(run_dir)
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, fitted_spec(run_dir) if resume is not None else None)
     say.detail(data.summary())
     if data.spec.mean is not None and data.spec.kind == "image":
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
@@ -65,6 +65,8 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
         atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
         atomic.write_json(run_dir / "env.json", runtime.environment(device))
+        # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
+        atomic.write_json(run_dir / FITTED_SPEC, data.spec.to_dict())
     else:
         checkpoint = latest_checkpoint(run_dir)
         say.detail(f"resuming {run_dir.name} from {checkpoint.name}")
@@ -95,9 +97,10 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     return run_dir
 
 
-def prepare_data(cfg: RunConfig) -> DataBundle:
-    """Load the data set; with ``loss: bce`` a two-class problem becomes one sigmoid logit."""
-    data = load(cfg.data, cfg.seed)
+def prepare_data(cfg: RunConfig, fitted: DataSpec | None = None) -> DataBundle:
+    """Load the data set; with ``loss: bce`` a two-class problem becomes one sigmoid logit.
+    ``fitted``: a trained run's DataSpec, whose tokeniser a rebuilt text set reuses."""
+    data = load(cfg.data, cfg.seed, fitted)
     if cfg.train.loss == "bce" and data.spec.task == "classification" and data.spec.num_classes == 2:
         data.spec.task = "binary"
         as_float = {k: Split(v.x, v.y.float()) for k, v in data.splits().items()}
@@ -152,7 +155,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     if cfg.model.name in GAN_MODELS:
         raise RunError(f"{run_dir.name} is a GAN run: its Frechet distances are in summary.json and metrics.jsonl")
     model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device))
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, spec)
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")

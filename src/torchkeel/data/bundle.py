@@ -81,5 +81,9 @@ class DataBundle:
     def summary(self) -> str:
         sizes = " / ".join(f"{len(s):,} {k}" for k, s in self.splits().items())
         shape = "x".join(str(d) for d in self.spec.input_shape)
+        if self.spec.kind == "text":
+            shape = f"{shape} token ids (vocabulary {self.spec.extra.get('vocab_size', '?'):,})"
+        elif self.spec.kind == "table":
+            shape = f"{shape} features"
         what = f"{self.spec.num_classes} classes" if self.spec.classes else self.spec.task
         return f"{self.spec.name}: {sizes}; input {shape}; {what}"

@@ -1,5 +1,10 @@
-"""Image data sets: decoded once into float tensors in [0, 1], split, normalised per channel
-with statistics of the train split only."""
+"""Image data sets: decoded once into tensors, split, normalised per channel with statistics
+of the train split only.
+
+Pixels arrive either as floats in [0, 1] (digits) or as uint8 (MNIST, CIFAR, image folders);
+uint8 sets stay uint8 until after the split, and their statistics come from per-channel
+histograms, which are exact and read 70,000 MNIST images in a few hundredths of a second.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import torch
 
 from torchkeel.config import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
-from torchkeel.data.splits import split_indices
+from torchkeel.data.splits import holdout_indices
 
 
 def load_digits(cfg: DataConfig, seed: int) -> DataBundle:
@@ -21,6 +26,7 @@ def load_digits(cfg: DataConfig, seed: int) -> DataBundle:
     y = torch.from_numpy(target)
     bundle = image_bundle("digits", x, y, [str(c) for c in range(10)], cfg, seed)
     bundle.spec.extra["background"] = "dark"  # light ink on dark: predict inverts the opposite
+    bundle.spec.extra["flip"] = False  # a mirrored digit is not the same digit
     return bundle
 
 
@@ -46,41 +52,69 @@ def image_bundle(
     cfg: DataConfig,
     seed: int,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DataBundle:
-    """Split ``x`` (N, C, H, W) floats in [0, 1] and normalise. A data set's own ``test``
-    split is kept as the test split; otherwise ``cfg.test_fraction`` of ``x`` is held out."""
-    labels = y.numpy()
-    fractions = (cfg.val_fraction,) if test is not None else (cfg.val_fraction, cfg.test_fraction)
-    parts = split_indices(labels, len(x), fractions, seed)
-    val_idx, train_idx = parts[0], parts[-1]
-    test_x, test_y = test if test is not None else (x[parts[1]], y[parts[1]])
+    """Split ``x`` (N, C, H, W), floats in [0, 1] or uint8, and normalise to float32.
+
+    A data set's own ``test`` (and ``val``) split is kept; otherwise ``cfg.test_fraction``
+    (``cfg.val_fraction``) of ``x`` is held out, stratified by class and seeded.
+    """
+    train_idx, val_idx, test_idx = holdout_indices(y.numpy(), len(x), cfg, seed, val is not None, test is not None)
     train = Split(x[train_idx], y[train_idx])
-    val = Split(x[val_idx], y[val_idx]) if len(val_idx) else None
+    val_split = Split(*val) if val is not None else Split(x[val_idx], y[val_idx]) if len(val_idx) else None
+    test_split = Split(*test) if test is not None else Split(x[test_idx], y[test_idx])
 
     mean, std = channel_stats(train.x)
-    spec = DataSpec(
+    spec = image_spec(name, tuple(x.shape[1:]), classes, mean, std)
+
+    def norm(split: Split | None) -> Split | None:
+        return None if split is None else Split(normalise(split.x, mean, std), split.y)
+
+    return DataBundle(spec, norm(train), norm(val_split), norm(test_split))
+
+
+def image_spec(
+    name: str, shape: tuple[int, ...], classes: list[str], mean: torch.Tensor, std: torch.Tensor
+) -> DataSpec:
+    return DataSpec(
         name=name,
         kind="image",
         task="classification",
-        input_shape=tuple(x.shape[1:]),
+        input_shape=tuple(int(d) for d in shape),
         classes=classes,
         mean=mean.tolist(),
         std=std.tolist(),
     )
 
-    def norm(split: Split | None) -> Split | None:
-        return None if split is None else Split(normalise(split.x, mean, std), split.y)
-
-    return DataBundle(spec, norm(train), norm(val), norm(Split(test_x, test_y)))
-
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of (N, C, H, W); std floored so constant channels stay finite."""
+    """Per-channel mean and std of (N, C, H, W) on the [0, 1] scale; std floored so constant
+    channels stay finite. uint8 pixels (0..255) are counted exactly with histograms."""
+    if x.dtype == torch.uint8:
+        counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])])
+        return stats_from_histogram(counts)
     flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
     return flat.mean(1).float(), flat.std(1).clamp_min(1e-6).float()
 
 
+def stats_from_histogram(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) std on the [0, 1] scale from per-channel counts (C, 256) of uint8
+    values: the same numbers as ``channel_stats`` on ``x / 255``."""
+    counts = counts.double()
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    n = counts.sum(1)
+    mean = (counts * values).sum(1) / n
+    var = (counts * (values - mean[:, None]) ** 2).sum(1) / (n - 1).clamp_min(1)
+    return mean.float(), var.sqrt().clamp_min(1e-6).float()
+
+
 def normalise(x: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Tensor | list[float]) -> torch.Tensor:
-    mean = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    """(x - mean) / std per channel; uint8 input is first scaled to [0, 1]."""
+    if x.dtype == torch.uint8:
+        # one pass: (x/255 - m)/s == (x - 255m) / (255s)
+        mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
+        std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
+        return x.float().sub_(mean).div_(std)  # in place: one float32 allocation, not two
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std

@@ -8,6 +8,7 @@ spends about 0.5 ms per batch indexing samples one by one and stacking them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -49,16 +50,7 @@ class TensorLoader:
 
     def order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, on the data's device."""
-        n = len(self.x)
-        if self.shuffle:
-            # a fresh CPU generator per epoch: the order never depends on what ran before
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            idx = torch.randperm(n, generator=g)
-        else:
-            idx = torch.arange(n)
-        if self.world_size > 1:
-            padded = self.samples_per_rank * self.world_size
-            idx = torch.cat([idx, idx[: padded - n]])[self.rank :: self.world_size]
+        idx = epoch_order(len(self.x), epoch, self.seed, self.shuffle, self.rank, self.world_size)
         return idx.to(self.x.device)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -70,3 +62,30 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
+
+
+def epoch_order(
+    n: int, epoch: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """Indices (on the CPU) of ``n`` samples that ``rank`` visits in ``epoch``."""
+    if shuffle:
+        # a fresh CPU generator per epoch: the order never depends on what ran before
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        idx = torch.randperm(n, generator=g)
+    else:
+        idx = torch.arange(n)
+    if world_size > 1:
+        per_rank = -(-n // world_size)
+        idx = torch.cat([idx, idx[: per_rank * world_size - n]])[rank::world_size]
+    return idx
+
+
+def make_loader(split: Any, device: torch.device | str, batch_size: int, **options: Any) -> Any:
+    """The training loader for a split: a TensorLoader over its tensors moved to ``device``,
+    or, for an image set streamed from disk, a StreamLoader with the same interface
+    (``epoch(e, start)``, ``__len__``, ``batch_size``). ``options`` go to either."""
+    from torchkeel.data.stream import StreamLoader, StreamSplit
+
+    if isinstance(split, StreamSplit):
+        return StreamLoader(split.to(device), batch_size, **options)
+    return TensorLoader(split.x.to(device), split.y.to(device), batch_size, **options)

@@ -6,7 +6,12 @@ Written with numpy rather than imported from scikit-learn's ``train_test_split``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from torchkeel.config import DataConfig
 
 
 def split_indices(
@@ -33,3 +38,24 @@ def split_indices(
         parts[-1].append(group[start:])
     # shuffle across classes so a part is not sorted by label
     return [rng.permutation(np.concatenate(p)) for p in parts]
+
+
+def holdout_indices(
+    labels: np.ndarray | None,
+    n: int,
+    cfg: DataConfig,
+    seed: int,
+    own_val: bool = False,
+    own_test: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices of ``n`` samples, stratified by ``labels`` when given.
+
+    A data set that brings its own val or test split keeps it: no fraction is cut for that
+    part and its index array here is empty.
+    """
+    wanted = [("val", cfg.val_fraction, own_val), ("test", cfg.test_fraction, own_test)]
+    fractions = tuple(f for _, f, own in wanted if not own)
+    parts = split_indices(labels, n, fractions, seed)
+    named = dict(zip([k for k, _, own in wanted if not own], parts, strict=False))
+    empty = np.zeros(0, dtype=np.int64)
+    return parts[-1], named.get("val", empty), named.get("test", empty)

@@ -26,6 +26,7 @@ from torchkeel.models.lenet import lenet5
 from torchkeel.models.mlp import mlp
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
+from torchkeel.models.text import embedding_bag
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50
 
@@ -44,6 +45,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vit": vit,
     "dcgan": dcgan,
     "custom": custom,
+    "embedding_bag": embedding_bag,
 }
 
 KINDS = ("image", "table", "text", "series")
@@ -63,6 +65,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "transformer": ("text",),
     "vit": ("image",),
     "dcgan": ("image",),
+    "embedding_bag": ("text",),
     "custom": KINDS,  # whatever the user's module takes
 }
 

@@ -57,6 +57,8 @@ class Predictor:
         out = self.model(x.to(self.device)).float()
         notes = notes or [""] * len(sources)
         if self.spec.task == "regression":
+            scale = self.spec.extra.get("target_scale")  # a standardised target: back to its units
+            out = out * scale["std"] + scale["mean"] if scale else out
             return [Prediction(s, value=o.tolist(), note=n) for s, o, n in zip(sources, out, notes, strict=True)]
         if self.spec.task == "binary":
             p1 = torch.sigmoid(out.view(-1))
@@ -78,6 +80,70 @@ class Predictor:
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
         return self.predict_batch(x, [str(p) for p in paths], list(notes))
 
+    def predict_rows(self, frame: Any, source: str = "rows") -> list[Prediction]:
+        """Table models: one prediction per row of a pandas DataFrame, whose columns are
+        encoded with the train split's statistics stored in the DataSpec."""
+        from torchkeel.data.frames import require_columns
+        from torchkeel.data.table_encoder import TableEncoder
+
+        if self.spec.kind != "table":
+            raise DataError(f"this model takes {self.spec.kind} data, not table rows")
+        encoder = TableEncoder.from_dict(self.spec.extra["table"]["encoder"])
+        require_columns(frame, encoder.columns, "predict", source)
+        x = encoder.transform(frame)  # (N, features)
+        names = [f"{source}:{i + 2}" for i in range(len(frame))]  # the row's line in a CSV with a header
+        return [
+            p for at in range(0, len(x), 4096) for p in self.predict_batch(x[at : at + 4096], names[at : at + 4096])
+        ]
+
+    def predict_table(self, path: str | Path, output: str | Path | None = None) -> tuple[Path, list[Prediction]]:
+        """Predict every row of a CSV/TSV/JSON-lines/Parquet file; write the rows with
+        ``predicted_<target>`` (and ``probability``) columns added to ``output`` as CSV
+        (default: ``<input>.predictions.csv`` beside the input)."""
+        from torchkeel import atomic
+        from torchkeel.data.frames import read_frame
+
+        path = Path(path)
+        frame = read_frame(path, "predict")
+        results = self.predict_rows(frame, str(path))
+        target = self.spec.extra["table"]["target"]
+        table = frame.copy()
+        if self.spec.task == "regression":
+            table[f"predicted_{target}"] = [r.value[0] for r in results]
+        else:
+            table[f"predicted_{target}"] = [r.top[0][0] for r in results]
+            table["probability"] = [round(r.top[0][1], 6) for r in results]
+        output = Path(output) if output is not None else path.with_name(f"{path.stem}.predictions.csv")
+        atomic.write_text(output, table.to_csv(index=False))
+        return output, results
+
+    def predict_texts(self, texts: list[str], sources: list[str] | None = None) -> list[Prediction]:
+        """Text models: tokenised with the run's own tokeniser, truncated/padded to its length."""
+        from torchkeel.data.tokenize import encode_texts, tokenizer_from_dict
+
+        if self.spec.kind != "text":
+            raise DataError(f"this model takes {self.spec.kind} data, not text")
+        tokenizer = tokenizer_from_dict(self.spec.extra["tokenizer"])
+        x, _ = encode_texts(tokenizer, texts, self.spec.input_shape[0])  # (N, L) token ids
+        sources = sources or [t if len(t) <= 60 else t[:57] + "..." for t in texts]
+        return self.predict_batch(x, sources)
+
+    def predict_text_files(self, paths: list[str | Path]) -> list[Prediction]:
+        """Every non-blank line of each file is one text (UTF-8; other bytes are replaced, with a warning)."""
+        from torchkeel.data.frames import decode_text
+
+        texts, sources = [], []
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise DataError(f"{path}: no such file")
+            for number, line in enumerate(decode_text(path.read_bytes(), path).splitlines(), start=1):
+                if line.strip():
+                    texts.append(line)
+                    sources.append(f"{path}:{number}")
+        if not texts:
+            raise DataError(f"no text in {', '.join(map(str, paths))}: give one text per line")
+        return self.predict_texts(texts, sources)
+
 
 def load_image(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, str]:
     """Decode, convert to the model's channels and size, scale to [0, 1]: (C, H, W).
@@ -95,13 +161,20 @@ def load_image(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, str]:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise DataError(f"{path}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS:,}")
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            img = img.convert("L" if c == 1 else "RGB")
+            if "resize" not in spec.extra:  # sets trained at their own size (digits): PIL's resize
+                img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, c)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
         ) from None
-    x = data.view(h, w, c).permute(2, 0, 1).float() / 255.0  # (C, H, W)
+    pixels = data.permute(2, 0, 1)  # (C, h, w) uint8
+    if "resize" in spec.extra:  # resized in training: the very same resize (and crop)
+        from torchkeel.data.resize import fit_size
+
+        pixels = fit_size(pixels, (h, w), spec.extra["resize"])
+    x = pixels.float() / 255.0  # (C, H, W)
     note = ""
     if spec.extra.get("background") == "dark" and _border_mean(x) > 0.5:
         x, note = 1.0 - x, "inverted: light background"

@@ -21,12 +21,12 @@ from torch import nn
 from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
-from torchkeel.data.loader import TensorLoader
+from torchkeel.data.loader import make_loader
 from torchkeel.errors import ConfigError, TrainingError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
-from torchkeel.train.losses import build_loss, resolve_loss
+from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
 from torchkeel.train.state import EarlyStopping, LoopState, logged_metrics
@@ -80,14 +80,14 @@ def fit(
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(t.device)
     spec = data.spec
-    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing)
-    augment = aug.is_active(cfg.data.augment) and spec.kind == "image"
+    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device))
+    augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
 
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if t.compile else model
-    loader = TensorLoader(data.train.x.to(device), data.train.y.to(device), t.batch_size, seed=cfg.seed)
+    loader = make_loader(data.train, device, t.batch_size, seed=cfg.seed)  # tensors, or streamed image files
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -112,8 +112,8 @@ def fit(
         for batch, (x, y) in enumerate(loader.epoch(epoch, start=state.batch), start=state.batch):
             lr = t.optimizer.lr * lr_factor(t.schedule, state.global_step, total_steps, steps_per_epoch)
             set_lr(optimizer, lr)
-            if augment:
-                x = aug.augment(x, cfg.data.augment)
+            if augment is not None:
+                x = augment(x)
             with runtime.autocast(device, t.precision):
                 out = forward(x)  # (B, output_size)
                 loss = loss_fn(out, y)

@@ -30,11 +30,20 @@ def resolve_loss(name: str, spec: DataSpec) -> str:
     return name
 
 
-def build_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
+def build_loss(name: str, label_smoothing: float = 0.0, weights: torch.Tensor | None = None) -> LossFn:
+    """``weights``: one per class (cross-entropy); for bce the positive class is weighted by
+    weights[1] / weights[0]."""
     if name == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        return lambda out, y: F.cross_entropy(out, y, weight=weights, label_smoothing=label_smoothing)
     if name == "mse":
         return lambda out, y: F.mse_loss(out, y.view_as(out))
     if name == "bce":
-        return lambda out, y: F.binary_cross_entropy_with_logits(out.view(-1), y.float())
+        pos_weight = None if weights is None else weights[1:2] / weights[0]
+        return lambda out, y: F.binary_cross_entropy_with_logits(out.view(-1), y.float(), pos_weight=pos_weight)
     raise AssertionError(f"unresolved loss {name}")
+
+
+def class_weights(spec: DataSpec, device: torch.device | str) -> torch.Tensor | None:
+    """The data's class weights (``data.class_weights``), on ``device``, or None."""
+    weights = spec.extra.get("class_weights")
+    return None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)

@@ -1,0 +1,37 @@
+"""A bag-of-embeddings text classifier: the mean of the token embeddings, then a linear layer.
+
+The fastText-style baseline (Joulin et al. 2016, "Bag of Tricks for Efficient Text
+Classification"): word order is ignored, which makes it fast and a fair first model for topic
+or sentiment labels; sequence models (RNN, Transformer) are the next step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ConfigError
+from torchkeel.models.layers import Probability, Width
+
+
+class EmbeddingBagClassifier(nn.Module):
+    def __init__(self, vocab_size: int, dim: int, outputs: int, dropout: float, pad_index: int):
+        super().__init__()
+        # padding_idx: pad tokens are left out of each bag's mean and get no gradient
+        self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=pad_index)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, outputs)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        bag = self.embed(tokens)  # (B, L) ids -> (B, dim), the mean over non-pad tokens
+        return self.head(self.dropout(bag))  # (B, outputs)
+
+
+def embedding_bag(spec: DataSpec, *, embed_dim: Width = 64, dropout: Probability = 0.0) -> nn.Module:
+    """EmbeddingBag(mean) over token ids -> dropout -> linear, for ``text`` data."""
+    if spec.kind != "text" or "vocab_size" not in spec.extra:
+        raise ConfigError(f"model 'embedding_bag' takes text (token ids); data '{spec.name}' gives {spec.kind} samples")
+    return EmbeddingBagClassifier(
+        spec.extra["vocab_size"], embed_dim, spec.output_size, dropout, spec.extra.get("pad_index", 0)
+    )

@@ -1,0 +1,172 @@
+"""Small data sets written in the real file formats, for the data tests: IDX files (the MNIST
+family), CIFAR's python batches, SVHN's .mat files, PNG/JPEG/BMP folders, CSV/TSV/JSONL."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format of LeCun's MNIST files: magic (0, 0, 0x08 = ubyte, ndim), big-endian
+    int32 dimensions, then the bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def digit_images(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, size, size) uint8 images of light bars on dark, the bar's row given by the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (rng.random((n, size, size)) * 40).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row = 2 + int(label) * (size - 4) // 10
+        images[i, row : row + 2, 4:-4] = 230
+    return images, labels
+
+
+def write_mnist_family(root: Path, folder: str = "MNIST", train: int = 300, test: int = 100) -> None:
+    """ROOT/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, as torchvision reads them."""
+    raw = root / folder / "raw"
+    for prefix, n, seed in (("train", train, 0), ("t10k", test, 1)):
+        images, labels = digit_images(n, seed=seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def colour_images(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 32, 32, 3) uint8 noise with a class-dependent colour tint, and labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    tint = rng.integers(0, 256, (classes, 3))
+    images = (rng.random((n, 32, 32, 3)) * 100 + tint[labels][:, None, None, :] * 0.6).clip(0, 255)
+    return images.astype(np.uint8), labels
+
+
+def _pickle(path: Path, obj: dict) -> str:
+    # CIFAR's python batches are pickles by format; this is how the test makes them
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_cifar10(root: Path, per_batch: int = 40, test: int = 60) -> dict[str, list]:
+    """ROOT/cifar-10-batches-py with 5 train batches, test_batch and batches.meta. Returns the
+    (name, md5) lists to put in torchvision's CIFAR10 class for its integrity check."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    train_list = []
+    for b in range(1, 6):
+        images, labels = colour_images(per_batch, 10, seed=b)
+        entry = {"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), "labels": labels.tolist()}
+        train_list.append([f"data_batch_{b}", _pickle(folder / f"data_batch_{b}", entry)])
+    images, labels = colour_images(test, 10, seed=9)
+    entry = {"data": images.transpose(0, 3, 1, 2).reshape(test, -1), "labels": labels.tolist()}
+    test_list = [["test_batch", _pickle(folder / "test_batch", entry)]]
+    meta = {
+        "filename": "batches.meta",
+        "key": "label_names",
+        "md5": _pickle(folder / "batches.meta", {"label_names": names}),
+    }
+    return {"train_list": train_list, "test_list": test_list, "meta": meta}
+
+
+def write_cifar100(root: Path, train: int = 200, test: int = 100) -> dict[str, list]:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    lists = {}
+    for name, n, seed in (("train", train, 0), ("test", test, 1)):
+        images, labels = colour_images(n, 100, seed=seed)
+        entry = {"data": images.transpose(0, 3, 1, 2).reshape(n, -1), "fine_labels": labels.tolist()}
+        lists[f"{name}_list"] = [[name, _pickle(folder / name, entry)]]
+    names = [f"class{i:02d}" for i in range(100)]
+    md5 = _pickle(folder / "meta", {"fine_label_names": names})
+    lists["meta"] = {"filename": "meta", "key": "fine_label_names", "md5": md5}
+    return lists
+
+
+def write_svhn(root: Path, train: int = 120, test: int = 60) -> dict[str, list]:
+    """SVHN's train_32x32.mat / test_32x32.mat: X (32, 32, 3, N), y (N, 1) with 10 for digit 0."""
+    from scipy.io import savemat
+
+    root.mkdir(parents=True, exist_ok=True)
+    split_list = {}
+    for split, n, seed in (("train", train, 0), ("test", test, 1)):
+        images, labels = colour_images(n, 10, seed=seed)
+        path = root / f"{split}_32x32.mat"
+        savemat(path, {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]})
+        split_list[split] = ["http://unused", path.name, hashlib.md5(path.read_bytes()).hexdigest()]
+    return split_list
+
+
+def write_image_folder(root: Path, per_class: int = 12, size: tuple[int, int] = (20, 24), grey: bool = False) -> None:
+    """ROOT/<red|green|blue>/<i>.png|jpg|bmp: colour-tinted noise (or grey levels), one class per tint."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("blue", "green", "red")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = (rng.random((*size, 3)) * 60).astype(np.uint8)
+            pixels[..., c] += 180
+            image = Image.fromarray(pixels).convert("L") if grey else Image.fromarray(pixels)
+            suffix = ("png", "jpg", "bmp")[i % 3]
+            image.save(root / name / f"{i}.{suffix}")
+
+
+def write_rows(path: Path, rows: list[dict], kind: str | None = None) -> Path:
+    kind = kind or path.suffix.lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return path
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(rows[0]), delimiter="\t" if kind == "tsv" else ",")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def shop_rows(n: int = 300, seed: int = 0) -> list[dict]:
+    """A table with gaps: numbers (age with missing values), a category with missing values,
+    an id column, a numeric target (price) and a class target (buys)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        age = None if rng.random() < 0.1 else int(rng.integers(18, 70))
+        income = float(rng.normal(50, 15))
+        city = [None, "paris", "lyon", "nice"][int(rng.integers(0, 4))]
+        price = 0.05 * (age or 40) + 0.1 * income + (3 if city == "paris" else 0) + float(rng.normal(0, 0.3))
+        rows.append({"id": i, "age": age, "income": round(income, 3), "city": city, "price": round(price, 3)})
+    median = float(np.median([r["price"] for r in rows]))
+    for r in rows:
+        r["buys"] = "yes" if r["price"] > median else "no"
+    return rows
+
+
+TOPICS = {
+    "sport": ["goal", "match", "team", "player", "score", "win", "league", "coach", "ball", "season"],
+    "tech": ["software", "chip", "computer", "data", "network", "code", "cloud", "phone", "app", "internet"],
+    "food": ["recipe", "cook", "bake", "flavor", "dinner", "kitchen", "spice", "bread", "cheese", "soup"],
+}
+FILLER = ["the", "a", "of", "and", "to", "in", "is", "it", "that", "for", "on", "with", "as", "was"]
+
+
+def news_rows(n: int = 240, seed: int = 0) -> list[dict]:
+    """Short texts whose topic words give the label."""
+    rng = np.random.default_rng(seed)
+    labels = list(TOPICS)
+    rows = []
+    for _ in range(n):
+        label = labels[int(rng.integers(0, 3))]
+        words = list(rng.choice(TOPICS[label], int(rng.integers(3, 8)))) + list(rng.choice(FILLER, 5))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words).capitalize() + ".", "label": label})
+    return rows

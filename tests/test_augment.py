@@ -1,0 +1,111 @@
+"""Batched on-device augmentation: each step against a torch reference, per-sample randomness,
+seeding, and which steps a data set gets by default."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchkeel.config import AugmentConfig
+from torchkeel.data.augment import affine, build_augment, cutout, random_affine, random_crop, random_flip
+from torchkeel.data.bundle import DataSpec
+
+
+def _batch(b: int = 6, c: int = 3, h: int = 16, w: int = 16) -> torch.Tensor:
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def _spec(flip: bool | None) -> DataSpec:
+    extra = {} if flip is None else {"flip": flip}
+    return DataSpec("s", "image", "classification", (3, 16, 16), classes=["a", "b"], extra=extra)
+
+
+def test_crop_is_a_shifted_window_of_the_padded_image():
+    x = _batch()
+    torch.manual_seed(1)
+    out = random_crop(x, 2)
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):  # every sample equals one of the 25 windows
+        windows = [padded[i, :, dy : dy + 16, dx : dx + 16] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_flip_mirrors_some_samples():
+    x = _batch(b=64)
+    torch.manual_seed(0)
+    out = random_flip(x)
+    mirrored = [torch.equal(o, s.flip(2)) for o, s in zip(out, x, strict=True)]
+    kept = [torch.equal(o, s) for o, s in zip(out, x, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and 10 < sum(mirrored) < 54
+
+
+def test_affine_matches_torch_rotation_and_identity():
+    x = _batch(b=2, h=8, w=8)
+    zeros = torch.zeros(2)
+    # no rotation, zoom 1, no shift: exactly the input (bilinear sampling at the pixel centres)
+    torch.testing.assert_close(affine(x, zeros, torch.ones(2), torch.zeros(2, 2)), x)
+    # a quarter turn of a square image is torch.rot90; the sign follows torchvision's convention
+    quarter = affine(x, torch.full((2,), math.pi / 2), torch.ones(2), torch.zeros(2, 2))
+    torch.testing.assert_close(quarter, torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5, rtol=0)
+    from torchvision.transforms.v2 import functional as TF
+
+    torch.testing.assert_close(quarter[0], TF.rotate(x[0], 90.0), atol=1e-5, rtol=0)
+    # a shift of half the width moves the picture 4 pixels right; zeros (the mean) come in
+    shifted = affine(x, zeros, torch.ones(2), torch.tensor([[0.5, 0.0], [0.5, 0.0]]))
+    torch.testing.assert_close(shifted[..., 4:], x[..., :4], atol=1e-5, rtol=0)
+    assert shifted[..., :4].abs().max() == 0
+
+
+def test_random_affine_varies_per_sample_and_stays_small():
+    x = _batch(b=8)
+    torch.manual_seed(0)
+    out = random_affine(x, rotate=10, translate=0.1, scale=0.1)
+    changes = (out - x).abs().mean((1, 2, 3))
+    assert len(set(changes.tolist())) == 8 and changes.min() > 0
+    assert random_affine(x, 0.0, 0.0, 0.0).sub(x).abs().max() < 1e-5
+
+
+def test_cutout_zeroes_one_square_per_sample():
+    x = torch.ones(32, 1, 20, 20)
+    torch.manual_seed(0)
+    out = cutout(x, 6)
+    zeroed = (out == 0).sum((1, 2, 3))
+    assert zeroed.max() == 36 and zeroed.min() >= 9  # a square, clipped when it hangs over the border
+    positions = {tuple((o[0] == 0).nonzero()[0].tolist()) for o in out}
+    assert len(positions) > 16  # per-sample places
+    for o in out:  # each zeroed area is one rectangle
+        rows, cols = (o[0] == 0).nonzero().unbind(1)
+        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
+
+
+def test_seeded_and_per_sample():
+    cfg = AugmentConfig(crop=2, flip=True, rotate=15, translate=0.1, scale=0.1, cutout=4)
+    augment = build_augment(cfg, _spec(None))
+    x = _batch(b=16)
+    torch.manual_seed(5)
+    a = augment(x)
+    torch.manual_seed(5)
+    b = augment(x)
+    torch.manual_seed(6)
+    c = augment(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    same = _batch(b=1).expand(16, -1, -1, -1)
+    out = augment(same)
+    assert len({o.sum().item() for o in out}) == 16  # identical inputs, different augmentations
+
+
+@pytest.mark.parametrize(
+    ("data_flip", "cfg_flip", "flips"), [(False, None, False), (True, None, True), (False, True, True)]
+)
+def test_flip_follows_the_data_unless_set(data_flip, cfg_flip, flips):
+    augment = build_augment(AugmentConfig(flip=cfg_flip), _spec(data_flip))
+    assert (augment is not None) == flips
+
+
+def test_nothing_to_do_and_not_for_tables():
+    assert build_augment(AugmentConfig(), _spec(None)) is None
+    table = DataSpec("t", "table", "classification", (4,), classes=["a", "b"])
+    assert build_augment(AugmentConfig(crop=2, flip=True), table) is None
