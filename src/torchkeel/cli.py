@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from torchkeel import __version__
-from torchkeel.errors import KeelError
+from torchkeel.errors import ConfigError, KeelError, TrainingInterrupted
 
 app = typer.Typer(
     name="keel",
@@ -66,14 +66,21 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, mps (train.device).")] = None,  # noqa: UP045
     seed: Annotated[Optional[int], typer.Option(help="Random seed (seed).")] = None,  # noqa: UP045
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for run folders (out_dir).")] = None,  # noqa: UP045
-    resume: Annotated[Optional[str], typer.Option(help="Continue an unfinished run: its folder or 'latest'.")] = None,  # noqa: UP045
+    resume: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Continue an unfinished run (its folder, name or 'latest') from its newest good checkpoint, "
+            "with the config saved in it."
+        ),
+    ] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train a model: preprocess, design, forward, loss, backward + update, evaluate.
 
     Writes a run folder (config.yaml, env.json, metrics.jsonl, checkpoint/, model.safetensors,
-    model.json, summary.json) under runs/.
+    model.json, summary.json) under runs/. Ctrl-C or SIGTERM stops after the current step with a
+    checkpoint; `keel train --resume RUN` then continues exactly where it stopped.
     """
     from torchkeel.config import load_config
 
@@ -85,6 +92,8 @@ def train(
         "seed": seed,
         "out_dir": str(out_dir) if out_dir else None,
     }
+    if resume is not None and (config or set_ or any(v is not None for k, v in shortcuts.items() if k != "out_dir")):
+        raise ConfigError("--resume continues a run with the config saved in it: drop the config file and other flags")
     cfg = load_config(config, set_, shortcuts)
     if print_config:
         out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
@@ -127,12 +136,21 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
+    max_pixels: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help="Refuse images whose header declares more pixels than this, before decoding them "
+            "(default 40 million).",
+        ),
+    ] = None,
 ) -> None:
     """Predict the top-k classes (with probabilities) for input files."""
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
-    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k)
+    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k, max_pixels=max_pixels)
     results = predictor.predict_images(files)
     for r in results:
         if as_json:
@@ -176,9 +194,13 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
 
 
 def main() -> None:
-    """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
+    """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130. Training stopped
+    by SIGINT/SIGTERM exits 130/143 after saying how to resume."""
     try:
         app()
+    except TrainingInterrupted as e:
+        err.print(f"[bold yellow]stopped:[/] {escape(str(e))}", highlight=False)
+        sys.exit(e.exit_code)
     except KeelError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)

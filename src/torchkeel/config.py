@@ -27,7 +27,7 @@ METRICS = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "mse", "rm
 class Strict(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class AugmentConfig(Strict):
@@ -62,6 +62,9 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "simple_cnn"
+    init_from: str | None = Field(
+        None, description="start from these weights: a plain PyTorch state dict (.pt/.pth) or .safetensors"
+    )
 
     @field_validator("name")
     @classmethod
@@ -129,7 +132,11 @@ class CheckpointConfig(Strict):
     min_seconds: float = Field(
         30.0, ge=0.0, description="skip an epoch-end checkpoint within this many seconds of the last (final: always)"
     )
-    keep: int = Field(2, ge=1, description="checkpoints kept on disk")
+    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimiser steps, mid-epoch")
+    every_minutes: float | None = Field(
+        10.0, gt=0.0, description="also checkpoint when this many minutes passed since the last (null: off)"
+    )
+    keep: int = Field(2, ge=1, description="checkpoints kept on disk (a corrupt newest one falls back to the previous)")
 
 
 class TrainConfig(Strict):
@@ -148,6 +155,12 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's)")
     log_every: int = Field(10, ge=1, description="steps between progress updates (host syncs)")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss or gradient: stop (last good checkpoint kept) or skip the step"
+    )
+    deterministic: bool = Field(
+        False, description="deterministic kernels (torch.use_deterministic_algorithms, cuDNN): exact GPU resume"
+    )
 
     @field_validator("loss")
     @classmethod
@@ -219,7 +232,7 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got '{item}'")
-        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        set_path(raw, key.strip(), _parse_override(key.strip(), value))
     for key, value in (shortcuts or {}).items():
         if value is None:
             continue
@@ -227,7 +240,18 @@ def load_config(
         if key == "model.name" and isinstance(model, dict) and model.get("name", value) != value:
             raw["model"] = {}
         set_path(raw, key, value)
+    _check_bounded(raw, Path("--set"))
     return validate_config(raw)
+
+
+def _parse_override(key: str, value: str) -> Any:
+    """The value of ``--set key=value`` read as YAML (``0.1``, ``true``, ``[64, 32]``)."""
+    if not value.strip():
+        return None
+    try:
+        return yaml.safe_load(value)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"--set {key}: '{value[:80]}' is not a valid YAML value ({type(e).__name__})") from None
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:
@@ -237,10 +261,19 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError(describe_error(e)) from None
 
 
+# A config is a page of YAML; these bounds keep a hostile file (a huge one, or a few lines whose
+# aliases expand to billions of values, the "billion laughs") from exhausting time or memory.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes is too large for a config (limit {MAX_CONFIG_BYTES:,})")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -249,11 +282,31 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(doc).__name__}")
+    _check_bounded(doc, path)
     return doc
+
+
+def _check_bounded(doc: Any, path: Path) -> None:
+    """At most MAX_CONFIG_VALUES values once aliases are expanded, and no alias that contains
+    itself (PyYAML builds such a document as a list or dict that contains itself)."""
+    count = 0
+    stack: list[tuple[Any, frozenset[int]]] = [(doc, frozenset())]
+    while stack:
+        node, ancestors = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{path}: more than {MAX_CONFIG_VALUES:,} values (after expanding YAML aliases)")
+        if isinstance(node, dict | list):
+            if id(node) in ancestors:
+                raise ConfigError(f"{path}: a YAML alias refers to itself")
+            inner = ancestors | {id(node)}
+            stack.extend((child, inner) for child in (node.values() if isinstance(node, dict) else node))
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import safetensors.torch
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -27,15 +28,18 @@ from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
+from torchkeel.train.signals import StopSignals
 
 
 def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progress: bool = True) -> Path:
-    """Run the whole workflow for ``cfg``; return the run folder."""
-    device = runtime.pick_device(cfg.train.device)  # fail before anything is written
+    """Run the whole workflow for ``cfg``; return the run folder. ``resume`` (a run folder,
+    name or ``latest``) continues that run with its own saved config from its newest good
+    checkpoint, or from the start when it has none yet."""
     say = _Narrator(console)
     if resume is not None:
         run_dir = runs.resolve_run(resume, cfg.out_dir)
         cfg = load_run_config(run_dir)
+    device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg)
     say.detail(data.summary())
@@ -46,6 +50,8 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     model = build(cfg.model, data.spec)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
+    if cfg.model.init_from and resume is None:
+        _init_weights(model, cfg.model.init_from, say)
 
     t = cfg.train
     say.step(
@@ -54,19 +60,23 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         f"forward -> {resolve_loss(t.loss, data.spec)} loss -> backward -> {t.optimizer.name} step; "
         f"lr {t.optimizer.lr:g} ({t.schedule.name}), batch {t.batch_size}, {t.epochs} epochs on {device}",
     )
-    checkpoint = None
     if resume is None:
         run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
         atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
         atomic.write_json(run_dir / "env.json", runtime.environment(device))
-    else:
-        checkpoint = latest_checkpoint(run_dir)
-        say.detail(f"resuming {run_dir.name} from {checkpoint.name}")
     say.detail(f"run folder {run_dir}")
     try:
-        run = fit(model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress)
+        # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
+        with runs.lock_run(run_dir), StopSignals() as stop:
+            checkpoint = _checkpoint_to_resume(run_dir, say) if resume is not None else None
+            if resume is not None and checkpoint is None and cfg.model.init_from:
+                _init_weights(model, cfg.model.init_from, say)
+            run = fit(
+                model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress, stop=stop
+            )
     except KeelError:
-        _discard_if_empty(run_dir)
+        if resume is None:
+            _discard_if_empty(run_dir)
         raise
 
     say.step("6/6", "Evaluate", "test split")
@@ -79,6 +89,7 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         "train_seconds": run.train_seconds,
         "parameters": n_params,
         "samples_per_second": _throughput(run),
+        "nan_skips": run.nan_skips,
         "data": cfg.data.name,
         "model": cfg.model.name,
     }
@@ -105,7 +116,8 @@ def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec) 
     meta = {
         "format": "torchkeel-model-1",
         "torchkeel": __version__,
-        "model": cfg.model.model_dump(mode="json"),
+        # init_from only seeded training; this file's weights replace it
+        "model": cfg.model.model_dump(mode="json", exclude={"init_from"}),
         "spec": spec.to_dict(),
         "loss": resolve_loss(cfg.train.loss, spec),
     }
@@ -148,11 +160,29 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     return evaluate(model, part, spec, build_loss(meta["loss"]), cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    found = ckpt.list_checkpoints(run_dir / "checkpoint")
-    if not found:
-        raise RunError(f"{run_dir.name} has no checkpoint to resume from; start it again with `keel train`")
-    return found[-1]
+def _checkpoint_to_resume(run_dir: Path, say: _Narrator) -> ckpt.Checkpoint | None:
+    """The newest checkpoint of ``run_dir`` that verifies (damaged ones are reported and set
+    aside), after clearing temporary files a killed write left; None: start from step 0."""
+    if (run_dir / "summary.json").is_file():
+        raise RunError(f"{run_dir.name} has finished (it has summary.json): nothing to resume")
+    folder = run_dir / "checkpoint"
+    stale = atomic.remove_stale_temp_files(run_dir) + atomic.remove_stale_temp_files(folder)
+    if stale:
+        say.detail(f"removed {len(stale)} half-written temporary file(s) left by the interrupted run")
+    checkpoint = ckpt.newest_good_checkpoint(folder, report=say.warn)
+    if checkpoint is None:
+        say.detail(f"{run_dir.name} has no checkpoint yet: training it from the start with its saved config")
+        return None
+    position = f"epoch {checkpoint.state['epoch'] + 1}, step {checkpoint.state['global_step']}"
+    say.detail(f"resuming {run_dir.name} from {checkpoint.path.name} ({position})")
+    return checkpoint
+
+
+def _init_weights(model: nn.Module, path: str, say: _Narrator) -> None:
+    from torchkeel.weights import load_weights
+
+    count = load_weights(model, path)
+    say.detail(f"initial weights from {path} ({count} tensors)")
 
 
 def result_table(test: dict[str, float], summary: dict[str, Any], run_dir: Path) -> Table:
@@ -176,6 +206,9 @@ class _Narrator:
 
     def detail(self, text: str) -> None:
         self.console.print(f"       {text}", highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.console.print(f"       [bold yellow]warning:[/] {escape(text)}", highlight=False)
 
 
 def _discard_if_empty(run_dir: Path) -> None:
