@@ -231,7 +231,7 @@ def load_config(
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got '{item}'")
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got {item[:80]!r}")
         set_path(raw, key.strip(), _parse_override(key.strip(), value))
     for key, value in (shortcuts or {}).items():
         if value is None:
@@ -251,7 +251,8 @@ def _parse_override(key: str, value: str) -> Any:
     try:
         return yaml.safe_load(value)
     except (yaml.YAMLError, RecursionError) as e:
-        raise ConfigError(f"--set {key}: '{value[:80]}' is not a valid YAML value ({type(e).__name__})") from None
+        what = type(e).__name__
+        raise ConfigError(f"--set {key[:80]!r}: {value[:80]!r} is not a valid YAML value ({what})") from None
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:
@@ -279,7 +280,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        reason = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's messages span lines
+        raise ConfigError(f"{path}: not valid YAML{where}: {reason}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except RecursionError:
@@ -323,7 +325,7 @@ def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def describe_error(error: ValidationError) -> str:
     """One line for the first problem pydantic found, with its dotted key path."""
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    loc = [repr(str(p))[1:-1] for p in first["loc"]]  # escaped: a key may hold a newline
     path = ".".join(loc) or "config"
     if first["type"] == "extra_forbidden":
         hint = closest(loc[-1], _fields_at(loc[:-1]))

@@ -58,7 +58,7 @@ def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     hint = closest(name, choices)
     suggestion = f"did you mean '{hint}'? " if hint else ""
-    return f"unknown {what} '{name}'; {suggestion}(choices: {', '.join(choices)})"
+    return f"unknown {what} {str(name)!r}; {suggestion}(choices: {', '.join(choices)})"
 
 
 def check_choice(what: str, name: str, choices: Iterable[str], error: type = ConfigError) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from rich.console import Console
@@ -132,12 +134,37 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
             f"{run_dir.name} has no trained model: the run did not finish "
             f"(continue it with `keel train --resume {run_dir}`)"
         )
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    spec = DataSpec.from_dict(meta["spec"])
-    model = build(meta["model"], spec)
-    state = safetensors.torch.load_file(str(weights_file), device=str(device))
-    model.load_state_dict(state)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        spec = DataSpec.from_dict(meta["spec"])
+        _check_weights_fit(meta["model"], spec, weights_file)
+        model = build(meta["model"], spec)
+        model.load_state_dict(safetensors.torch.load_file(str(weights_file), device=str(device)))
+    except RunError:
+        raise
+    except Exception as e:  # a damaged or edited file: JSON, key, type, shape and safetensors errors
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise RunError(
+            f"{run_dir.name}: model.json or model.safetensors is damaged ({type(e).__name__}: {first})"
+        ) from None
     return model.to(device).eval(), spec, meta
+
+
+def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: Path) -> None:
+    """Compare the model's tensor shapes, built on the meta device (no memory), with those in
+    the weights file's header before building it for real: an edited model.json cannot make
+    loading allocate more than the weights file holds."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors": nothing is allocated here
+        skeleton = build(model_cfg, spec)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    with safetensors.safe_open(str(weights_file), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    if stored != expected:
+        differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+        raise RunError(
+            f"{weights_file.parent.name}: model.json and model.safetensors disagree on {', '.join(differ[:3])}"
+        )
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

@@ -5,6 +5,8 @@ No web imports here: ``keel predict``, the server and the exporters share this.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,10 @@ def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -
         raise DataError(f"{path}: no such file")
     c, h, w = spec.input_shape
     try:
-        with Image.open(path, formats=IMAGE_FORMATS) as img:  # reads the header only
+        with warnings.catch_warnings():  # Pillow warns above its own limit; ours comes first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=IMAGE_FORMATS)  # reads the header only
+        with img:
             if img.width * img.height > max_pixels:
                 raise DataError(
                     f"{path}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,} "
@@ -108,6 +113,10 @@ def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     except DataError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own (larger) limit, checked as it reads the header
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "its size"
+        raise DataError(f"{path}: {size} is over the limit of {max_pixels:,}") from None
     except Exception as e:  # Pillow reports a damaged file as any of a dozen types (OSError, SyntaxError, ...)
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"

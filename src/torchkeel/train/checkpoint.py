@@ -31,6 +31,7 @@ from torchkeel.train.rng import rng_state, set_rng_state
 PREFIX = "step-"
 FORMAT = "torchkeel-checkpoint-1"
 QUARANTINE_SUFFIX = ".corrupt"
+METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
 
 
 def save_checkpoint(
@@ -68,9 +69,15 @@ def snapshot(
 
 
 def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Add the tensors' checksums to ``metadata`` and write the file atomically."""
-    metadata = {**metadata, "checksums": json.dumps({k: tensor_digest(v) for k, v in tensors.items()})}
+    """Add checksums of the tensors and of the JSON metadata, and write the file atomically."""
+    checksums = {k: tensor_digest(v) for k, v in tensors.items()} | {METADATA_KEY: _metadata_digest(metadata)}
+    metadata = {**metadata, "checksums": json.dumps(checksums)}
     atomic.write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+
+
+def _metadata_digest(metadata: dict[str, str]) -> str:
+    fields = {k: v for k, v in metadata.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -178,8 +185,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         checksums = json.loads(metadata["checksums"])
         state = json.loads(metadata["state"])
         json.loads(metadata["optimizer"]), json.loads(metadata["rng"])
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"checkpoint {path.name} has damaged metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(checksums, dict) or checksums.pop(METADATA_KEY, None) != _metadata_digest(metadata):
+        raise CheckpointError(f"checkpoint {path.name} is corrupt: checksum mismatch in its metadata")
     damaged = sorted(set(checksums) ^ set(tensors))
     damaged += [k for k in sorted(checksums.keys() & tensors.keys()) if tensor_digest(tensors[k]) != checksums[k]]
     if damaged:
