@@ -82,3 +82,22 @@ def test_on_nan_skip_gives_up_when_every_step_is_bad(digits):
     all_nan = DataBundle(digits.spec, Split(digits.train.x * float("nan"), digits.train.y), None, digits.test)
     with pytest.raises(TrainingError, match="skipping cannot help"):
         keel.fit(keel.models.build("mlp", digits.spec), all_nan, epochs=5, on_nan="skip", progress=False)
+
+
+def test_parameters_without_gradients_on_some_steps(digits):
+    class SometimesUnused(nn.Module):
+        """Its second head only gets a gradient on odd calls, like a conditional branch."""
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+            self.extra = nn.Linear(10, 10)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.body(x)
+            return out + self.extra(out) if self.calls % 2 else out
+
+    run = keel.fit(SometimesUnused(), digits, epochs=1, log_every=3, progress=False)
+    assert len(run.history) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+import warnings
 from pathlib import Path
 
 import torch
@@ -91,7 +92,9 @@ def match_keys(state: dict[str, torch.Tensor], wanted: object) -> dict[str, torc
 
 def _torch_load(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 0": the error below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         # torch names the refused global: "... unsupported GLOBAL posix.system whose module ..."
         named = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -17,6 +17,7 @@ GradScaler already skips those steps; the loss still is.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,8 +73,11 @@ class NonFiniteGuard:
         if not self._window:
             return None
         steps = [s for s, _ in self._window]
-        rows = torch.stack([r for _, r in self._window]).tolist()  # (steps, 1 + grad tensors)
+        lengths = [len(r) for _, r in self._window]  # 1 + gradient tensors, which may vary by step
+        flat = torch.cat([r for _, r in self._window]).tolist()
         self._window.clear()
+        ends = list(itertools.accumulate(lengths))
+        rows = [flat[end - n : end] for end, n in zip(ends, lengths, strict=True)]
         for step, row in zip(steps, rows, strict=True):
             if not all(math.isfinite(v) for v in row):
                 what = f"loss became {row[0]}" if not math.isfinite(row[0]) else "gradients became non-finite"

@@ -9,7 +9,6 @@ early-stop check, checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from torchkeel.config import CheckpointConfig, RunConfig, TrainConfig, validate_config
+from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.loader import TensorLoader
-from torchkeel.errors import ConfigError, RunError, TrainingInterrupted, unknown_choice
+from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -31,6 +30,7 @@ from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.losses import build_loss, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
+from torchkeel.train.resume import CheckpointSaver, last_checkpoint_note, resume_from, stop_with_checkpoint
 from torchkeel.train.signals import StopSignals
 from torchkeel.train.state import EarlyStopping, LoopState, logged_metrics
 
@@ -106,10 +106,12 @@ def fit(
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
-    saver = _Saver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard) if run_dir is not None else None
+    saver = (
+        None if run_dir is None else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
+    )
     state, meter_totals = LoopState(steps_per_epoch=steps_per_epoch), None
     if resume is not None:
-        state, meter_totals = _resume(resume, model, optimizer, scaler, stopper, steps_per_epoch)
+        state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
     bar = TrainProgress(t.epochs, console, enabled=progress)
     t_start = time.perf_counter()
 
@@ -121,6 +123,7 @@ def fit(
         if meter_totals is not None:  # resumed mid-epoch: this epoch's running totals so far
             running.totals.copy_(meter_totals)
             meter_totals = None
+        # the last step's lr: what the epoch record shows when a resume lands at the epoch's end
         lr = t.optimizer.lr * lr_factor(t.schedule, max(state.global_step - 1, 0), total_steps, steps_per_epoch)
         bar.start_epoch(epoch, steps_per_epoch, done=state.batch)
         for batch, (x, y) in enumerate(loader.epoch(epoch, start=state.batch), start=state.batch):
@@ -150,7 +153,7 @@ def fit(
             if saver is not None and state.batch < steps_per_epoch and saver.due(state):
                 saver.save(state, running)
             if stop is not None and stop.received:
-                _stop_now(stop, saver, state, running)
+                stop_with_checkpoint(stop, saver, state, running)
 
         train_metrics = running.compute()
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
@@ -171,7 +174,7 @@ def fit(
         if saver is not None and saver.due(state, epoch_end=True, final=final):
             saver.save(state)
         if stop is not None and stop.received:
-            _stop_now(stop, saver, state, None)
+            stop_with_checkpoint(stop, saver, state, None)
 
     if saver is not None:
         saver.writer.close()
@@ -213,11 +216,11 @@ def _log_step(
     running: TrainMeter,
     lr: float,
     batch_size: int,
-    saver: _Saver | None,
+    saver: CheckpointSaver | None,
 ) -> None:
     """The host sync every ``log_every`` steps: NaN/inf check, a metrics.jsonl record, the bar,
     and a failed background checkpoint write surfaced now rather than at the next one."""
-    values = guard.check(state.epoch, lambda: _last_checkpoint_note(saver))
+    values = guard.check(state.epoch, lambda: last_checkpoint_note(saver))
     if saver is not None:
         saver.writer.poll()
     if values is None:  # every step since the last log point was skipped
@@ -238,116 +241,3 @@ def _skip_update(optimizer: torch.optim.Optimizer, state: LoopState) -> None:
     optimisers pass over parameters whose .grad is None), so the loop stays one code path."""
     optimizer.zero_grad(set_to_none=True)
     state.nan_skips += 1
-
-
-class _Saver:
-    """When a checkpoint is due, and what goes into one: weights, optimiser, RNGs (in
-    checkpoint.snapshot), the loop state with early stopping and history, the best weights,
-    the epoch's running train metrics when mid-epoch, and metrics.jsonl rewritten beside it."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        cfg: CheckpointConfig,
-        model: nn.Module,
-        optimizer: Any,
-        scaler: Any,
-        stopper: EarlyStopping | None,
-        guard: NonFiniteGuard,
-    ):
-        self.run_dir, self.cfg = run_dir, cfg
-        self.model, self.optimizer, self.scaler, self.stopper, self.guard = model, optimizer, scaler, stopper, guard
-        self.writer = ckpt.CheckpointWriter(run_dir / "checkpoint", cfg.keep)
-        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) of the last checkpoint
-
-    def due(self, state: LoopState, epoch_end: bool = False, final: bool = False) -> bool:
-        """Every ``every_steps`` steps and every ``every_minutes``; at the end of every
-        ``every_epochs``-th epoch unless one was written less than ``min_seconds`` ago (on 2
-        CPU cores a background write still costs ~7% of a tiny model's epoch, so short runs
-        should not checkpoint every epoch); after the last epoch always."""
-        c, since_last = self.cfg, self.writer.seconds_since_last()
-        if final or (c.every_steps and state.global_step % c.every_steps == 0):
-            return True
-        if c.every_minutes and since_last >= 60 * c.every_minutes:
-            return True
-        return epoch_end and state.epoch % c.every_epochs == 0 and since_last >= c.min_seconds
-
-    def save(self, state: LoopState, running: TrainMeter | None = None) -> None:
-        self.guard.check(state.epoch, lambda: _last_checkpoint_note(self))  # never save non-finite weights
-        if self.scaler.is_enabled():
-            state.scaler = self.scaler.state_dict()
-        extra = {}
-        if self.stopper is not None and self.stopper.best_weights is not None:
-            extra |= {f"best.{k}": v for k, v in self.stopper.best_weights.items()}
-        if running is not None and state.batch > 0:
-            extra["meter.totals"] = running.totals
-        lines = sorted([*state.steps, *state.history], key=lambda r: (r["step"], "seconds" in r))
-        metrics = "".join(json.dumps(r) + "\n" for r in lines)
-        files = {self.run_dir / "metrics.jsonl": metrics}
-        self.writer.save(state.global_step, self.model, self.optimizer, state.to_dict(), extra, files)
-        self.saved_at = (state.epoch, state.batch)
-
-
-def _stop_now(stop: StopSignals, saver: _Saver | None, state: LoopState, running: TrainMeter | None) -> None:
-    """SIGINT/SIGTERM arrived: checkpoint this exact position (unless just done), wait for the
-    write, and end training with a message that says how to continue."""
-    where = f"step {state.global_step} (epoch {state.epoch + 1})"
-    if saver is None:
-        raise TrainingInterrupted(
-            f"training stopped by {stop.name} at {where}; no run folder to checkpoint to", stop.exit_code
-        )
-    if saver.saved_at != (state.epoch, state.batch):
-        saver.save(state, running)
-    saver.writer.close()
-    raise TrainingInterrupted(
-        f"training stopped by {stop.name} at {where}; checkpoint written: continue with "
-        f"`keel train --resume {saver.run_dir}`",
-        stop.exit_code,
-    )
-
-
-def _last_checkpoint_note(saver: _Saver | None) -> str:
-    if saver is None:
-        return ""
-    found = ckpt.list_checkpoints(saver.writer.folder)
-    if not found:
-        return "; no checkpoint had been written yet"
-    return f"; the last good checkpoint, {found[-1].name}, is kept in {saver.writer.folder}"
-
-
-def _resume(
-    resume: str | Path | ckpt.Checkpoint,
-    model: nn.Module,
-    optimizer: Any,
-    scaler: Any,
-    stopper: EarlyStopping | None,
-    steps_per_epoch: int,
-) -> tuple[LoopState, torch.Tensor | None]:
-    """Load a checkpoint into the model, optimiser, scaler, RNGs and early stopping; return the
-    loop state and, when it was taken mid-epoch, that epoch's running train-metric totals."""
-    checkpoint = resume if isinstance(resume, ckpt.Checkpoint) else _find_checkpoint(Path(resume))
-    raw_state, extra = ckpt.restore(checkpoint, model, optimizer)
-    state = LoopState.from_dict(raw_state)
-    if state.steps_per_epoch not in (0, steps_per_epoch):
-        raise ConfigError(
-            f"{checkpoint.path.name} was taken with {state.steps_per_epoch} steps per epoch, this run has "
-            f"{steps_per_epoch}: resume with the data and batch size the run was started with"
-        )
-    state.steps_per_epoch = steps_per_epoch
-    if state.scaler and scaler.is_enabled():
-        scaler.load_state_dict(state.scaler)
-    best = {k.removeprefix("best."): v for k, v in extra.items() if k.startswith("best.")}
-    if stopper is not None and best:
-        device = next(model.parameters()).device
-        stopper.best_weights = {k: v.to(device) for k, v in best.items()}
-    return state, extra.get("meter.totals")
-
-
-def _find_checkpoint(path: Path) -> ckpt.Checkpoint:
-    """A checkpoint file, verified; or the newest good one in a checkpoint folder."""
-    if not path.is_dir():
-        return ckpt.read_checkpoint(path)
-    found = ckpt.newest_good_checkpoint(path)
-    if found is None:
-        raise RunError(f"no usable checkpoint in {path}")
-    return found
