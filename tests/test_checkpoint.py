@@ -140,9 +140,9 @@ def _without_seconds(history):
 
 def test_mid_epoch_resume_is_bit_identical_with_the_same_metrics(tmp_path):
     data = keel.data.load("digits")
-    often = {"every_steps": 13, "min_seconds": 3600, "keep": 100}
+    often = {"every_steps": 17, "min_seconds": 3600, "keep": 100}
     options = {
-        "epochs": 3,
+        "epochs": 2,
         "seed": 5,
         "augment": {"crop": 1},
         "checkpoint": often,
@@ -150,12 +150,14 @@ def test_mid_epoch_resume_is_bit_identical_with_the_same_metrics(tmp_path):
         "progress": False,
     }
     torch.manual_seed(0)
-    spec_model = {"name": "simple_cnn", "dropout": 0.25}  # dropout and crop draw from the RNGs
+    spec_model = {"name": "mlp", "dropout": 0.25}  # dropout and crop draw from the RNGs
     full = keel.fit(keel.models.build(spec_model, data.spec), data, run_dir=tmp_path, **options)
+    steps_per_epoch = full.history[0]["step"]
     saved = ckpt.list_checkpoints(tmp_path / "checkpoint")
-    mid = [p for p in saved if ckpt.read_checkpoint(p).state["batch"] > 0]
-    assert len(mid) >= 4
-    for path in (mid[1], mid[-1]):  # in the first epoch and in the last
+    mid = [p for p in saved if int(p.stem.split("-")[1]) % steps_per_epoch]
+    assert len(mid) >= 3
+    for path in (mid[0], mid[-1]):  # in the first epoch and in the last
+        assert ckpt.read_checkpoint(path).state["batch"] > 0
         torch.manual_seed(99)
         resumed = keel.fit(keel.models.build(spec_model, data.spec), data, resume=path, **options)
         assert _without_seconds(resumed.history) == _without_seconds(full.history)

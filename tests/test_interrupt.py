@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -120,9 +121,12 @@ class KilledRun:
         newest = max(self.steps(), default=0)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
-        self.kills.append(f"{signal.Signals(sig).name} after step {newest}")
-        if sig != signal.SIGKILL:
+        if sig == signal.SIGKILL:  # the step it died in is unknown: some steps after the checkpoint
+            self.kills.append(f"SIGKILL after checkpoint step {newest}")
+        else:
             assert "keel train --resume" in stderr, stderr
+            stopped_at = re.search(r"at step (\d+)", stderr)
+            self.kills.append(f"{signal.Signals(sig).name} at step {stopped_at.group(1) if stopped_at else '?'}")
         return proc.returncode
 
     def kill_during_write(self) -> None:

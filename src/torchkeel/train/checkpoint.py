@@ -117,7 +117,8 @@ class CheckpointWriter:
         except OSError as e:
             raise WriteError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
         args = (step, tensors, metadata, dict(files or {}))
-        self._thread = threading.Thread(target=self._write, args=args, daemon=True)
+        # not a daemon: however training ends, the interpreter finishes this write before exiting
+        self._thread = threading.Thread(target=self._write, args=args)
         self._thread.start()
 
     def _write(

@@ -4,6 +4,7 @@ with a checkpoint on SIGINT/SIGTERM, and resuming from a checkpoint exactly wher
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,11 @@ def stop_with_checkpoint(
 
 
 def last_checkpoint_note(saver: CheckpointSaver | None) -> str:
+    """For an error message: the newest checkpoint on disk, after letting one in flight land."""
     if saver is None:
         return ""
+    with contextlib.suppress(Exception):  # a failed write leaves the previous checkpoint, named below
+        saver.writer.wait()
     found = ckpt.list_checkpoints(saver.writer.folder)
     if not found:
         return "; no checkpoint had been written yet"
