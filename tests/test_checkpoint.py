@@ -1,9 +1,11 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 
 import torchkeel as keel
+from torchkeel.errors import CheckpointError, ConfigError
 from torchkeel.train import checkpoint as ckpt
 
 
@@ -74,3 +76,98 @@ def test_checkpoint_schedule(tmp_path):
     keel.fit(model, data, run_dir=tmp_path / "b", checkpoint=every_other, **options)
     steps = [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(tmp_path / "b" / "checkpoint")]
     assert len(steps) == 2 and steps[1] == 2 * steps[0]  # after epochs 2 and 4
+
+
+def _saved(tmp_path, name="c.safetensors"):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    path = tmp_path / name
+    ckpt.save_checkpoint(path, model, torch.optim.SGD(model.parameters(), lr=0.1), {"epoch": 1})
+    return path, model
+
+
+def test_checksums_detect_a_flipped_bit_truncation_and_garbage(tmp_path):
+    path, model = _saved(tmp_path)
+    assert ckpt.read_checkpoint(path).state == {"epoch": 1}
+    good = path.read_bytes()
+
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x10  # inside the last tensor's data: the header still parses
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        ckpt.load_checkpoint(path, model)
+
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        ckpt.read_checkpoint(path)
+
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError):
+        ckpt.read_checkpoint(path)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    older, _ = _saved(folder, "step-000000010.safetensors")
+    newer, _ = _saved(folder, "step-000000020.safetensors")
+    newer.write_bytes(newer.read_bytes()[:-5])  # a copy cut short
+    reports = []
+    found = ckpt.newest_good_checkpoint(folder, report=reports.append)
+    assert found is not None and found.path == older
+    assert len(reports) == 1 and "step-000000020" in reports[0] and "previous" in reports[0]
+    assert ckpt.list_checkpoints(folder) == [older]  # the damaged one is set aside, not deleted
+    assert (folder / "step-000000020.safetensors.corrupt").is_file()
+
+
+def test_checkpoints_every_n_steps_and_every_m_minutes(tmp_path):
+    data = keel.data.load("digits")
+    model = keel.models.build("mlp", data.spec)
+    options = {"epochs": 2, "progress": False}
+    every_7 = {"min_seconds": 3600, "keep": 100, "every_steps": 7, "every_minutes": None}
+    run = keel.fit(model, data, run_dir=tmp_path / "a", checkpoint=every_7, **options)
+    steps = [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(tmp_path / "a" / "checkpoint")]
+    total = run.history[-1]["step"]
+    assert steps == sorted({*range(7, total + 1, 7), total})  # mid-epoch ones, and the final one
+    always = {"min_seconds": 3600, "keep": 1000, "every_minutes": 1e-9}  # due after every step
+    keel.fit(model, data, run_dir=tmp_path / "b", checkpoint=always, epochs=1, progress=False)
+    assert len(ckpt.list_checkpoints(tmp_path / "b" / "checkpoint")) == total // 2
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_mid_epoch_resume_is_bit_identical_with_the_same_metrics(tmp_path):
+    data = keel.data.load("digits")
+    often = {"every_steps": 17, "min_seconds": 3600, "keep": 100}
+    options = {
+        "epochs": 2,
+        "seed": 5,
+        "augment": {"crop": 1},
+        "checkpoint": often,
+        "early_stopping": {"monitor": "val/accuracy", "patience": 5},
+        "progress": False,
+    }
+    torch.manual_seed(0)
+    spec_model = {"name": "mlp", "dropout": 0.25}  # dropout and crop draw from the RNGs
+    full = keel.fit(keel.models.build(spec_model, data.spec), data, run_dir=tmp_path, **options)
+    steps_per_epoch = full.history[0]["step"]
+    saved = ckpt.list_checkpoints(tmp_path / "checkpoint")
+    mid = [p for p in saved if int(p.stem.split("-")[1]) % steps_per_epoch]
+    assert len(mid) >= 3
+    for path in (mid[0], mid[-1]):  # in the first epoch and in the last
+        assert ckpt.read_checkpoint(path).state["batch"] > 0
+        torch.manual_seed(99)
+        resumed = keel.fit(keel.models.build(spec_model, data.spec), data, resume=path, **options)
+        assert _without_seconds(resumed.history) == _without_seconds(full.history)
+        for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+
+
+def test_resume_refuses_a_different_batch_size(tmp_path):
+    data = keel.data.load("digits")
+    model = keel.models.build("mlp", data.spec)
+    keel.fit(model, data, run_dir=tmp_path, epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="steps per epoch"):
+        keel.fit(model, data, resume=tmp_path / "checkpoint", epochs=2, batch_size=64, progress=False)

@@ -103,6 +103,7 @@ def test_print_config_is_the_resolved_config(tmp_path: Path):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["train"]["epochs"] == 3 and cfg["model"] == {
         "name": "mlp",
+        "init_from": None,
         "hidden": [16],
         "activation": "relu",
         "dropout": 0.0,

@@ -17,7 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["KeelError", "Run", "__version__", "data", "fit", "load_config", "models"]
+__all__ = ["KeelError", "Run", "__version__", "data", "fit", "load_config", "models", "weights"]
 
 _LAZY = {
     "fit": ("torchkeel.train.loop", "fit"),
@@ -26,6 +26,7 @@ _LAZY = {
     "KeelError": ("torchkeel.errors", "KeelError"),
     "data": ("torchkeel.data", None),
     "models": ("torchkeel.models", None),
+    "weights": ("torchkeel.weights", None),
 }
 
 

@@ -1,6 +1,7 @@
 """Atomic file writes: write a temporary file in the same folder, flush, fsync, rename.
 
-A reader (or a crash) sees either the old file or the new one, never half of one.
+A reader (or a crash) sees either the old file or the new one, never half of one. A write that
+fails (disk full, read-only folder) raises WriteError and leaves the old file as it was.
 """
 
 from __future__ import annotations
@@ -11,18 +12,34 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from torchkeel.errors import WriteError
+
+TEMP_SUFFIX = ".tmp"
+# mkstemp creates files readable by the owner only; give them the mode open() would (0o666
+# minus the umask). os.umask can only be read by setting it, so this is done once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+                os.fchmod(f.fileno(), FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
 
@@ -33,6 +50,21 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files a killed writer left in ``folder`` (``.NAME.XXXX.tmp``)."""
+    removed = []
+    if folder.is_dir():
+        for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    reason = e.strerror or type(e).__name__
+    return WriteError(f"cannot write {path}: {reason}; free some disk space or make {path.parent} writable")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from torchkeel import __version__
-from torchkeel.errors import DataWarning, KeelError
+from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from torchkeel.data.bundle import DataSpec
@@ -71,14 +71,21 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, mps (train.device).")] = None,  # noqa: UP045
     seed: Annotated[Optional[int], typer.Option(help="Random seed (seed).")] = None,  # noqa: UP045
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for run folders (out_dir).")] = None,  # noqa: UP045
-    resume: Annotated[Optional[str], typer.Option(help="Continue an unfinished run: its folder or 'latest'.")] = None,  # noqa: UP045
+    resume: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Continue an unfinished run (its folder, name or 'latest') from its newest good checkpoint, "
+            "with the config saved in it."
+        ),
+    ] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train a model: preprocess, design, forward, loss, backward + update, evaluate.
 
     Writes a run folder (config.yaml, env.json, metrics.jsonl, checkpoint/, model.safetensors,
-    model.json, summary.json) under runs/.
+    model.json, summary.json) under runs/. Ctrl-C or SIGTERM stops after the current step with a
+    checkpoint; `keel train --resume RUN` then continues exactly where it stopped.
     """
     from torchkeel.config import load_config
 
@@ -90,6 +97,8 @@ def train(
         "seed": seed,
         "out_dir": str(out_dir) if out_dir else None,
     }
+    if resume is not None and (config or set_ or any(v is not None for k, v in shortcuts.items() if k != "out_dir")):
+        raise ConfigError("--resume continues a run with the config saved in it: drop the config file and other flags")
     cfg = load_config(config, set_, shortcuts)
     if print_config:
         out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
@@ -148,6 +157,15 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
+    max_pixels: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help="Refuse images whose header declares more pixels than this, before decoding them "
+            "(default 40 million).",
+        ),
+    ] = None,
 ) -> None:
     """Predict the top-k classes (with probabilities), or values, for new inputs.
 
@@ -156,7 +174,7 @@ def predict(
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
-    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k)
+    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k, max_pixels=max_pixels)
     files, kind = files or [], predictor.spec.kind
     if not files and not text:
         raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind == "text" else ""))
@@ -362,10 +380,14 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 
 
 def main() -> None:
-    """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
+    """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130. Training stopped
+    by SIGINT/SIGTERM exits 130/143 after saying how to resume."""
     warnings.showwarning = _show_warning
     try:
         app()
+    except TrainingInterrupted as e:
+        err.print(f"[bold yellow]stopped:[/] {escape(str(e))}", highlight=False)
+        sys.exit(e.exit_code)
     except KeelError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)

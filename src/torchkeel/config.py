@@ -27,7 +27,7 @@ METRICS = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "mse", "rm
 class Strict(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class AugmentConfig(Strict):
@@ -158,6 +158,9 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "simple_cnn"
+    init_from: str | None = Field(
+        None, description="start from these weights: a plain PyTorch state dict (.pt/.pth) or .safetensors"
+    )
 
     @field_validator("name")
     @classmethod
@@ -225,7 +228,11 @@ class CheckpointConfig(Strict):
     min_seconds: float = Field(
         30.0, ge=0.0, description="skip an epoch-end checkpoint within this many seconds of the last (final: always)"
     )
-    keep: int = Field(2, ge=1, description="checkpoints kept on disk")
+    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimiser steps, mid-epoch")
+    every_minutes: float | None = Field(
+        10.0, gt=0.0, description="also checkpoint when this many minutes passed since the last (null: off)"
+    )
+    keep: int = Field(2, ge=1, description="checkpoints kept on disk (a corrupt newest one falls back to the previous)")
 
 
 class FinetuneConfig(Strict):
@@ -264,6 +271,12 @@ class TrainConfig(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     finetune: FinetuneConfig | None = Field(None, description="after training: unfreeze all, train on at lower lr")
     gan: GanConfig | None = Field(None, description="GAN models: the GAN loop's settings")
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss or gradient: stop (last good checkpoint kept) or skip the step"
+    )
+    deterministic: bool = Field(
+        False, description="deterministic kernels (torch.use_deterministic_algorithms, cuDNN): exact GPU resume"
+    )
 
     @field_validator("loss")
     @classmethod
@@ -351,8 +364,8 @@ def load_config(
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got '{item}'")
-        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got {item[:80]!r}")
+        set_path(raw, key.strip(), _parse_override(key.strip(), value))
     for key, value in (shortcuts or {}).items():
         if value is None:
             continue
@@ -360,7 +373,19 @@ def load_config(
         if key == "model.name" and isinstance(model, dict) and model.get("name", value) != value:
             raw["model"] = {}
         set_path(raw, key, value)
+    _check_bounded(raw, Path("--set"))
     return validate_config(raw)
+
+
+def _parse_override(key: str, value: str) -> Any:
+    """The value of ``--set key=value`` read as YAML (``0.1``, ``true``, ``[64, 32]``)."""
+    if not value.strip():
+        return None
+    try:
+        return yaml.safe_load(value)
+    except (yaml.YAMLError, RecursionError) as e:
+        what = type(e).__name__
+        raise ConfigError(f"--set {key[:80]!r}: {value[:80]!r} is not a valid YAML value ({what})") from None
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:
@@ -370,23 +395,53 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError(describe_error(e)) from None
 
 
+# A config is a page of YAML; these bounds keep a hostile file (a huge one, or a few lines whose
+# aliases expand to billions of values, the "billion laughs") from exhausting time or memory.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes is too large for a config (limit {MAX_CONFIG_BYTES:,})")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        reason = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's messages span lines
+        raise ConfigError(f"{path}: not valid YAML{where}: {reason}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(doc).__name__}")
+    _check_bounded(doc, path)
     return doc
+
+
+def _check_bounded(doc: Any, path: Path) -> None:
+    """At most MAX_CONFIG_VALUES values once aliases are expanded, and no alias that contains
+    itself (PyYAML builds such a document as a list or dict that contains itself)."""
+    count = 0
+    stack: list[tuple[Any, frozenset[int]]] = [(doc, frozenset())]
+    while stack:
+        node, ancestors = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{path}: more than {MAX_CONFIG_VALUES:,} values (after expanding YAML aliases)")
+        if isinstance(node, dict | list):
+            if id(node) in ancestors:
+                raise ConfigError(f"{path}: a YAML alias refers to itself")
+            inner = ancestors | {id(node)}
+            stack.extend((child, inner) for child in (node.values() if isinstance(node, dict) else node))
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -403,7 +458,7 @@ def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def describe_error(error: ValidationError) -> str:
     """One line for the first problem pydantic found, with its dotted key path."""
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    loc = [repr(str(p))[1:-1] for p in first["loc"]]  # escaped: a key may hold a newline
     path = ".".join(loc) or "config"
     if first["type"] == "extra_forbidden":
         hint = closest(loc[-1], _fields_at(loc[:-1]))

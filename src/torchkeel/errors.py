@@ -30,6 +30,23 @@ class TrainingError(KeelError):
     """Training stopped because it cannot continue (NaN loss, ...)."""
 
 
+class CheckpointError(RunError):
+    """A checkpoint file that is truncated, corrupt or not a torchkeel checkpoint."""
+
+
+class WriteError(KeelError):
+    """A file could not be written: disk full, read-only or missing folder."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written; ``exit_code`` is the
+    shell's convention for the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice nearest to ``name`` by edit similarity, or None when nothing is close."""
     matches = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
@@ -41,7 +58,7 @@ def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     hint = closest(name, choices)
     suggestion = f"did you mean '{hint}'? " if hint else ""
-    return f"unknown {what} '{name}'; {suggestion}(choices: {', '.join(choices)})"
+    return f"unknown {what} {str(name)!r}; {suggestion}(choices: {', '.join(choices)})"
 
 
 def check_choice(what: str, name: str, choices: Iterable[str], error: type = ConfigError) -> str:

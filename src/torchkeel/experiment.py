@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -27,15 +30,18 @@ from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
+from torchkeel.train.signals import StopSignals
 
 
 def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progress: bool = True) -> Path:
-    """Run the whole workflow for ``cfg``; return the run folder."""
-    device = runtime.pick_device(cfg.train.device)  # fail before anything is written
+    """Run the whole workflow for ``cfg``; return the run folder. ``resume`` (a run folder,
+    name or ``latest``) continues that run with its own saved config from its newest good
+    checkpoint, or from the start when it has none yet."""
     say = _Narrator(console)
     if resume is not None:
         run_dir = runs.resolve_run(resume, cfg.out_dir)
         cfg = load_run_config(run_dir)
+    device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg, fitted_spec(run_dir) if resume is not None else None)
     say.detail(data.summary())
@@ -46,6 +52,8 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     model = build(cfg.model, data.spec)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
+    if cfg.model.init_from and resume is None:
+        _init_weights(model, cfg.model.init_from, say)
     if cfg.model.name in GAN_MODELS:  # a GAN trains by its own loop (train/gan.py)
         if resume is not None:
             raise RunError("GAN runs cannot be resumed; start the run again")
@@ -60,23 +68,27 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         f"forward -> {resolve_loss(t.loss, data.spec)} loss -> backward -> {t.optimizer.name} step; "
         f"lr {t.optimizer.lr:g} ({t.schedule.name}), batch {t.batch_size}, {t.epochs} epochs on {device}",
     )
-    checkpoint = None
     if resume is None:
         run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
         atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
         atomic.write_json(run_dir / "env.json", runtime.environment(device))
         # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
         atomic.write_json(run_dir / FITTED_SPEC, data.spec.to_dict())
-    else:
-        checkpoint = latest_checkpoint(run_dir)
-        say.detail(f"resuming {run_dir.name} from {checkpoint.name}")
     say.detail(f"run folder {run_dir}")
     try:
-        run = fit(model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress)
-        if cfg.train.finetune is not None:
-            run = _finetune(run, cfg, run_dir, say, console, progress)
+        # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
+        with runs.lock_run(run_dir), StopSignals() as stop:
+            checkpoint = _checkpoint_to_resume(run_dir, say) if resume is not None else None
+            if resume is not None and checkpoint is None and cfg.model.init_from:
+                _init_weights(model, cfg.model.init_from, say)
+            run = fit(
+                model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress, stop=stop
+            )
+            if cfg.train.finetune is not None:
+                run = _finetune(run, cfg, run_dir, say, console, progress, stop)
     except KeelError:
-        _discard_if_empty(run_dir)
+        if resume is None:
+            _discard_if_empty(run_dir)
         raise
 
     say.step("6/6", "Evaluate", "test split")
@@ -89,6 +101,7 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         "train_seconds": run.train_seconds,
         "parameters": n_params,
         "samples_per_second": _throughput(run),
+        "nan_skips": run.nan_skips,
         "data": cfg.data.name,
         "model": cfg.model.name,
     }
@@ -117,7 +130,8 @@ def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec, 
     meta = {
         "format": "torchkeel-model-1",
         "torchkeel": __version__,
-        "model": cfg.model.model_dump(mode="json"),
+        # init_from only seeded training; this file's weights replace it
+        "model": cfg.model.model_dump(mode="json", exclude={"init_from"}),
         "spec": spec.to_dict(),
         "loss": loss or resolve_loss(cfg.train.loss, spec),
     }
@@ -132,12 +146,37 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
             f"{run_dir.name} has no trained model: the run did not finish "
             f"(continue it with `keel train --resume {run_dir}`)"
         )
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    spec = DataSpec.from_dict(meta["spec"])
-    model = build(meta["model"], spec)
-    state = safetensors.torch.load_file(str(weights_file), device=str(device))
-    model.load_state_dict(state)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        spec = DataSpec.from_dict(meta["spec"])
+        _check_weights_fit(meta["model"], spec, weights_file)
+        model = build(meta["model"], spec)
+        model.load_state_dict(safetensors.torch.load_file(str(weights_file), device=str(device)))
+    except RunError:
+        raise
+    except Exception as e:  # a damaged or edited file: JSON, key, type, shape and safetensors errors
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise RunError(
+            f"{run_dir.name}: model.json or model.safetensors is damaged ({type(e).__name__}: {first})"
+        ) from None
     return model.to(device).eval(), spec, meta
+
+
+def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: Path) -> None:
+    """Compare the model's tensor shapes, built on the meta device (no memory), with those in
+    the weights file's header before building it for real: an edited model.json cannot make
+    loading allocate more than the weights file holds."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors": nothing is allocated here
+        skeleton = build(model_cfg, spec)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    with safetensors.safe_open(str(weights_file), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    if stored != expected:
+        differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+        raise RunError(
+            f"{weights_file.parent.name}: model.json and model.safetensors disagree on {', '.join(differ[:3])}"
+        )
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -162,21 +201,41 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     return evaluate(model, part, spec, build_loss(meta["loss"]), cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
 
 
-def _finetune(run: Run, cfg: RunConfig, run_dir: Path, say: _Narrator, console: Console, progress: bool) -> Run:
+def _finetune(
+    run: Run, cfg: RunConfig, run_dir: Path, say: _Narrator, console: Console, progress: bool, stop: StopSignals
+) -> Run:
     """Transfer learning's second phase (train/finetune.py): everything trainable, lower lr."""
     from torchkeel.train.finetune import finetune
 
     settings = cfg.train.finetune
     frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
     say.detail(f"finetune: unfreezing {frozen:,} parameters; {settings.epochs} more epochs at lr {settings.lr:g}")
-    return finetune(run, settings, run_dir=run_dir, progress=progress, console=console)
+    return finetune(run, settings, run_dir=run_dir, progress=progress, console=console, stop=stop)
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    found = ckpt.list_checkpoints(run_dir / "checkpoint")
-    if not found:
-        raise RunError(f"{run_dir.name} has no checkpoint to resume from; start it again with `keel train`")
-    return found[-1]
+def _checkpoint_to_resume(run_dir: Path, say: _Narrator) -> ckpt.Checkpoint | None:
+    """The newest checkpoint of ``run_dir`` that verifies (damaged ones are reported and set
+    aside), after clearing temporary files a killed write left; None: start from step 0."""
+    if (run_dir / "summary.json").is_file():
+        raise RunError(f"{run_dir.name} has finished (it has summary.json): nothing to resume")
+    folder = run_dir / "checkpoint"
+    stale = atomic.remove_stale_temp_files(run_dir) + atomic.remove_stale_temp_files(folder)
+    if stale:
+        say.detail(f"removed {len(stale)} half-written temporary file(s) left by the interrupted run")
+    checkpoint = ckpt.newest_good_checkpoint(folder, report=say.warn)
+    if checkpoint is None:
+        say.detail(f"{run_dir.name} has no checkpoint yet: training it from the start with its saved config")
+        return None
+    position = f"epoch {checkpoint.state['epoch'] + 1}, step {checkpoint.state['global_step']}"
+    say.detail(f"resuming {run_dir.name} from {checkpoint.path.name} ({position})")
+    return checkpoint
+
+
+def _init_weights(model: nn.Module, path: str, say: _Narrator) -> None:
+    from torchkeel.weights import load_weights
+
+    count = load_weights(model, path)
+    say.detail(f"initial weights from {path} ({count} tensors)")
 
 
 def result_table(test: dict[str, float], summary: dict[str, Any], run_dir: Path) -> Table:
@@ -200,6 +259,9 @@ class _Narrator:
 
     def detail(self, text: str) -> None:
         self.console.print(f"       {text}", highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.console.print(f"       [bold yellow]warning:[/] {escape(text)}", highlight=False)
 
 
 def _discard_if_empty(run_dir: Path) -> None:

@@ -7,14 +7,16 @@ a symlink to the newest run folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchkeel.errors import RunError
+from torchkeel.errors import RunError, WriteError
 
 LATEST = "latest"
 
@@ -99,6 +101,32 @@ def point_latest(out: Path, target: Path | None = None) -> None:
         os.replace(tmp, link)  # atomic swap of the link
     except OSError:
         tmp.unlink(missing_ok=True)  # no symlinks here: `latest` still resolves by name
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir/.lock`` while training writes into the run, so two
+    processes never resume the same run at once. The OS releases the lock however the process
+    ends (SIGKILL included); where there is no ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WriteError(f"cannot write in the run folder {run_dir}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunError(
+                f"{run_dir.name} is being trained by another process right now; let it finish or stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _safe(name: str) -> str:

@@ -5,6 +5,8 @@ No web imports here: ``keel predict``, the server and the exporters share this.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,13 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.data.images import normalise
 from torchkeel.errors import DataError
 
-# refuse images whose header declares more pixels than this before decoding them
-# (a decompression bomb is a small file that decodes to gigabytes)
+# refuse images whose header declares more pixels than this before decoding them (a
+# decompression bomb is a small file that decodes to gigabytes); Predictor(max_pixels=...) and
+# `keel predict --max-pixels` change it
 MAX_PIXELS = 40_000_000
+# the formats predict decodes; Pillow's other plugins (EPS through Ghostscript, PSD, ...) are
+# more attack surface than a model input needs
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 
 
 @dataclass
@@ -40,16 +46,17 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, model: nn.Module, spec: DataSpec, top_k: int = 3):
+    def __init__(self, model: nn.Module, spec: DataSpec, top_k: int = 3, max_pixels: int | None = None):
         self.model, self.spec, self.top_k = model.eval(), spec, top_k
+        self.max_pixels = max_pixels or MAX_PIXELS
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_run(cls, run_dir: Path, top_k: int = 3, device: str = "cpu") -> Predictor:
+    def from_run(cls, run_dir: Path, top_k: int = 3, device: str = "cpu", max_pixels: int | None = None) -> Predictor:
         from torchkeel.experiment import load_model
 
         model, spec, _ = load_model(run_dir, device)
-        return cls(model, spec, top_k)
+        return cls(model, spec, top_k, max_pixels)
 
     @torch.inference_mode()
     def predict_batch(self, x: torch.Tensor, sources: list[str], notes: list[str] | None = None) -> list[Prediction]:
@@ -76,7 +83,7 @@ class Predictor:
     def predict_images(self, paths: list[str | Path]) -> list[Prediction]:
         if self.spec.kind != "image":
             raise DataError(f"this model takes {self.spec.kind} data, not image files")
-        images, notes = zip(*(load_image(p, self.spec) for p in paths), strict=True)
+        images, notes = zip(*(load_image(p, self.spec, self.max_pixels) for p in paths), strict=True)
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
         return self.predict_batch(x, [str(p) for p in paths], list(notes))
 
@@ -145,27 +152,40 @@ class Predictor:
         return self.predict_texts(texts, sources)
 
 
-def load_image(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, str]:
+def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, str]:
     """Decode, convert to the model's channels and size, scale to [0, 1]: (C, H, W).
 
-    Data sets with light ink on a dark background (digits, MNIST) mark it in the spec; an
-    input that looks the other way round (a dark digit drawn on white) is inverted.
+    The size in the file's header is checked against ``max_pixels`` before any pixel is
+    decoded. Data sets with light ink on a dark background (digits, MNIST) mark it in the spec;
+    an input that looks the other way round (a dark digit drawn on white) is inverted.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     c, h, w = spec.input_shape
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise DataError(f"{path}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS:,}")
+        with warnings.catch_warnings():  # Pillow warns above its own limit; ours comes first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=IMAGE_FORMATS)  # reads the header only
+        with img:
+            if img.width * img.height > max_pixels:
+                raise DataError(
+                    f"{path}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,} "
+                    "(raise it with --max-pixels if the image is genuine)"
+                )
             img = img.convert("L" if c == 1 else "RGB")
             if "resize" not in spec.extra:  # sets trained at their own size (digits): PIL's resize
                 img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, c)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow's own (larger) limit, checked as it reads the header
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "its size"
+        raise DataError(f"{path}: {size} is over the limit of {max_pixels:,}") from None
+    except Exception as e:  # Pillow reports a damaged file as any of a dozen types (OSError, SyntaxError, ...)
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
         ) from None

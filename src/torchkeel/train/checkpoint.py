@@ -1,26 +1,37 @@
 """Checkpoints as one safetensors file each: weights, optimiser tensors and RNG states as
 tensors, everything else as JSON in the file's metadata. Nothing is pickled, and since a
 checkpoint is a single file written atomically it is either wholly there or not at all.
+
+Each file also carries a SHA-256 of every tensor, so a checkpoint damaged after it was written
+(a truncated copy, a flipped bit) is detected on load; ``newest_good_checkpoint`` then falls
+back to the one before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import random
+import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
 from torchkeel import atomic
+from torchkeel.errors import CheckpointError, RunError, WriteError
+from torchkeel.train.rng import rng_state, set_rng_state
 
 PREFIX = "step-"
+FORMAT = "torchkeel-checkpoint-1"
+QUARANTINE_SUFFIX = ".corrupt"
+METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
 
 
 def save_checkpoint(
@@ -45,11 +56,11 @@ def snapshot(
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
-    rng_tensors, rng_meta = _rng_state()
+    rng_tensors, rng_meta = rng_state()
     tensors.update(rng_tensors)
     tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     metadata = {
-        "format": "torchkeel-checkpoint-1",
+        "format": FORMAT,
         "state": json.dumps(state),
         "optimizer": json.dumps(opt_meta),
         "rng": json.dumps(rng_meta),
@@ -58,13 +69,29 @@ def snapshot(
 
 
 def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Add checksums of the tensors and of the JSON metadata, and write the file atomically."""
+    checksums = {k: tensor_digest(v) for k, v in tensors.items()} | {METADATA_KEY: _metadata_digest(metadata)}
+    metadata = {**metadata, "checksums": json.dumps(checksums)}
     atomic.write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+
+
+def _metadata_digest(metadata: dict[str, str]) -> str:
+    fields = {k: v for k, v in metadata.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a CPU tensor's raw bytes (hashlib releases the GIL on large buffers, so
+    this runs beside training on the writer thread)."""
+    raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(raw.data).hexdigest()
 
 
 class CheckpointWriter:
     """Writes checkpoints on a background thread so the training loop does not wait for
     serialisation and fsync (about 8 ms per checkpoint of a small CNN here, 6% of a digits
-    epoch). One write at a time; a failed write is raised on the next call or on ``close``."""
+    epoch). One write at a time; a failed write is raised on the next call, on ``poll`` or on
+    ``close``, as a WriteError that names the last good checkpoint."""
 
     def __init__(self, folder: Path, keep: int = 2):
         self.folder, self.keep = folder, keep
@@ -85,9 +112,13 @@ class CheckpointWriter:
         tensors, metadata = snapshot(model, optimizer, state, extra)  # copies, taken now
         self._last = time.monotonic()
         self.wait()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WriteError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
         args = (step, tensors, metadata, dict(files or {}))
-        self._thread = threading.Thread(target=self._write, args=args, daemon=True)
+        # not a daemon: however training ends, the interpreter finishes this write before exiting
+        self._thread = threading.Thread(target=self._write, args=args)
         self._thread.start()
 
     def _write(
@@ -98,11 +129,25 @@ class CheckpointWriter:
                 atomic.write_text(path, text)
             write_snapshot(checkpoint_path(self.folder, step), tensors, metadata)
             prune_checkpoints(self.folder, self.keep)
+        except WriteError as e:
+            previous = list_checkpoints(self.folder)
+            kept = (
+                f"the last good checkpoint, {previous[-1].name}, is intact: continue with "
+                f"`keel train --resume {self.folder.parent}` once the folder can be written"
+                if previous
+                else "no checkpoint had been written yet"
+            )
+            self._error = WriteError(f"checkpoint at step {step} failed, training stopped: {e}; {kept}")
         except BaseException as e:  # re-raised in the training thread
             self._error = e
 
     def seconds_since_last(self) -> float:
         return time.monotonic() - self._last
+
+    def poll(self) -> None:
+        """Raise a failed background write now, without waiting for one in progress."""
+        if self._error is not None:
+            self.wait()
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -115,23 +160,92 @@ class CheckpointWriter:
     close = wait
 
 
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk and verified against its checksums."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    state: dict[str, Any]  # the loop's JSON state
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint; CheckpointError when it is truncated, altered or not one."""
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as e:  # safetensors reports damage as SafetensorError, OSError, ValueError, ...
+        reason = f"truncated or not a safetensors file: {e}"
+        raise CheckpointError(f"checkpoint {path.name} is unreadable ({reason})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a torchkeel checkpoint (format {metadata.get('format')!r})")
+    try:
+        checksums = json.loads(metadata["checksums"])
+        state = json.loads(metadata["state"])
+        json.loads(metadata["optimizer"]), json.loads(metadata["rng"])
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"checkpoint {path.name} has damaged metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(checksums, dict) or checksums.pop(METADATA_KEY, None) != _metadata_digest(metadata):
+        raise CheckpointError(f"checkpoint {path.name} is corrupt: checksum mismatch in its metadata")
+    damaged = sorted(set(checksums) ^ set(tensors))
+    damaged += [k for k in sorted(checksums.keys() & tensors.keys()) if tensor_digest(tensors[k]) != checksums[k]]
+    if damaged:
+        shown = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        raise CheckpointError(f"checkpoint {path.name} is corrupt: checksum mismatch in {shown}")
+    return Checkpoint(path, tensors, metadata, state)
+
+
+def newest_good_checkpoint(folder: Path, report: Callable[[str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint in ``folder`` that verifies. A damaged one is reported, renamed to
+    ``*.corrupt`` (kept for inspection, no longer listed) and the one before it is tried."""
+    report = report or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return read_checkpoint(path)
+        except CheckpointError as e:
+            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            try:
+                path.replace(aside)
+                report(f"{e}; moved it aside to {aside.name} and trying the previous checkpoint")
+            except OSError:
+                report(f"{e}; trying the previous checkpoint")
+    return None
+
+
+def restore(
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    restore_rng: bool = True,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Load a verified checkpoint into ``model`` (and ``optimizer``, and the RNGs); return the
+    loop state and the extra tensors."""
+    tensors, metadata = checkpoint.tensors, checkpoint.metadata
+    device = next(model.parameters()).device
+    try:
+        model.load_state_dict(_strip(tensors, "model."))
+        if optimizer is not None:
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(metadata["optimizer"]), device))
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {first}") from None
+    if restore_rng:
+        set_rng_state(tensors, json.loads(metadata["rng"]))
+    return checkpoint.state, _strip(tensors, "extra.")
+
+
 def load_checkpoint(
     path: str | Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load into ``model`` (and ``optimizer``); return the loop state and the extra tensors."""
-    device = next(model.parameters()).device
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    model.load_state_dict(_strip(tensors, "model."))
-    if optimizer is not None:
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(metadata["optimizer"]), device))
-    if restore_rng:
-        _set_rng_state(tensors, json.loads(metadata["rng"]))
-    return json.loads(metadata["state"]), _strip(tensors, "extra.")
+    """Verify and load ``path`` into ``model`` (and ``optimizer``); return the loop state and
+    the extra tensors."""
+    return restore(read_checkpoint(path), model, optimizer, restore_rng)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -194,29 +308,3 @@ def _unflatten_optimizer(
         for g in meta["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
-    version, internal, py_gauss = random.getstate()
-    meta = {
-        "numpy": [kind, int(pos), int(has_gauss), float(gauss)],
-        "python": [version, list(internal), py_gauss],
-    }
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    kind, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, py_gauss = meta["python"]
-    random.setstate((version, tuple(internal), py_gauss))

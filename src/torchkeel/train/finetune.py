@@ -17,6 +17,7 @@ from torch import nn
 from torchkeel.config import FinetuneConfig
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train.loop import Run, fit
+from torchkeel.train.signals import StopSignals
 
 PHASE_DIR = "finetune"  # the phase's metrics.jsonl and checkpoints, inside the run folder
 
@@ -35,6 +36,7 @@ def finetune(
     run_dir: Path | None = None,
     progress: bool = True,
     console: Console | None = None,
+    stop: StopSignals | None = None,
 ) -> Run:
     """Unfreeze ``run.model`` and train it on ``run.data`` with ``settings``; every other
     setting (batch, optimiser, schedule, early stopping, seed) is the first phase's. With a
@@ -46,7 +48,9 @@ def finetune(
     phase.train.finetune = None
     folder = run_dir / PHASE_DIR if run_dir is not None else None
     resume = _last_checkpoint(folder)
-    second = fit(run.model, run.data, phase, run_dir=folder, resume=resume, progress=progress, console=console)
+    second = fit(
+        run.model, run.data, phase, run_dir=folder, resume=resume, progress=progress, console=console, stop=stop
+    )
     history: list[dict[str, Any]] = [*run.history, *({**r, "phase": "finetune"} for r in second.history)]
     return Run(
         run.model,
@@ -59,6 +63,6 @@ def finetune(
     )
 
 
-def _last_checkpoint(folder: Path | None) -> Path | None:
-    found = ckpt.list_checkpoints(folder / "checkpoint") if folder is not None else []
-    return found[-1] if found else None
+def _last_checkpoint(folder: Path | None) -> ckpt.Checkpoint | None:
+    """The phase's newest checkpoint that verifies (damaged ones set aside), if any."""
+    return ckpt.newest_good_checkpoint(folder / "checkpoint") if folder is not None else None

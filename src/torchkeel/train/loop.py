@@ -1,14 +1,14 @@
 """fit(): the one supervised training loop, readable top to bottom.
 
-Per step: set the learning rate, (augment), forward, loss, backward, (clip), optimiser step,
-accumulate metrics on the device. Every ``log_every`` steps one host sync updates the progress
-bar; every epoch: evaluate on val, log, early-stop check, checkpoint.
+Per step: set the learning rate, (augment), forward, loss, backward, (clip), NaN/inf watch,
+optimiser step, accumulate metrics on the device; a checkpoint when one is due (every N steps
+or minutes) or when SIGINT/SIGTERM asked to stop. Every ``log_every`` steps one host sync
+checks the loss and gradients and updates the progress bar; every epoch: evaluate on val, log,
+early-stop check, checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +22,16 @@ from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.loader import make_loader
-from torchkeel.errors import ConfigError, TrainingError, unknown_choice
+from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
+from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
+from torchkeel.train.resume import CheckpointSaver, last_checkpoint_note, resume_from, stop_with_checkpoint
+from torchkeel.train.signals import StopSignals
 from torchkeel.train.state import EarlyStopping, LoopState, logged_metrics
 
 
@@ -44,6 +47,7 @@ class Run:
     train_seconds: float
     path: Path | None = None
     stopped_early: bool = False
+    nan_skips: int = 0  # steps skipped for a non-finite loss or gradient (train.on_nan: skip)
 
     def evaluate(self, split: str = "test", metrics: list[str] | None = None) -> dict[str, float]:
         part = self.data.splits().get(split)
@@ -62,9 +66,10 @@ def fit(
     config: RunConfig | None = None,
     *,
     run_dir: str | Path | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | ckpt.Checkpoint | None = None,
     progress: bool = True,
     console: Console | None = None,
+    stop: StopSignals | None = None,
     **options: Any,
 ) -> Run:
     """Train ``model`` (any ``nn.Module``) on ``data`` and return a :class:`Run`.
@@ -72,11 +77,15 @@ def fit(
     ``options`` are shortcuts over ``config``: any ``train`` key (``epochs=5``), optimiser
     keys (``optimizer="sgd", lr=0.05, momentum=0.9``), ``schedule="cosine"``, ``seed=1``,
     ``metrics=[...]``, ``augment={"crop": 2}``. With ``run_dir`` the loop writes
-    metrics.jsonl and checkpoints there; ``resume`` is a checkpoint file to continue from.
+    metrics.jsonl and checkpoints there; ``resume`` is a checkpoint file (or a checkpoint
+    folder: its newest good one) to continue from, exactly where it stopped. Inside
+    ``with StopSignals() as stop`` pass ``stop=stop``: SIGINT/SIGTERM then end training after
+    the current step with a checkpoint and a TrainingInterrupted error.
     """
     cfg = fit_config(config, options)
     t = cfg.train
     runtime.set_threads(t.threads)
+    runtime.set_deterministic(t.deterministic)
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(t.device)
     spec = data.spec
@@ -95,11 +104,14 @@ def fit(
     total_steps = steps_per_epoch * t.epochs
     logged = logged_metrics(spec.task, cfg.eval.metrics, val is not None)
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
+    guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
-    writer = ckpt.CheckpointWriter(run_dir / "checkpoint", t.checkpoint.keep) if run_dir is not None else None
-    state = LoopState()
+    saver = (
+        None if run_dir is None else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
+    )
+    state, meter_totals = LoopState(steps_per_epoch=steps_per_epoch), None
     if resume is not None:
-        state = _resume(Path(resume), model, optimizer, stopper)
+        state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
     bar = TrainProgress(t.epochs, console, enabled=progress)
     t_start = time.perf_counter()
 
@@ -108,6 +120,11 @@ def fit(
             break
         model.train()
         running = TrainMeter(spec, device)
+        if meter_totals is not None:  # resumed mid-epoch: this epoch's running totals so far
+            running.totals.copy_(meter_totals)
+            meter_totals = None
+        # the last step's lr: what the epoch record shows when a resume lands at the epoch's end
+        lr = t.optimizer.lr * lr_factor(t.schedule, max(state.global_step - 1, 0), total_steps, steps_per_epoch)
         bar.start_epoch(epoch, steps_per_epoch, done=state.batch)
         for batch, (x, y) in enumerate(loader.epoch(epoch, start=state.batch), start=state.batch):
             lr = t.optimizer.lr * lr_factor(t.schedule, state.global_step, total_steps, steps_per_epoch)
@@ -119,16 +136,24 @@ def fit(
                 loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            grad_norm = None
             if t.grad_clip:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            if guard.watch(state.global_step + 1, loss, grad_norm):
+                running.update(out, y, loss)
+            else:
+                _skip_update(optimizer, state)
             scaler.step(optimizer)
             scaler.update()
-            running.update(out, y, loss)
             state.global_step += 1
             state.batch = batch + 1
             if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
-                _log_step(state, bar, loss, running, lr, loader.batch_size)
+                _log_step(state, bar, guard, running, lr, loader.batch_size, saver)
+            if saver is not None and state.batch < steps_per_epoch and saver.due(state):
+                saver.save(state, running)
+            if stop is not None and stop.received:
+                stop_with_checkpoint(stop, saver, state, running)
 
         train_metrics = running.compute()
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
@@ -136,6 +161,8 @@ def fit(
         record = {"epoch": epoch + 1, "step": state.global_step, "lr": lr, "seconds": seconds}
         record |= {f"train/{k}": v for k, v in train_metrics.items()}
         record |= {f"val/{k}": v for k, v in val_metrics.items()}
+        if t.on_nan == "skip":
+            record["train/nan_skips"] = state.nan_skips
         state.history.append(record)
         state.epoch, state.batch = epoch + 1, 0
         if stopper is not None and stopper.update(state, record, model):
@@ -143,15 +170,18 @@ def fit(
                 f"early stopping: no {t.early_stopping.monitor} improvement for "
                 f"{t.early_stopping.patience} epochs (best {state.best:.4f} at epoch {state.best_epoch})"
             )
-        if writer is not None and _checkpoint_due(t, state, writer):
-            _save(writer, run_dir, model, optimizer, state, stopper)
+        final = state.epoch == t.epochs or state.stopped_early
+        if saver is not None and saver.due(state, epoch_end=True, final=final):
+            saver.save(state)
+        if stop is not None and stop.received:
+            stop_with_checkpoint(stop, saver, state, None)
 
-    if writer is not None:
-        writer.close()
+    if saver is not None:
+        saver.writer.close()
     if stopper is not None and stopper.best_weights is not None:
         model.load_state_dict(stopper.best_weights)
     train_seconds = time.perf_counter() - t_start
-    return Run(model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early)
+    return Run(model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early, state.nan_skips)
 
 
 def fit_config(config: RunConfig | TrainConfig | None, options: dict[str, Any]) -> RunConfig:
@@ -180,16 +210,25 @@ def fit_config(config: RunConfig | TrainConfig | None, options: dict[str, Any]) 
 
 
 def _log_step(
-    state: LoopState, bar: TrainProgress, loss: torch.Tensor, running: TrainMeter, lr: float, batch_size: int
+    state: LoopState,
+    bar: TrainProgress,
+    guard: NonFiniteGuard,
+    running: TrainMeter,
+    lr: float,
+    batch_size: int,
+    saver: CheckpointSaver | None,
 ) -> None:
-    """The host sync every ``log_every`` steps: NaN check, a metrics.jsonl record, the bar."""
-    value = loss.item()
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"loss became {value} at step {state.global_step} (epoch {state.epoch + 1}): "
-            "lower the learning rate, add grad_clip, or check the data for NaN/inf"
-        )
-    state.steps.append({"step": state.global_step, "epoch": state.epoch + 1, "train/batch_loss": value, "lr": lr})
+    """The host sync every ``log_every`` steps: NaN/inf check, a metrics.jsonl record, the bar,
+    and a failed background checkpoint write surfaced now rather than at the next one."""
+    values = guard.check(state.epoch, lambda: last_checkpoint_note(saver))
+    if saver is not None:
+        saver.writer.poll()
+    if values is None:  # every step since the last log point was skipped
+        return
+    record = {"step": state.global_step, "epoch": state.epoch + 1, "train/batch_loss": values.loss, "lr": lr}
+    if values.grad_norm is not None:
+        record["train/grad_norm"] = values.grad_norm
+    state.steps.append(record)
     bar.update(state.batch, state.batch * batch_size, running.compute())
 
 
@@ -197,31 +236,8 @@ def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfi
     return evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
 
 
-def _checkpoint_due(t: TrainConfig, state: LoopState, writer: ckpt.CheckpointWriter) -> bool:
-    """At the end of every ``every_epochs``-th epoch, unless one was written less than
-    ``min_seconds`` ago; the final epoch always. On 2 CPU cores a background write still
-    takes ~7% of a tiny model's epoch, so short runs should not checkpoint every epoch."""
-    final = state.epoch == t.epochs or state.stopped_early
-    if final:
-        return True
-    recent = writer.seconds_since_last() < t.checkpoint.min_seconds
-    return state.epoch % t.checkpoint.every_epochs == 0 and not recent
-
-
-def _save(
-    writer: ckpt.CheckpointWriter, run_dir: Path, model: nn.Module, optimizer: Any, state: LoopState, stopper: Any
-) -> None:
-    """A checkpoint of everything needed to resume, and metrics.jsonl rewritten beside it."""
-    lines = sorted([*state.steps, *state.history], key=lambda r: (r["step"], "seconds" in r))
-    metrics = "".join(json.dumps(r) + "\n" for r in lines)
-    extra = {f"best.{k}": v for k, v in stopper.best_weights.items()} if stopper and stopper.best_weights else {}
-    writer.save(state.global_step, model, optimizer, state.to_dict(), extra, {run_dir / "metrics.jsonl": metrics})
-
-
-def _resume(path: Path, model: nn.Module, optimizer: Any, stopper: EarlyStopping | None) -> LoopState:
-    raw_state, extra = ckpt.load_checkpoint(path, model, optimizer)
-    best = {k.removeprefix("best."): v for k, v in extra.items() if k.startswith("best.")}
-    if stopper is not None and best:
-        device = next(model.parameters()).device
-        stopper.best_weights = {k: v.to(device) for k, v in best.items()}
-    return LoopState.from_dict(raw_state)
+def _skip_update(optimizer: torch.optim.Optimizer, state: LoopState) -> None:
+    """on_nan: skip. Without gradients the optimiser step that follows changes nothing (torch
+    optimisers pass over parameters whose .grad is None), so the loop stays one code path."""
+    optimizer.zero_grad(set_to_none=True)
+    state.nan_skips += 1

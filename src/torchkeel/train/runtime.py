@@ -56,6 +56,19 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def set_deterministic(enabled: bool) -> None:
+    """``train.deterministic``: deterministic kernels only, so a GPU run (and its resume) gives
+    the same weights every time, at some cost in speed. Off leaves torch's settings alone."""
+    if not enabled:
+        return
+    # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use
+    # (https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, device and command line, written to env.json in every run."""
     import torchkeel

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -26,13 +26,17 @@ class LoopState:
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped_early: bool = False
+    steps_per_epoch: int = 0  # what ``batch`` counts in; a resume with another batch size is refused
+    nan_skips: int = 0  # steps skipped for a non-finite loss or gradient (train.on_nan: skip)
+    scaler: dict[str, Any] = field(default_factory=dict)  # fp16 GradScaler state
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class EarlyStopping:
