@@ -70,10 +70,9 @@ class EarlyStopping:
 
 def logged_metrics(task: str, metrics: list[str], has_val: bool) -> list[str]:
     """The per-epoch keys the loop will log, e.g. train/loss, val/accuracy."""
-    from torchkeel.evaluate.metrics import CLASSIFICATION, REGRESSION
+    from torchkeel.evaluate.metrics import metrics_for
 
     keys = ["train/loss"] + (["train/accuracy"] if task != "regression" else [])
     if has_val:
-        wanted = REGRESSION if task == "regression" else CLASSIFICATION
-        keys += ["val/loss"] + [f"val/{m}" for m in metrics if m in wanted]
+        keys += ["val/loss"] + [f"val/{m}" for m in metrics_for(task, metrics)]
     return keys
