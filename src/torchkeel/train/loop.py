@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torchkeel.errors import ConfigError, TrainingError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
+from torchkeel.train.loggers import open_loggers
 from torchkeel.train.losses import build_loss, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
@@ -65,6 +67,7 @@ def fit(
     resume: str | Path | None = None,
     progress: bool = True,
     console: Console | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> Run:
     """Train ``model`` (any ``nn.Module``) on ``data`` and return a :class:`Run`.
@@ -73,6 +76,9 @@ def fit(
     keys (``optimizer="sgd", lr=0.05, momentum=0.9``), ``schedule="cosine"``, ``seed=1``,
     ``metrics=[...]``, ``augment={"crop": 2}``. With ``run_dir`` the loop writes
     metrics.jsonl and checkpoints there; ``resume`` is a checkpoint file to continue from.
+    ``on_epoch(record)`` is called after every epoch (once its checkpoint is written) with the
+    epoch's metrics.jsonl record; an exception it raises stops training (``keel tune`` prunes
+    trials this way).
     """
     cfg = fit_config(config, options)
     t = cfg.train
@@ -101,6 +107,7 @@ def fit(
     if resume is not None:
         state = _resume(Path(resume), model, optimizer, stopper)
     bar = TrainProgress(t.epochs, console, enabled=progress)
+    loggers = open_loggers(cfg, run_dir, state.global_step)  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
 
     for epoch in range(state.epoch, t.epochs):
@@ -145,7 +152,11 @@ def fit(
             )
         if writer is not None and _checkpoint_due(t, state, writer):
             _save(writer, run_dir, model, optimizer, state, stopper)
+        loggers.log_epoch(record, state.steps)
+        if on_epoch is not None:
+            on_epoch(record)
 
+    loggers.close()
     if writer is not None:
         writer.close()
     if stopper is not None and stopper.best_weights is not None:
