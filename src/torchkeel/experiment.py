@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import DataBundle, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
+from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import build, count_parameters
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -29,8 +31,16 @@ from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
 
 
-def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progress: bool = True) -> Path:
-    """Run the whole workflow for ``cfg``; return the run folder."""
+def train(
+    cfg: RunConfig,
+    console: Console,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Run the whole workflow for ``cfg``; return the run folder. ``on_epoch`` goes to
+    :func:`fit` (``keel tune`` prunes trials with it)."""
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     say = _Narrator(console)
     if resume is not None:
@@ -64,7 +74,9 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         say.detail(f"resuming {run_dir.name} from {checkpoint.name}")
     say.detail(f"run folder {run_dir}")
     try:
-        run = fit(model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress)
+        run = fit(
+            model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress, on_epoch=on_epoch
+        )
     except KeelError:
         _discard_if_empty(run_dir)
         raise
@@ -83,6 +95,7 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         "model": cfg.model.name,
     }
     atomic.write_json(run_dir / "summary.json", summary)
+    after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
     console.print(result_table(test, summary, run_dir))
     return run_dir
 
