@@ -78,12 +78,16 @@ def run_study(
         stop = optuna.study.MaxTrialsCallback(
             target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
         )
-        study.optimize(
-            lambda trial: _objective(trial, cfg, folder, console),
-            n_trials=target - finished,
-            callbacks=[stop],
-            catch=(TrainingError,),  # a diverged trial fails; the study goes on
-        )
+        try:
+            study.optimize(
+                lambda trial: _objective(trial, cfg, folder, console),
+                n_trials=target - finished,
+                callbacks=[stop],
+                catch=(TrainingError,),  # a diverged trial fails; the study goes on
+            )
+        except KeyboardInterrupt:
+            console.print("study interrupted: run the same command again to resume it", highlight=False)
+            raise
     return _conclude(study, cfg, name, folder, url, console)
 
 
@@ -92,7 +96,7 @@ def _open_study(optuna: Any, name: str, url: str, tune: TuneConfig, seed: int) -
 
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial, failures included
     with warnings.catch_warnings():  # heartbeats are marked experimental; they have been since optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -166,18 +170,24 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
     trial_cfg.out_dir = str(folder / "runs")
     trial_cfg.name = f"trial{trial.number:04d}"
     values: list[float] = []
-    state = "FAIL"
+    state, shown_state = "FAIL", ""
     try:
         train(trial_cfg, Console(quiet=True), progress=False, on_epoch=_reporter(trial, tune.metric, values))
         state = "COMPLETE"
     except optuna.TrialPruned:
         state = "PRUNED"
         raise
+    except KeyboardInterrupt:
+        shown_state = "interrupted"  # optuna records it as failed
+        raise
+    except Exception as e:
+        shown_state = f"failed: {e}"
+        raise
     finally:
         _record_trial(folder, trial, tune.metric, values, state)
         shown = ", ".join(f"{k.split('.')[-1]} {_short(v)}" for k, v in trial.params.items())
         last = f"{tune.metric} {values[-1]:.4f}" if values else "no epoch finished"
-        console.print(f"trial {trial.number}: {shown} -> {last} ({state.lower()})", highlight=False)
+        console.print(f"trial {trial.number}: {shown} -> {last} ({shown_state or state.lower()})", highlight=False)
     return values[-1]
 
 
@@ -203,7 +213,7 @@ def _record_trial(folder: Path, trial: Any, metric: str, values: list[float], st
     if found:
         info = {"number": trial.number, "state": state, "params": trial.params, "metric": metric, "values": values}
         atomic.write_json(found[-1] / "trial.json", info)
-        trial.set_user_attr("run_folder", str(found[-1]))
+        trial.set_user_attr("run_folder", str(found[-1].resolve()))
 
 
 def _conclude(study: Any, cfg: RunConfig, name: str, folder: Path, url: str, console: Console) -> StudyResult:

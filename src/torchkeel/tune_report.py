@@ -32,15 +32,13 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
             f"{html.escape(', '.join(f'{k}={v}' for k, v in best.params.items()))}.</p>"
         )
         parts.append(_img(history(study, tune, plots), "optimisation history"))
-        importances = param_importances(study)
+        importances, method = param_importances(study)
         if importances:
-            names = list(importances)
-            png = plots.bars(
-                names, {"importance": list(importances.values())}, "Parameter importances (fANOVA)", horizontal=True
-            )
+            title = f"Parameter importances ({method})"
+            png = plots.bars(list(importances), {"importance": list(importances.values())}, title, horizontal=True)
             parts.append(_img(png, "parameter importances"))
         else:
-            parts.append("<p>Parameter importances need at least two complete trials that differ.</p>")
+            parts.append("<p>Too few complete trials yet to rank the parameters by importance.</p>")
     keys = sorted({k for t in study.trials for k in t.params})
     rows = [
         (
@@ -75,14 +73,23 @@ def history(study: Any, tune: TuneConfig, plots: Any) -> bytes:
     return plots.line_panels(panels, "trial")
 
 
-def param_importances(study: Any) -> dict[str, float]:
-    """fANOVA importances (optuna's default evaluator); empty when they cannot be computed."""
+def param_importances(study: Any) -> tuple[dict[str, float], str]:
+    """Optuna's default importance evaluator (its name is returned beside the values); empty
+    when there are too few trials for it to tell parameters apart."""
+    import warnings
+
     import optuna
 
-    try:
-        return optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return {}
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return {}, ""
+    if any("too small" in str(w.message) for w in caught):
+        return {}, ""
+    return values, "PED-ANOVA"
 
 
 def _states(study: Any) -> str:

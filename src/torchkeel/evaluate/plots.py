@@ -172,50 +172,67 @@ def scatter_and_residuals(pred: np.ndarray, true: np.ndarray, title: str) -> byt
     return png(fig)
 
 
-def image_grid(images: np.ndarray, titles: Sequence[str], *, cols: int = 8, cmap: str | None = None) -> bytes:
-    """``images``: (N, H, W) or (N, H, W, 3) in [0, 1]. Fixed margins instead of a tight
-    layout: measuring dozens of empty axes costs more than drawing the images."""
-    n = len(images)
-    cols = min(cols, n)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(1.6 * cols, 1.9 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for i in range(n):
-        ax = axes.flat[i]
-        ax.imshow(images[i], cmap=cmap or ("gray" if images[i].ndim == 2 else None), vmin=0, vmax=1)
-        ax.set_title(titles[i], fontsize=7)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / (1.9 * rows), wspace=0.1, hspace=0.45)
-    return png(fig, tight=False)
+def image_grid(images: np.ndarray, titles: Sequence[str], *, cols: int = 8) -> bytes:
+    """``images``: (N, H, W) or (N, H, W, 3) in [0, 1], with a title (may hold newlines) each."""
+    cells = [(_rgb(img), title) for img, title in zip(images, titles, strict=True)]
+    return mosaic([cells[i : i + cols] for i in range(0, len(cells), cols)])
 
 
 def explanations(
     images: np.ndarray, maps: dict[str, np.ndarray], titles: Sequence[str], *, overlay: Sequence[str] = ()
 ) -> bytes:
-    """One column per example (one row when there is a single example): the input, then each
-    attribution map (N, H, W) in [0, 1]; the maps named in ``overlay`` are drawn over the
-    input (Grad-CAM), the others alone (saliency)."""
-    n, panels = len(images), 1 + len(maps)
-    rows, cols = (1, panels) if n == 1 else (panels, n)
-    fig = Figure(figsize=(1.9 * cols, 2.1 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    grey = "gray" if images.ndim == 3 else None
-    for i in range(n):
-        column = [axes[0, j] for j in range(panels)] if n == 1 else [axes[j, i] for j in range(panels)]
-        column[0].imshow(images[i], cmap=grey, vmin=0, vmax=1)
-        column[0].set_title(titles[i], fontsize=7)
-        for ax, (name, values) in zip(column[1:], maps.items(), strict=True):
-            if name in overlay:
-                ax.imshow(images[i], cmap=grey, vmin=0, vmax=1)
-                ax.imshow(values[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            else:
-                ax.imshow(values[i], cmap="hot", vmin=0, vmax=1)
-            ax.set_title(name, fontsize=7)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (2.1 * rows), wspace=0.1, hspace=0.3)
-    return png(fig, tight=False)
+    """The inputs, then each attribution map (N, H, W) in [0, 1]: one column per example, or
+    one row when there is a single example. Maps named in ``overlay`` are drawn over the input
+    in the "jet" colour map (Grad-CAM), the others alone in "hot" (saliency)."""
+    panels = [[(_rgb(img), title) for img, title in zip(images, titles, strict=True)]]
+    for name, values in maps.items():
+        if name in overlay:
+            row = [(0.55 * _rgb(img) + 0.45 * _colour(v, "jet"), name) for img, v in zip(images, values, strict=True)]
+        else:
+            row = [(_colour(v, "hot"), name) for v in values]
+        panels.append(row)
+    if len(images) == 1:
+        panels = [[row[0] for row in panels]]
+    return mosaic(panels)
+
+
+def mosaic(rows: Sequence[Sequence[tuple[np.ndarray, str]]], cell: int = 112) -> bytes:
+    """Images (H, W, 3) in [0, 1] laid out in rows under their titles, drawn with PIL: a grid
+    of dozens of matplotlib axes costs seconds of layout, this costs milliseconds."""
+    from matplotlib import font_manager
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    lines = max(1 + title.count("\n") for row in rows for _, title in row)
+    title_h, pad = 14 * lines + 4, 6
+    cols = max(len(row) for row in rows)
+    canvas = Image.new("RGB", (cols * (cell + pad) + pad, len(rows) * (cell + title_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        for c, (image, title) in enumerate(row):
+            x, y = pad + c * (cell + pad), pad + r * (cell + title_h + pad)
+            draw.multiline_text((x + cell // 2, y), title, fill="black", font=font, anchor="ma", align="center")
+            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+            h, w = image.shape[:2]
+            scale = cell / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            # small images (digits) stay crisp pixels; large ones are resampled smoothly
+            resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
+            canvas.paste(tile.resize(size, resample), (x + (cell - size[0]) // 2, y + title_h))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) colour -> (H, W, 3)."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps[cmap](np.clip(values, 0, 1))[..., :3]
 
 
 def to_display(x: np.ndarray) -> np.ndarray:

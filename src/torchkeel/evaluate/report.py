@@ -31,7 +31,7 @@ from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
 from torchkeel.runs import read_metrics
-from torchkeel.train.losses import build_loss
+from torchkeel.train.losses import build_loss, resolve_loss
 
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
@@ -91,13 +91,14 @@ def build_context(
     from torchkeel.experiment import load_model, load_run_config, prepare_data
 
     cfg = load_run_config(run_dir)
-    meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
     if model is None:
         model, spec, meta = load_model(run_dir, device)
+        loss = meta["loss"]
     else:
-        spec = DataSpec.from_dict(meta["spec"])
+        spec = data.spec if data is not None else _saved_spec(run_dir)
+        loss = resolve_loss(cfg.train.loss, spec)
     data = data if data is not None else prepare_data(cfg)
-    loss_fn = build_loss(meta["loss"])
+    loss_fn = build_loss(loss)  # without label smoothing: the loss as evaluation reports it
     analysis = analyse(
         model,
         data.test,
@@ -120,6 +121,10 @@ def build_context(
         analysis=analysis,
         robustness=read_results(run_dir),
     )
+
+
+def _saved_spec(run_dir: Path) -> DataSpec:
+    return DataSpec.from_dict(_read_json(run_dir / "model.json")["spec"])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

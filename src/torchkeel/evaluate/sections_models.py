@@ -143,14 +143,15 @@ def robustness_section(ctx: ReportContext) -> Section:
             for r in results
         ],
     )
-    panels = {}
+    # one panel: adversarial accuracy per method against eps, clean accuracy for reference
+    series = {}
     for method in sorted({r["method"] for r in results}):
         rs = sorted((r for r in results if r["method"] == method), key=lambda r: r["eps"])
-        eps = [r["eps"] for r in rs]
-        panels[method] = {
-            "clean": (eps, [r["clean_accuracy"] for r in rs]),
-            "adversarial": (eps, [r["adversarial_accuracy"] for r in rs]),
-        }
+        label = method if method == "fgsm" else f"{method} ({rs[0]['steps']} steps)"
+        series[label] = ([r["eps"] for r in rs], [r["adversarial_accuracy"] for r in rs])
+    eps_all = sorted({r["eps"] for r in results})
+    series["clean"] = (eps_all, [results[0]["clean_accuracy"]] * len(eps_all))
+    panels = {"accuracy under attack": series}
     figures = [Figure(plots.line_panels(panels, "eps (pixel units)"), "accuracy under attack, by budget")]
     strongest = max(results, key=lambda r: r["eps"])
     if ctx.spec.kind == "image" and strongest["eps"] > 0:
