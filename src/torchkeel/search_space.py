@@ -101,7 +101,9 @@ class TuneConfig(BaseModel):
     def minimize(self) -> bool:
         if self.direction != "auto":
             return self.direction == "minimize"
-        return self.metric.split("/")[-1] in ("loss", "mse", "rmse", "mae", "ece")
+        from torchkeel.config import LOWER_IS_BETTER
+
+        return self.metric.split("/")[-1] in LOWER_IS_BETTER
 
 
 def check_space_keys(raw: dict[str, Any], space: dict[str, ParamSpace]) -> None:

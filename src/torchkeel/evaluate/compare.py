@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from torchkeel import atomic
-from torchkeel.config import flatten
+from torchkeel.config import LOWER_IS_BETTER, flatten
 from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.runs import RunInfo, read_metrics, read_run
 
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece", "train_seconds")
+SMALLER_FIRST = (*LOWER_IS_BETTER, "train_seconds")
 
 
 def run_value(info: RunInfo, metric: str) -> float | None:
@@ -38,7 +38,7 @@ def sort_runs(infos: list[RunInfo], metric: str) -> list[RunInfo]:
     """Best first (lowest for loss-like metrics and time); runs without the metric last."""
     if all(run_value(i, metric) is None for i in infos):
         raise ConfigError("--sort: " + unknown_choice("metric", metric, sortable_metrics(infos) or ["accuracy"]))
-    lower = metric.split("/")[-1] in LOWER_IS_BETTER
+    lower = metric.split("/")[-1] in SMALLER_FIRST
     sign = 1.0 if lower else -1.0
 
     def key(info: RunInfo) -> tuple[int, float]:

@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from torchkeel import atomic
-from torchkeel.data.bundle import DataBundle, DataSpec
+from torchkeel.data.bundle import TASKS, DataBundle, DataSpec
 from torchkeel.evaluate import sections as common
 from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
@@ -41,8 +41,22 @@ Applies = Callable[[ReportContext], bool]
 Render = Callable[[ReportContext], Section]
 
 
+def _supervised(kind: str) -> Applies:
+    """A supervised model (one evaluated on the test split) on data of ``kind``."""
+    return lambda ctx: ctx.analysis is not None and ctx.spec.kind == kind
+
+
 def _classifier(ctx: ReportContext) -> bool:
-    return ctx.spec.task in ("classification", "binary")
+    return ctx.analysis is not None and ctx.spec.task in ("classification", "binary")
+
+
+def _regressor(ctx: ReportContext) -> bool:
+    return ctx.analysis is not None and ctx.spec.task == "regression"
+
+
+def _float_table(ctx: ReportContext) -> bool:
+    # integrated gradients need float features (categorical indices would need their embedding)
+    return _supervised("table")(ctx) and ctx.data.test.x.is_floating_point()
 
 
 SECTIONS: list[tuple[Applies, Render]] = [
@@ -54,12 +68,12 @@ SECTIONS: list[tuple[Applies, Render]] = [
     (_classifier, common.per_class_section),
     (_classifier, common.wrong_section),
     (_classifier, common.calibration_section),
-    (lambda ctx: ctx.spec.task == "regression", common.regression_section),
-    (lambda ctx: ctx.spec.kind == "image", per_model.saliency_section),
-    (lambda ctx: ctx.spec.kind == "table" and ctx.data.test.x.is_floating_point(), per_model.attribution_section),
-    (lambda ctx: ctx.spec.kind == "text" and per_model.has_embedding(ctx.model), per_model.token_section),
-    (lambda ctx: ctx.spec.kind == "text" and per_model.has_attention(ctx.model), per_model.attention_section),
-    (lambda ctx: bool(ctx.robustness), per_model.robustness_section),
+    (_regressor, common.regression_section),
+    (_supervised("image"), per_model.saliency_section),
+    (_float_table, per_model.attribution_section),
+    (lambda ctx: _supervised("text")(ctx) and per_model.has_embedding(ctx.model), per_model.token_section),
+    (lambda ctx: _supervised("text")(ctx) and per_model.has_attention(ctx.model), per_model.attention_section),
+    (lambda ctx: _classifier(ctx) and bool(ctx.robustness), per_model.robustness_section),
     (per_model.is_gan_run, per_model.gan_section),
 ]
 
@@ -75,7 +89,8 @@ def write_report(
     """Write ``run_dir/report.html`` (and evaluation.json). ``model`` and ``data`` default to
     the run's saved model and its data rebuilt from config.yaml (what ``keel report`` does)."""
     ctx = build_context(run_dir, model=model, data=data, device=device)
-    atomic.write_json(run_dir / EVALUATION_FILE, ctx.analysis.to_json())
+    if ctx.analysis is not None:
+        atomic.write_json(run_dir / EVALUATION_FILE, ctx.analysis.to_json())
     sections = []
     for applies, render in SECTIONS:
         if applies(ctx):
@@ -92,22 +107,24 @@ def build_context(
 
     cfg = load_run_config(run_dir)
     if model is None:
-        model, spec, meta = load_model(run_dir, device)
-        loss = meta["loss"]
+        model, spec, _ = load_model(run_dir, device)
     else:
         spec = data.spec if data is not None else _saved_spec(run_dir)
-        loss = resolve_loss(cfg.train.loss, spec)
     data = data if data is not None else prepare_data(cfg)
-    loss_fn = build_loss(loss)  # without label smoothing: the loss as evaluation reports it
-    analysis = analyse(
-        model,
-        data.test,
-        spec,
-        loss_fn,
-        examples=cfg.eval.report_examples,
-        batch_size=cfg.eval.batch_size,
-        seed=cfg.seed,
-    )
+    # the test-split sections are for supervised models; a GAN run passes its generator and
+    # gets the sections that read its files (sample grids, Fréchet curve)
+    analysis, loss_fn = None, None
+    if spec.task in TASKS:
+        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec))  # no label smoothing: the loss as evaluated
+        analysis = analyse(
+            model,
+            data.test,
+            spec,
+            loss_fn,
+            examples=cfg.eval.report_examples,
+            batch_size=cfg.eval.batch_size,
+            seed=cfg.seed,
+        )
     return ReportContext(
         run_dir=run_dir,
         config=cfg,
@@ -146,14 +163,16 @@ def _render_safely(render: Render, ctx: ReportContext, console: Console | None) 
 
 
 def render_html(ctx: ReportContext, sections: list[Section]) -> str:
-    template = string.Template(resources.files("torchkeel.evaluate").joinpath("templates/report.html").read_text())
+    page = resources.files("torchkeel.evaluate").joinpath("templates/report.html").read_text(encoding="utf-8")
     title = f"torchkeel report: {ctx.run_dir.name}"
-    test = ctx.analysis.metrics
-    headline = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in ("accuracy", "r2", "rmse", "f1"))
-    subtitle = f"{ctx.spec.name} / {ctx.config.model.name} / {ctx.spec.task}; test {headline}"
+    subtitle = f"{ctx.spec.name} / {ctx.config.model.name} / {ctx.spec.task}"
+    if ctx.analysis is not None:
+        test = ctx.analysis.metrics
+        subtitle += "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in ("accuracy", "r2", "f1"))
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "\n".join(_section_html(s) for s in sections)
-    return template.substitute(title=html.escape(title), subtitle=html.escape(subtitle), nav=nav, sections=body)
+    fields = {"title": html.escape(title), "subtitle": html.escape(subtitle), "nav": nav, "sections": body}
+    return string.Template(page).substitute(fields)
 
 
 def _section_html(section: Section) -> str:

@@ -41,8 +41,8 @@ class ReportContext:
     model: nn.Module
     spec: DataSpec
     data: DataBundle
-    loss_fn: LossFn
-    analysis: Analysis
+    loss_fn: LossFn | None  # None (and analysis None) when the model is not supervised
+    analysis: Analysis | None  # the test split, for supervised models
     robustness: list[dict[str, Any]]
 
     @property

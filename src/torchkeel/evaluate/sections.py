@@ -67,9 +67,11 @@ def run_section(ctx: ReportContext) -> Section:
     }
     env = {k: (" ".join(v) if isinstance(v, list) else v) for k, v in ctx.env.items()}
     env["seed"] = ctx.config.seed
+    test = ""
+    if ctx.analysis is not None:
+        test = f"<div><h3>Test metrics ({ctx.analysis.size:,} examples)</h3>{key_values(ctx.analysis.metrics)}</div>"
     body = (
-        f"<div class='grid'><div><h3>Test metrics ({ctx.analysis.size:,} examples)</h3>"
-        f"{key_values(ctx.analysis.metrics)}</div>"
+        f"<div class='grid'>{test}"
         f"<div><h3>Time and throughput</h3>{key_values(timing)}</div>"
         f"<div><h3>Environment</h3>{key_values(env)}</div></div>"
         f"<details><summary>Config (config.yaml)</summary><pre>{html.escape(ctx.config.to_yaml())}</pre></details>"

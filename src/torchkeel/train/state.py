@@ -9,10 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchkeel.config import EarlyStoppingConfig
+from torchkeel.config import LOWER_IS_BETTER, EarlyStoppingConfig
 from torchkeel.errors import ConfigError
-
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
 
 
 @dataclass
