@@ -2,8 +2,10 @@
 
 Runs the default `keel train` (digits + simple_cnn, 12 epochs) with `eval.report` on and off,
 interleaved, ROUNDS times each, and prints the medians of the whole process's CPU time (user +
-system: steadier than wall time on a shared machine) and wall time, and the difference and
-ratio of the CPU medians. Usage: python benchmarks/report_cost.py [--rounds 5]
+system) and wall time, and the difference and ratio of the CPU medians. Each process runs on one
+thread (OMP_NUM_THREADS=1, train.threads=1): on a shared machine, multi-threaded torch spends
+CPU time spinning while it waits for its other thread, which makes CPU time as noisy as wall
+time; single-threaded, CPU time measures the work. Usage: python benchmarks/report_cost.py
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ def _children_cpu() -> float:
 
 def keel_train(report: bool) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one `keel train` process."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         cpu0, t0 = _children_cpu(), time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "torchkeel", "train", "-q", "--out-dir", tmp, "--set", f"eval.report={report}"],
+            [sys.executable, "-m", "torchkeel", "train", "-q", "--out-dir", tmp]
+            + ["--set", f"eval.report={report}", "--set", "train.threads=1"],
             check=True,
             capture_output=True,
             env=env,

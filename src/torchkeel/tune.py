@@ -168,7 +168,9 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
     tune = _tune_section(cfg)
     trial_cfg = sample_config(trial, cfg, tune.space)
     trial_cfg.out_dir = str(folder / "runs")
-    trial_cfg.name = f"trial{trial.number:04d}"
+    trial_cfg.name = f"{folder.name}-trial{trial.number:04d}"
+    if trial_cfg.train.mlflow.experiment is None:  # with train.loggers: [mlflow], one experiment per study
+        trial_cfg.train.mlflow.experiment = folder.name
     values: list[float] = []
     state, shown_state = "FAIL", ""
     try:

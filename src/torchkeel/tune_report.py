@@ -29,7 +29,7 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
         best = study.best_trial
         parts.append(
             f"<p>Best: trial {best.number}, {html.escape(tune.metric)} {best.value:.4f}, "
-            f"{html.escape(', '.join(f'{k}={v}' for k, v in best.params.items()))}.</p>"
+            f"{html.escape(', '.join(f'{k}={_param(v)}' for k, v in best.params.items()))}.</p>"
         )
         parts.append(_img(history(study, tune, plots), "optimisation history"))
         importances, method = param_importances(study)

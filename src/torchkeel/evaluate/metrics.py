@@ -5,8 +5,9 @@ and binary ROC-AUC / PR-AUC from a histogram of scores; regression metrics from 
 So a split of any size is evaluated in fixed memory and with one host sync at the end.
 
 Written here rather than taken from torchmetrics, on purpose, for every metric:
-- importing torchmetrics costs about 1.9 s on top of torch on 2 CPU cores (3.5 s from cold),
-  paid by every ``keel train`` that evaluates on test or writes its report;
+- importing torchmetrics costs 1.9-2.6 s on top of torch on 2 CPU cores
+  (benchmarks/import_costs.py), paid by every ``keel train`` that evaluates on test or
+  writes its report;
 - torchmetrics' calibration error keeps every confidence of the split in memory (list
   states), and its exact AUROC every score; ours keep ``bins`` numbers;
 - everything else (per-class table, confusion matrix) is a view of the confusion matrix the
