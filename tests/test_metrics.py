@@ -69,3 +69,80 @@ def test_loss_is_a_sample_weighted_mean():
     acc.update(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor(1.0))
     acc.update(torch.zeros(3, 1), torch.zeros(3, 1), torch.tensor(5.0))
     assert acc.compute()["loss"] == pytest.approx((1 + 15) / 4)
+
+
+# ---- confusion matrix, per-class table, calibration, binary AUC (issue: evaluate and tune)
+
+
+def _ece_reference(confidence: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """ECE from scikit-learn's calibration_curve (per-bin accuracy and mean confidence of the
+    non-empty bins) weighted by the bins' sizes, binned exactly as calibration_curve does."""
+    from sklearn.calibration import calibration_curve
+
+    prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=bins, strategy="uniform")
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], confidence), minlength=bins)
+    counts = counts[counts > 0]
+    return float(np.sum(counts / counts.sum() * np.abs(prob_true - prob_pred)))
+
+
+def test_details_match_sklearn_confusion_and_per_class():
+    from torchkeel.evaluate.metrics import ECE_BINS
+
+    g = torch.Generator().manual_seed(3)
+    out = 2 * torch.randn(800, 4, generator=g)
+    y = torch.randint(0, 4, (800,), generator=g)
+    y[:300] = out[:300].argmax(1)
+    acc = MetricAccumulator(_spec("classification", list("abcd")), ["accuracy", "ece"], torch.device("cpu"))
+    got = _feed(acc, out, y)
+    details = acc.details()
+    pred = out.argmax(1).numpy()
+    assert details["confusion_matrix"] == sk.confusion_matrix(y, pred, labels=range(4)).tolist()
+    p, r, f, s = sk.precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
+    for row, pi, ri, fi, si in zip(details["per_class"], p, r, f, s, strict=True):
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((pi, ri, fi))
+        assert row["support"] == si
+    confidence = torch.softmax(out, 1).amax(1).numpy()
+    correct = (pred == y.numpy()).astype(int)
+    assert got["ece"] == pytest.approx(_ece_reference(confidence, correct, ECE_BINS), abs=1e-6)
+    assert details["ece"] == pytest.approx(got["ece"])
+    assert sum(details["reliability"]["count"]) == 800
+
+
+def test_binary_auc_and_ece_match_sklearn_within_binning():
+    g = torch.Generator().manual_seed(4)
+    y = (torch.rand(3000, generator=g) < 0.3).float()
+    out = (1.5 * y - 0.7 + 1.3 * torch.randn(3000, generator=g)).view(-1, 1)  # overlapping classes
+    names = ["accuracy", "roc_auc", "pr_auc", "ece"]
+    acc = MetricAccumulator(_spec("binary", ["no", "yes"]), names, torch.device("cpu"))
+    got = _feed(acc, out, y, chunks=7)
+    scores = out.view(-1).numpy()
+    # binned: exact up to scores sharing one of 4,096 bins (documented in metrics.py)
+    assert got["roc_auc"] == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-3)
+    assert got["pr_auc"] == pytest.approx(sk.average_precision_score(y, scores), abs=2e-3)
+    p = torch.sigmoid(out.view(-1))
+    confidence = torch.maximum(p, 1 - p).numpy()
+    correct = ((scores > 0) == (y.numpy() > 0.5)).astype(int)
+    assert got["ece"] == pytest.approx(_ece_reference(confidence, correct, 15), abs=1e-6)
+    curve = acc.details()["roc_curve"]
+    assert curve["fpr"][0] == 0 and curve["tpr"][-1] == pytest.approx(1.0)
+
+
+def test_binned_auc_is_exact_when_scores_are_distinct_bins():
+    # scores on a coarse grid (many ties, each grid value its own bin): sklearn's tie handling
+    g = torch.Generator().manual_seed(5)
+    y = (torch.rand(500, generator=g) < 0.5).float()
+    out = (torch.randint(-8, 9, (500,), generator=g).float() + 2 * y).view(-1, 1)
+    got = _feed(MetricAccumulator(_spec("binary", ["n", "y"]), ["roc_auc", "pr_auc"], torch.device("cpu")), out, y)
+    assert got["roc_auc"] == pytest.approx(sk.roc_auc_score(y, out.view(-1)), abs=1e-12)
+    assert got["pr_auc"] == pytest.approx(sk.average_precision_score(y, out.view(-1)), abs=1e-12)
+
+
+def test_auc_is_only_for_binary_and_nan_without_both_classes():
+    from torchkeel.evaluate.metrics import metrics_for
+
+    assert metrics_for("classification", ["accuracy", "roc_auc", "ece", "mse"]) == ["accuracy", "ece"]
+    assert metrics_for("binary", ["roc_auc", "r2"]) == ["roc_auc"]
+    assert metrics_for("regression", ["accuracy", "r2"]) == ["r2"]
+    acc = MetricAccumulator(_spec("binary", ["n", "y"]), ["roc_auc"], torch.device("cpu"))
+    got = _feed(acc, torch.randn(10, 1), torch.ones(10), 1)
+    assert np.isnan(got["roc_auc"])

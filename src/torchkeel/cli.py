@@ -10,13 +10,13 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from torchkeel import __version__
+from torchkeel import __version__, cli_evaluate
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -114,12 +114,27 @@ def eval_(
     split: Annotated[str, typer.Option(help="Split to evaluate: test, val or train.")] = "test",
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    attack: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Accuracy under adversarial attack: fgsm or pgd (image classifiers)."),
+    ] = None,
+    eps: Annotated[
+        Optional[list[float]],  # noqa: UP045
+        typer.Option(help="Attack budget per pixel, in [0, 1] pixel units (repeatable; default 0.1)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
 ) -> None:
-    """Re-evaluate a trained run's model (rebuilt from model.json) on a split of its data."""
+    """Re-evaluate a trained run's model (rebuilt from model.json) on a split of its data.
+
+    With --attack: clean vs. adversarial accuracy, recorded in robustness.json and the report.
+    """
     from torchkeel.experiment import evaluate_run
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)
+    if attack is not None:
+        _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json)
+        return
     metrics = evaluate_run(run_dir, split)
     if as_json:
         print(json.dumps({"run": str(run_dir), "split": split, **metrics}))
@@ -262,7 +277,13 @@ def data_(
 
 
 @app.command("runs")
-def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
+def runs_(
+    out_dir: OutDirOpt = Path("runs"),
+    sort: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Best first by a metric: accuracy (test), val/loss (last epoch), train_seconds, ..."),
+    ] = None,
+) -> None:
     """List runs with their data, model, key test metric and time."""
     from rich.table import Table
 
@@ -272,11 +293,18 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
     if not found:
         out.print(f"no runs in {out_dir}/ yet: train one with `keel train`")
         return
+    infos = [read_run(path) for path in found]
+    if sort is not None:
+        from torchkeel.evaluate.compare import sort_runs
+
+        infos = sort_runs(infos, sort)
     table = Table(title=f"runs in {out_dir}/", title_justify="left")
     for col in ("run", "status", "data", "model", "test metric", "epochs", "train time"):
         table.add_column(col, justify="right" if col in ("epochs", "train time") else "left")
-    for path in found:
-        info = read_run(path)
+    if sort is not None:
+        table.add_column(sort, justify="right")
+    for info in infos:
+        path = info.path
         test = info.summary.get("test", {})
         key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if k in test), None)
         table.add_row(
@@ -287,6 +315,7 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
             f"{key} {test[key]:.4f}" if key else "-",
             str(info.summary.get("epochs", "-")),
             f"{info.summary['train_seconds']:.1f} s" if "train_seconds" in info.summary else "-",
+            *([_sort_value(info, sort)] if sort is not None else []),
         )
     out.print(table)
 
@@ -377,6 +406,45 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
         err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
     else:
         _python_showwarning(message, category, *args, **kwargs)
+
+
+def _sort_value(info: Any, metric: str) -> str:
+    from torchkeel.evaluate.compare import run_value
+
+    value = run_value(info, metric)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool) -> None:
+    from torchkeel.config import ATTACKS
+    from torchkeel.errors import ConfigError, check_choice
+    from torchkeel.evaluate.workflow import attack_run
+
+    check_choice("attack", method, ATTACKS)
+    if any(not 0.0 <= e <= 1.0 for e in eps):
+        raise ConfigError(f"--eps must be in [0, 1] (pixel units), got {', '.join(f'{e:g}' for e in eps)}")
+    results = attack_run(run_dir, method, eps, steps, split)
+    if as_json:
+        for r in results:
+            print(json.dumps({"run": str(run_dir), "split": split, **r}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{run_dir.name} - {split} under {method}", title_justify="left")
+    for col in ("eps", "clean accuracy", "adversarial accuracy"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(f"{r['eps']:g}", f"{r['clean_accuracy']:.4f}", f"{r['adversarial_accuracy']:.4f}")
+    out.print(table)
+    out.print(f"recorded in {run_dir / 'robustness.json'} and the report", highlight=False)
+
+
+# evaluate-and-tune commands (cli_evaluate.py), registered explicitly
+app.command("report")(cli_evaluate.report)
+app.command("explain")(cli_evaluate.explain)
+app.command("lr-find")(cli_evaluate.lr_find)
+app.command("tune")(cli_evaluate.tune)
+app.command("compare")(cli_evaluate.compare)
 
 
 def main() -> None:

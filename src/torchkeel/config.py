@@ -16,12 +16,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from torchkeel.errors import ConfigError, check_choice, closest
+from torchkeel.search_space import TuneConfig, check_space_keys
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 LOSSES = ("auto", "cross_entropy", "mse", "bce")
 PRECISIONS = ("fp32", "bf16", "fp16")
-METRICS = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "mse", "rmse", "mae", "r2")
+METRICS = (
+    "accuracy",
+    "top_k_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "ece",  # expected calibration error, 15 bins
+    "roc_auc",  # binary tasks
+    "pr_auc",  # binary tasks: average precision
+    "mse",
+    "rmse",
+    "mae",
+    "r2",
+)
+# metrics where smaller is better (early stopping's and tune's "auto" direction)
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
+LOGGERS = ("tensorboard", "mlflow")
+ATTACKS = ("fgsm", "pgd")
 
 
 class Strict(BaseModel):
@@ -253,6 +271,11 @@ class GanConfig(Strict):
     classifier_epochs: int = Field(4, ge=1, description="epochs of the feature classifier (simple_cnn)")
 
 
+class MlflowConfig(Strict):
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<out_dir>/mlflow.db")
+    experiment: str | None = Field(None, description="default: the run's name")
+
+
 class TrainConfig(Strict):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -277,6 +300,13 @@ class TrainConfig(Strict):
     deterministic: bool = Field(
         False, description="deterministic kernels (torch.use_deterministic_algorithms, cuDNN): exact GPU resume"
     )
+    loggers: list[str] = Field([], description="copies of the metrics for: tensorboard, mlflow")
+    mlflow: MlflowConfig = Field(default_factory=lambda: MlflowConfig())
+
+    @field_validator("loggers")
+    @classmethod
+    def _known_loggers(cls, names: list[str]) -> list[str]:
+        return [_choice("logger", n, LOGGERS) for n in names]
 
     @field_validator("loss")
     @classmethod
@@ -296,10 +326,31 @@ class TrainConfig(Strict):
         return name
 
 
+class AttackConfig(Strict):
+    method: str = Field("fgsm", description="fgsm | pgd")
+    eps: list[float] = Field([0.1], description="L-inf budgets in pixel units ([0, 1] images)")
+    steps: int = Field(10, ge=1, description="pgd: iterations")
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return _choice("attack", name, ATTACKS)
+
+    @field_validator("eps")
+    @classmethod
+    def _in_range(cls, eps: list[float]) -> list[float]:
+        if not eps or any(not 0.0 <= e <= 1.0 for e in eps):
+            raise ValueError(f"eps must be one or more values in [0, 1] (got {eps})")
+        return eps
+
+
 class EvalConfig(Strict):
     metrics: list[str] = ["accuracy", "f1"]
     batch_size: int = Field(1024, ge=1)
     top_k: int = Field(3, ge=1, description="classes shown by predict")
+    report: bool = Field(True, description="write report.html at the end of keel train")
+    report_examples: int = Field(8, ge=1, le=64, description="examples per report section")
+    attack: AttackConfig | None = Field(None, description="robustness check at the end of training")
 
     @field_validator("metrics")
     @classmethod
@@ -315,6 +366,13 @@ class RunConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig | None = Field(None, description="hyper-parameter search for keel tune")
+
+    @model_validator(mode="after")
+    def _tune_keys_exist(self) -> RunConfig:
+        if self.tune is not None:
+            check_space_keys(self.to_dict(), self.tune.space)
+        return self
 
     @model_validator(mode="after")
     def _sections_fit_the_model(self) -> RunConfig:
@@ -453,6 +511,18 @@ def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
             child = node[key] = {}
         node = child
     node[keys[-1]] = value
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"optimizer": {"lr": 0.1}}}`` -> ``{"train.optimizer.lr": 0.1}`` (the inverse
+    of set_path; empty sections stay as ``{}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def describe_error(error: ValidationError) -> str:

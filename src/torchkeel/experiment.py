@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
+from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -33,10 +35,18 @@ from torchkeel.train.losses import resolve_loss
 from torchkeel.train.signals import StopSignals
 
 
-def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progress: bool = True) -> Path:
+def train(
+    cfg: RunConfig,
+    console: Console,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
     """Run the whole workflow for ``cfg``; return the run folder. ``resume`` (a run folder,
     name or ``latest``) continues that run with its own saved config from its newest good
-    checkpoint, or from the start when it has none yet."""
+    checkpoint, or from the start when it has none yet. ``on_epoch`` goes to :func:`fit`
+    (``keel tune`` prunes trials with it)."""
     say = _Narrator(console)
     if resume is not None:
         run_dir = runs.resolve_run(resume, cfg.out_dir)
@@ -82,7 +92,15 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
             if resume is not None and checkpoint is None and cfg.model.init_from:
                 _init_weights(model, cfg.model.init_from, say)
             run = fit(
-                model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress, stop=stop
+                model,
+                data,
+                cfg,
+                run_dir=run_dir,
+                resume=checkpoint,
+                console=console,
+                progress=progress,
+                stop=stop,
+                on_epoch=on_epoch,
             )
             if cfg.train.finetune is not None:
                 run = _finetune(run, cfg, run_dir, say, console, progress, stop)
@@ -106,6 +124,7 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         "model": cfg.model.name,
     }
     atomic.write_json(run_dir / "summary.json", summary)
+    after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
     console.print(result_table(test, summary, run_dir))
     return run_dir
 

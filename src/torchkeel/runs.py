@@ -85,6 +85,14 @@ def read_run(path: Path) -> RunInfo:
     return RunInfo(path, "done" if summary else "incomplete", config, summary)
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (empty when it has none yet)."""
+    file = path / "metrics.jsonl"
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def point_latest(out: Path, target: Path | None = None) -> None:
     """Point ``out/latest`` at ``target`` (default: the newest run; removed when none)."""
     link = out / LATEST

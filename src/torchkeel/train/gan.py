@@ -300,6 +300,9 @@ def train_gan_experiment(
         "model": cfg.model.name,
     }
     atomic.write_json(run_dir / "summary.json", summary)
+    from torchkeel.evaluate.workflow import after_training
+
+    after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # report.html, loggers
     console.print(result_table(summary["test"], summary, run_dir))
     say.detail(f"samples per epoch in {run_dir / 'samples'}; more with `keel sample {run_dir} --n 64 --out grid.png`")
     return run_dir

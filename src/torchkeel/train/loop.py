@@ -10,6 +10,7 @@ early-stop check, checkpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
 from torchkeel.train.guard import NonFiniteGuard
+from torchkeel.train.loggers import open_loggers
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
@@ -70,6 +72,7 @@ def fit(
     progress: bool = True,
     console: Console | None = None,
     stop: StopSignals | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> Run:
     """Train ``model`` (any ``nn.Module``) on ``data`` and return a :class:`Run`.
@@ -81,6 +84,9 @@ def fit(
     folder: its newest good one) to continue from, exactly where it stopped. Inside
     ``with StopSignals() as stop`` pass ``stop=stop``: SIGINT/SIGTERM then end training after
     the current step with a checkpoint and a TrainingInterrupted error.
+    ``on_epoch(record)`` is called after every epoch (once its checkpoint is written) with the
+    epoch's metrics.jsonl record; an exception it raises stops training (``keel tune`` prunes
+    trials this way).
     """
     cfg = fit_config(config, options)
     t = cfg.train
@@ -113,6 +119,7 @@ def fit(
     if resume is not None:
         state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
     bar = TrainProgress(t.epochs, console, enabled=progress)
+    loggers = open_loggers(cfg, run_dir, state.global_step)  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
 
     for epoch in range(state.epoch, t.epochs):
@@ -175,7 +182,11 @@ def fit(
             saver.save(state)
         if stop is not None and stop.received:
             stop_with_checkpoint(stop, saver, state, None)
+        loggers.log_epoch(record, state.steps)
+        if on_epoch is not None:
+            on_epoch(record)
 
+    loggers.close()
     if saver is not None:
         saver.writer.close()
     if stopper is not None and stopper.best_weights is not None:

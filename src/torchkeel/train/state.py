@@ -9,10 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchkeel.config import EarlyStoppingConfig
+from torchkeel.config import LOWER_IS_BETTER, EarlyStoppingConfig
 from torchkeel.errors import ConfigError
-
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
 
 
 @dataclass
@@ -74,10 +72,9 @@ class EarlyStopping:
 
 def logged_metrics(task: str, metrics: list[str], has_val: bool) -> list[str]:
     """The per-epoch keys the loop will log, e.g. train/loss, val/accuracy."""
-    from torchkeel.evaluate.metrics import CLASSIFICATION, REGRESSION
+    from torchkeel.evaluate.metrics import metrics_for
 
     keys = ["train/loss"] + (["train/accuracy"] if task != "regression" else [])
     if has_val:
-        wanted = REGRESSION if task == "regression" else CLASSIFICATION
-        keys += ["val/loss"] + [f"val/{m}" for m in metrics if m in wanted]
+        keys += ["val/loss"] + [f"val/{m}" for m in metrics_for(task, metrics)]
     return keys

@@ -1,0 +1,189 @@
+"""report.html: one self-contained page per run (images inline as base64 PNG, no network).
+
+The page is a list of sections. ``SECTIONS`` pairs each section function with the condition,
+read from the run's DataSpec, task, model and files, under which it applies; a new model
+family adds its section by adding one entry (the Transformer's attention maps and the GAN's
+sample grids are entries already, waiting for those runs). ``write_report`` also records the
+test split's tables (confusion matrix, per-class scores, calibration bins) in
+``evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import string
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from torchkeel import atomic
+from torchkeel.data.bundle import TASKS, DataBundle, DataSpec
+from torchkeel.evaluate import sections as common
+from torchkeel.evaluate import sections_models as per_model
+from torchkeel.evaluate.analysis import analyse
+from torchkeel.evaluate.attack import read_results
+from torchkeel.evaluate.report_parts import ReportContext, Section
+from torchkeel.runs import read_metrics
+from torchkeel.train.losses import build_loss, resolve_loss
+
+REPORT_FILE = "report.html"
+EVALUATION_FILE = "evaluation.json"
+
+
+Applies = Callable[[ReportContext], bool]
+Render = Callable[[ReportContext], Section]
+
+
+def _supervised(kind: str) -> Applies:
+    """A supervised model (one evaluated on the test split) on data of ``kind``."""
+    return lambda ctx: ctx.analysis is not None and ctx.spec.kind == kind
+
+
+def _classifier(ctx: ReportContext) -> bool:
+    return ctx.analysis is not None and ctx.spec.task in ("classification", "binary")
+
+
+def _regressor(ctx: ReportContext) -> bool:
+    return ctx.analysis is not None and ctx.spec.task == "regression"
+
+
+def _float_table(ctx: ReportContext) -> bool:
+    # integrated gradients need float features (categorical indices would need their embedding)
+    return _supervised("table")(ctx) and ctx.data.test.x.is_floating_point()
+
+
+SECTIONS: list[tuple[Applies, Render]] = [
+    (lambda ctx: True, common.run_section),
+    (lambda ctx: True, common.data_section),
+    (lambda ctx: bool(ctx.epochs), common.curves_section),
+    (lambda ctx: any("lr" in r for r in ctx.records), common.lr_section),
+    (_classifier, common.confusion_section),
+    (_classifier, common.per_class_section),
+    (_classifier, common.wrong_section),
+    (_classifier, common.calibration_section),
+    (_regressor, common.regression_section),
+    (_supervised("image"), per_model.saliency_section),
+    (_float_table, per_model.attribution_section),
+    (lambda ctx: _supervised("text")(ctx) and per_model.has_embedding(ctx.model), per_model.token_section),
+    (lambda ctx: _supervised("text")(ctx) and per_model.has_attention(ctx.model), per_model.attention_section),
+    (lambda ctx: _classifier(ctx) and bool(ctx.robustness), per_model.robustness_section),
+    (per_model.is_gan_run, per_model.gan_section),
+]
+
+
+def write_report(
+    run_dir: Path,
+    *,
+    model: nn.Module | None = None,
+    data: DataBundle | None = None,
+    device: str | torch.device = "cpu",
+    console: Console | None = None,
+) -> Path:
+    """Write ``run_dir/report.html`` (and evaluation.json). ``model`` and ``data`` default to
+    the run's saved model and its data rebuilt from config.yaml (what ``keel report`` does)."""
+    ctx = build_context(run_dir, model=model, data=data, device=device)
+    if ctx.analysis is not None:
+        atomic.write_json(run_dir / EVALUATION_FILE, ctx.analysis.to_json())
+    sections = []
+    for applies, render in SECTIONS:
+        if applies(ctx):
+            sections.append(_render_safely(render, ctx, console))
+    path = run_dir / REPORT_FILE
+    atomic.write_text(path, render_html(ctx, sections))
+    return path
+
+
+def build_context(
+    run_dir: Path, *, model: nn.Module | None, data: DataBundle | None, device: str | torch.device
+) -> ReportContext:
+    from torchkeel.experiment import load_model, load_run_config, prepare_data
+    from torchkeel.models import GAN_MODELS
+
+    cfg = load_run_config(run_dir)
+    if model is None:
+        model, spec, _ = load_model(run_dir, device)
+    else:
+        spec = data.spec if data is not None else _saved_spec(run_dir)
+    data = data if data is not None else prepare_data(cfg)
+    # the test-split sections are for supervised models; a GAN run passes its generator and
+    # gets the sections that read its files (sample grids, Fréchet curve)
+    analysis, loss_fn = None, None
+    if spec.task in TASKS and cfg.model.name not in GAN_MODELS:
+        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec))  # no label smoothing: the loss as evaluated
+        analysis = analyse(
+            model,
+            data.test,
+            spec,
+            loss_fn,
+            examples=cfg.eval.report_examples,
+            batch_size=cfg.eval.batch_size,
+            seed=cfg.seed,
+        )
+    return ReportContext(
+        run_dir=run_dir,
+        config=cfg,
+        env=_read_json(run_dir / "env.json"),
+        summary=_read_json(run_dir / "summary.json"),
+        records=read_metrics(run_dir),
+        model=model.eval(),
+        spec=spec,
+        data=data,
+        loss_fn=loss_fn,
+        analysis=analysis,
+        robustness=read_results(run_dir),
+    )
+
+
+def _saved_spec(run_dir: Path) -> DataSpec:
+    return DataSpec.from_dict(_read_json(run_dir / "model.json")["spec"])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _render_safely(render: Render, ctx: ReportContext, console: Console | None) -> Section:
+    """A section that fails shows its error in the page (and on the console) instead of
+    losing the whole report of a finished run."""
+    try:
+        return render(ctx)
+    except Exception as e:  # noqa: BLE001 (reported, not swallowed)
+        name = render.__name__.removesuffix("_section")
+        if console is not None:
+            console.print(f"[yellow]report: section '{name}' failed: {type(e).__name__}: {e}[/]", highlight=False)
+        problem = html.escape(f"{type(e).__name__}: {e}")
+        body = f'<p class="error">This section could not be drawn: {problem}</p>'
+        return Section(name, name.replace("_", " ").title(), body)
+
+
+def render_html(ctx: ReportContext, sections: list[Section]) -> str:
+    page = resources.files("torchkeel.evaluate").joinpath("templates/report.html").read_text(encoding="utf-8")
+    title = f"torchkeel report: {ctx.run_dir.name}"
+    subtitle = f"{ctx.spec.name} / {ctx.config.model.name} / {ctx.spec.task}"
+    if ctx.analysis is not None:
+        test = ctx.analysis.metrics
+        subtitle += "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in ("accuracy", "r2", "f1"))
+    nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    body = "\n".join(_section_html(s) for s in sections)
+    fields = {"title": html.escape(title), "subtitle": html.escape(subtitle), "nav": nav, "sections": body}
+    return string.Template(page).substitute(fields)
+
+
+def _section_html(section: Section) -> str:
+    kind = "figure" if section.figures else "text"
+    figures = "".join(
+        f'<figure><img alt="{html.escape(f.caption)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
+        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+        for f in section.figures
+    )
+    return (
+        f'<section id="{section.key}" data-kind="{kind}">'
+        f"<h2>{html.escape(section.title)}</h2>{section.body}{figures}</section>"
+    )

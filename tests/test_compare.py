@@ -1,0 +1,67 @@
+"""keel runs --sort and keel compare over real run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, keel
+from PIL import Image
+from rich.console import Console
+
+from torchkeel.config import validate_config
+from torchkeel.experiment import train
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Two digits runs that differ in learning rate and epochs (no report: not needed here)."""
+    cwd = tmp_path_factory.mktemp("compare")
+    made = []
+    for lr, epochs in ((3e-3, 2), (3e-5, 1)):
+        raw = {"out_dir": str(cwd / "runs"), "train": {"epochs": epochs, "batch_size": 128, "optimizer": {"lr": lr}}}
+        raw["eval"] = {"report": False}
+        made.append(train(validate_config(raw), Console(quiet=True), progress=False))
+    return cwd, made[0], made[1]
+
+
+def _accuracy(run: Path) -> float:
+    return json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+
+
+def test_runs_sort(two_runs):
+    cwd, good, bad = two_runs
+    assert _accuracy(good) > _accuracy(bad)
+    by_accuracy = keel("runs", "--sort", "accuracy", cwd=cwd, check=True).stdout
+    assert by_accuracy.index(good.name) < by_accuracy.index(bad.name)
+    by_loss = keel("runs", "--sort", "val/loss", cwd=cwd, check=True).stdout  # lower is better: good first
+    assert by_loss.index(good.name) < by_loss.index(bad.name)
+    by_time = keel("runs", "--sort", "train_seconds", cwd=cwd, check=True).stdout
+    seconds = {r: json.loads((r / "summary.json").read_text())["train_seconds"] for r in (good, bad)}
+    faster, slower = sorted(seconds, key=seconds.get)
+    assert by_time.index(faster.name) < by_time.index(slower.name)
+    assert_one_line_error(keel("runs", "--sort", "acuracy", cwd=cwd), "did you mean 'accuracy'")
+
+
+def test_compare(two_runs):
+    cwd, good, bad = two_runs
+    proc = keel("compare", good.name, bad.name, "--plot", "both.png", cwd=cwd, check=True)
+    lines = proc.stdout.splitlines()
+    assert any("train.optimizer.lr" in line and "0.003" in line for line in lines)
+    assert any("train.epochs" in line for line in lines)
+    assert not any("train.batch_size" in line for line in lines)  # equal keys are not listed
+    accuracy_row = next(line for line in lines if "test/accuracy" in line)
+    assert f"{_accuracy(good):.4f}" in accuracy_row and f"{_accuracy(bad):.4f}" in accuracy_row
+    with Image.open(cwd / "both.png") as img:
+        assert img.format == "PNG" and img.width > 600
+    assert_one_line_error(keel("compare", good.name, cwd=cwd), "at least two runs")
+
+
+def test_help_for_every_new_command(tmp_path: Path):
+    top = keel("--help", cwd=tmp_path, check=True).stdout
+    for command in ("report", "explain", "lr-find", "tune", "compare"):
+        assert command in top
+        assert "Usage" in keel(command, "--help", cwd=tmp_path, check=True).stdout
+    assert "--attack" in keel("eval", "--help", cwd=tmp_path, check=True).stdout
+    assert "--sort" in keel("runs", "--help", cwd=tmp_path, check=True).stdout
