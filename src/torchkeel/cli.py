@@ -175,6 +175,39 @@ def runs_(out_dir: OutDirOpt = Path("runs")) -> None:
     out.print(table)
 
 
+@app.command("export")
+def export_(
+    run: RunArg = "latest",
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="onnx, torchscript or exported-program (torch.export, .pt2).")
+    ] = "onnx",
+    quantize: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="'dynamic': also write an int8 copy (Linear/LSTM weights) and compare the two."),
+    ] = None,
+    dest: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", help="Folder for the exported files (default: RUN/export)."),
+    ] = None,
+    out_dir: OutDirOpt = Path("runs"),
+) -> None:
+    """Export a trained model with its preprocessing metadata, verified against PyTorch.
+
+    Writes model.onnx / model.pt / model.pt2, preprocess.json (normalisation, classes, DataSpec,
+    tokeniser) and sample_inputs.safetensors. The export is run by its own runtime (onnxruntime
+    for ONNX) on the run's test inputs and must match the PyTorch outputs within 1e-4.
+    """
+    from torchkeel.export import export_run
+    from torchkeel.export.report import quant_table, summary_lines
+    from torchkeel.runs import resolve_run
+
+    result = export_run(resolve_run(run, out_dir), format_, dest, quantize)
+    for line in summary_lines(result):
+        out.print(line, highlight=False)
+    if result.quantized is not None:
+        out.print(quant_table(result.quantized))
+
+
 def main() -> None:
     """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
     try:
