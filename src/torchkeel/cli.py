@@ -208,6 +208,48 @@ def export_(
         out.print(quant_table(result.quantized))
 
 
+@app.command("serve")
+def serve_(
+    run: RunArg = "latest",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own copy of the model.")] = 1,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="torch threads per process (default: the cores divided among the workers)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most inputs run in one forward pass.")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="How long a request waits for others to batch with.")
+    ] = 2.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body accepted (MiB).")] = 8.0,
+    out_dir: OutDirOpt = Path("runs"),
+) -> None:
+    """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
+
+    Concurrent requests are batched together (dynamic batching); inference runs under
+    torch.inference_mode. Stop with Ctrl-C.
+    """
+    from torchkeel.runs import resolve_run
+
+    run_dir = resolve_run(run, out_dir)  # before importing torch: a wrong name fails at once
+    from torchkeel.serve.app import check_servable, serve
+
+    check_servable(run_dir)
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
+    serve(
+        run_dir,
+        host,
+        port,
+        workers,
+        threads=threads,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_body_mb=max_body_mb,
+    )
+
+
 def main() -> None:
     """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -85,21 +85,27 @@ def load_image(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, str]:
     Data sets with light ink on a dark background (digits, MNIST) mark it in the spec; an
     input that looks the other way round (a dark digit drawn on white) is inverted.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return decode_image(path, spec, str(path))
+
+
+def decode_image(source: Path | BinaryIO, spec: DataSpec, name: str) -> tuple[torch.Tensor, str]:
+    """:func:`load_image` for a file or an in-memory upload (``io.BytesIO``); ``name`` is
+    what error messages call it."""
+    from PIL import Image, UnidentifiedImageError
+
     c, h, w = spec.input_shape
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if img.width * img.height > MAX_PIXELS:
-                raise DataError(f"{path}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS:,}")
+                raise DataError(f"{name}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS:,}")
             img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(
-            f"{path}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
+            f"{name}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
         ) from None
     x = data.view(h, w, c).permute(2, 0, 1).float() / 255.0  # (C, H, W)
     note = ""
