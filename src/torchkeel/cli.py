@@ -69,6 +69,24 @@ def train(
     resume: Annotated[Optional[str], typer.Option(help="Continue an unfinished run: its folder or 'latest'.")] = None,  # noqa: UP045
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    nproc: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1,
+            help="Processes per node, DistributedDataParallel through torchrun (gloo on CPU, NCCL on CUDA); "
+            "train.batch_size stays the global batch.",
+            rich_help_panel="Distributed",
+        ),
+    ] = None,
+    nnodes: Annotated[str, typer.Option(help="Nodes: M, or MIN:MAX (elastic).", rich_help_panel="Distributed")] = "1",
+    node_rank: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=0, help="This node's rank (fixed ranks); omit for elastic.", rich_help_panel="Distributed"),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="HOST:PORT of the first node, for --nnodes > 1.", rich_help_panel="Distributed"),
+    ] = None,
 ) -> None:
     """Train a model: preprocess, design, forward, loss, backward + update, evaluate.
 
@@ -88,6 +106,13 @@ def train(
     cfg = load_config(config, set_, shortcuts)
     if print_config:
         out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
+        return
+    if nproc is not None or rdzv_endpoint is not None or node_rank is not None or nnodes != "1":
+        from torchkeel.train.launch import LaunchOptions, launch
+
+        if nproc is None:
+            raise KeelError("--nnodes, --node-rank and --rdzv-endpoint go with --nproc N (processes per node)")
+        launch(cfg, LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint), resume=resume, progress=not quiet)
         return
     from torchkeel.experiment import train as run_training
 

@@ -24,6 +24,7 @@ from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
 from torchkeel.models import build, count_parameters
 from torchkeel.train import checkpoint as ckpt
+from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
@@ -54,11 +55,11 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
         f"forward -> {resolve_loss(t.loss, data.spec)} loss -> backward -> {t.optimizer.name} step; "
         f"lr {t.optimizer.lr:g} ({t.schedule.name}), batch {t.batch_size}, {t.epochs} epochs on {device}",
     )
+    if dist.active():
+        say.detail(dist.describe(t.batch_size))
     checkpoint = None
     if resume is None:
-        run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
-        atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
-        atomic.write_json(run_dir / "env.json", runtime.environment(device))
+        run_dir = dist.run_on_main(lambda: _start_run_folder(cfg, device))  # DDP: rank 0 makes it
     else:
         checkpoint = latest_checkpoint(run_dir)
         say.detail(f"resuming {run_dir.name} from {checkpoint.name}")
@@ -66,11 +67,14 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     try:
         run = fit(model, data, cfg, run_dir=run_dir, resume=checkpoint, console=console, progress=progress)
     except KeelError:
-        _discard_if_empty(run_dir)
+        if dist.is_main():
+            _discard_if_empty(run_dir)
         raise
 
     say.step("6/6", "Evaluate", "test split")
     test = run.evaluate("test")
+    if not dist.is_main():
+        return run_dir  # DDP: rank 0 alone writes the model and the summary
     save_model(run_dir, run.model, cfg, data.spec)
     summary = {
         "test": test,
@@ -84,6 +88,13 @@ def train(cfg: RunConfig, console: Console, *, resume: str | None = None, progre
     }
     atomic.write_json(run_dir / "summary.json", summary)
     console.print(result_table(test, summary, run_dir))
+    return run_dir
+
+
+def _start_run_folder(cfg: RunConfig, device: torch.device) -> Path:
+    run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
+    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+    atomic.write_json(run_dir / "env.json", runtime.environment(device) | dist.environment())
     return run_dir
 
 

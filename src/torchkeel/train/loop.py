@@ -25,6 +25,7 @@ from torchkeel.data.loader import TensorLoader
 from torchkeel.errors import ConfigError, TrainingError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
+from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
 from torchkeel.train.losses import build_loss, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
@@ -78,7 +79,7 @@ def fit(
     t = cfg.train
     runtime.set_threads(t.threads)
     runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(t.device)
+    device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU
     spec = data.spec
     loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing)
     augment = aug.is_active(cfg.data.augment) and spec.kind == "image"
@@ -86,8 +87,11 @@ def fit(
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if t.compile else model
-    loader = TensorLoader(data.train.x.to(device), data.train.y.to(device), t.batch_size, seed=cfg.seed)
+    forward = dist.wrap(model)  # DistributedDataParallel under `keel train --nproc N`, else the model
+    forward = torch.compile(forward) if t.compile else forward
+    # DDP: each rank takes its share of the global batch from its shard of the permutation
+    x_train, y_train = data.train.x.to(device), data.train.y.to(device)
+    loader = TensorLoader(x_train, y_train, dist.local_batch_size(t.batch_size), seed=cfg.seed, **dist.shard())
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -96,11 +100,12 @@ def fit(
     logged = logged_metrics(spec.task, cfg.eval.metrics, val is not None)
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     run_dir = Path(run_dir) if run_dir is not None else None
-    writer = ckpt.CheckpointWriter(run_dir / "checkpoint", t.checkpoint.keep) if run_dir is not None else None
+    writes = run_dir is not None and dist.is_main()  # one writer of the run folder: rank 0
+    writer = ckpt.CheckpointWriter(run_dir / "checkpoint", t.checkpoint.keep) if writes else None
     state = LoopState()
     if resume is not None:
         state = _resume(Path(resume), model, optimizer, stopper)
-    bar = TrainProgress(t.epochs, console, enabled=progress)
+    bar = TrainProgress(t.epochs, console, enabled=progress and dist.is_main())
     t_start = time.perf_counter()
 
     for epoch in range(state.epoch, t.epochs):
@@ -130,7 +135,7 @@ def fit(
             if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
                 _log_step(state, bar, loss, running, lr, loader.batch_size)
 
-        train_metrics = running.compute()
+        train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
         seconds = bar.end_epoch(epoch, train_metrics, val_metrics, lr)
         record = {"epoch": epoch + 1, "step": state.global_step, "lr": lr, "seconds": seconds}
@@ -194,7 +199,8 @@ def _log_step(
 
 
 def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfig) -> dict[str, float]:
-    return evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
+    # under DDP each rank evaluates a shard and the sums are all-reduced
+    return dist.evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
 
 
 def _checkpoint_due(t: TrainConfig, state: LoopState, writer: ckpt.CheckpointWriter) -> bool:
