@@ -131,3 +131,38 @@ def test_torchrun_arguments():
     assert fixed[-4:] == ["--rdzv-backend", "static", "--node-rank", "1"] and "10.0.0.1:29400" in fixed
     elastic = LaunchOptions(2, "2:4", None, "10.0.0.1:29400").torchrun_args()
     assert elastic[elastic.index("--nnodes") + 1] == "2:4" and "c10d" in elastic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixed_ranks", [True, False], ids=["static", "elastic"])
+def test_two_nodes_meet_at_the_rendezvous(one_and_two, tmp_path: Path, fixed_ranks: bool):
+    """Two launchers in separate folders (two "nodes" on this machine), one process each, with
+    --nnodes 2 --rdzv-endpoint (and --node-rank for fixed ranks): the same run as 2 local processes."""
+    from serving import free_port
+
+    _, two = one_and_two
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    launchers = []
+    for node in range(2):
+        folder = tmp_path / f"node{node}"
+        folder.mkdir()
+        # one thread, as each of the 2 local processes had: the same kernels, the same sums
+        args = [*TRAIN, "--set", "train.threads=1", "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint]
+        args += ["--node-rank", str(node)] if fixed_ranks else []
+        cmd = [sys.executable, "-m", "torchkeel", *args]
+        launchers.append(subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        outputs = [p.communicate(timeout=600) for p in launchers]
+    finally:
+        for p in launchers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in launchers] == [0, 0], outputs
+    written = list(tmp_path.glob("node*/runs/2*"))
+    assert len(written) == 1  # rank 0's node alone wrote a run folder
+    if fixed_ranks:
+        assert written[0].parent.parent.name == "node0"
+    for key, value in _weights(two).items():
+        assert torch.equal(_weights(written[0])[key], value), key

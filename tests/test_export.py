@@ -126,15 +126,42 @@ def test_without_the_data_it_verifies_on_random_inputs(trained_run: Path, tmp_pa
     assert result.max_abs_diff < TOLERANCE
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--format", "onx"], ["did you mean 'onnx'"]),
-        (["--format", "exported-program", "--quantize", "dynamic"], ["onnx or torchscript"]),
-        (["--quantize", "static"], ["unknown quantization 'static'"]),
-    ],
-)
-def test_bad_export_options_are_one_line_errors(trained_run: Path, tmp_path: Path, args, fragments):
-    proc = keel("export", str(trained_run), *args, "--out", str(tmp_path / "x"), cwd=tmp_path)
-    assert_one_line_error(proc, *fragments)
+def test_bad_export_options(trained_run: Path, tmp_path: Path):
+    proc = keel("export", str(trained_run), "--format", "onx", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert_one_line_error(proc, "did you mean 'onnx'")
+    with pytest.raises(ExportError, match="onnx or torchscript"):
+        export_run(trained_run, "exported-program", tmp_path / "x", quantize="dynamic")
+    with pytest.raises(ExportError, match="unknown quantization 'static'"):
+        export_run(trained_run, "onnx", tmp_path / "x", quantize="static")
     assert not (tmp_path / "x").exists()
+
+
+def test_token_ids_export_with_free_batch_and_length(tmp_path: Path):
+    """Text models take (batch, length) token ids: both dimensions stay free in ONNX."""
+    import onnxruntime as ort
+    from torch import nn
+
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.export import dynamic_axes
+    from torchkeel.export.formats import FORMATS
+
+    class MeanOfEmbeddings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(50, 8, padding_idx=0), nn.Linear(8, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, 3)
+            mask = (ids != 0).unsqueeze(-1).float()
+            return self.head((self.embed(ids) * mask).sum(1) / mask.sum(1).clamp_min(1))
+
+    torch.manual_seed(0)
+    model = MeanOfEmbeddings().eval()
+    spec = DataSpec("toy", "text", "classification", (12,), classes=["a", "b", "c"])
+    assert dynamic_axes(spec) == {0: "batch", 1: "length"}
+    path = tmp_path / "text.onnx"
+    FORMATS["onnx"].save(model, torch.randint(1, 50, (2, 12)), path, dynamic_axes(spec))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 5), (4, 12), (3, 30)):
+        ids = torch.randint(0, 50, shape)
+        expected = _torch_outputs(model, ids)
+        assert np.abs(session.run(None, {"input": ids.numpy()})[0] - expected).max() < TOLERANCE

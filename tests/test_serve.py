@@ -16,10 +16,8 @@ from torchkeel.serve.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
-def server(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    # a long max wait makes concurrent requests batch together even on a busy machine
-    with running_server(trained_run, "--max-wait-ms", "100", log_dir=tmp_path_factory.mktemp("serve")) as url:
-        yield url
+def server(digits_server: str) -> str:
+    return digits_server
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +115,20 @@ def test_unknown_route_is_json_404(server: str):
     assert response.status_code == 404 and response.json() == {"error": "Not Found"}
 
 
+def test_the_worker_factory_survives_pickling(trained_run: Path):
+    """uvicorn sends the factory to each worker process by pickle; it must build the app there."""
+    import pickle
+
+    from fastapi.testclient import TestClient
+
+    from torchkeel.serve.factory import AppFactory
+
+    factory = pickle.loads(pickle.dumps(AppFactory(trained_run, {"max_batch": 4, "threads": 1})))
+    with TestClient(factory()) as client:
+        assert client.get("/info").json()["batching"]["max_batch"] == 4
+
+
+@pytest.mark.slow
 def test_several_workers_share_the_port(trained_run: Path, tmp_path: Path, digits):
     with running_server(trained_run, "--workers", "2", log_dir=tmp_path) as url:
         path, label = digits[2]

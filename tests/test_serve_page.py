@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serving import digit_png, running_server
+from serving import digit_png
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -38,9 +38,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    with running_server(trained_run, log_dir=tmp_path_factory.mktemp("page")) as url:
-        yield url
+def server(digits_server: str) -> str:
+    return digits_server
 
 
 @pytest.fixture

@@ -255,9 +255,11 @@ def serve_(
     Concurrent requests are batched together (dynamic batching); inference runs under
     torch.inference_mode. Stop with Ctrl-C.
     """
+    from torchkeel.extras import require
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)  # before importing torch: a wrong name fails at once
+    require("serve", "fastapi", "uvicorn", "multipart")
     from torchkeel.serve.app import check_servable, serve
 
     check_servable(run_dir)

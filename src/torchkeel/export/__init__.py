@@ -27,6 +27,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ExportError, KeelError, check_choice
 from torchkeel.export.formats import FORMATS, DynamicAxes, Runner
 from torchkeel.export.quantize import QUANTIZERS, QuantReport, compare
+from torchkeel.extras import require
 
 TOLERANCE = 1e-4  # max |exported - PyTorch| over the verification outputs, fp32
 QUANTIZE = ("dynamic",)
@@ -72,6 +73,8 @@ def export_run(
         check_choice("quantization", quantize, QUANTIZE, ExportError)
         if fmt not in QUANTIZERS:
             raise ExportError(f"--quantize {quantize} works with --format {' or '.join(QUANTIZERS)}, not {fmt}")
+    if fmt == "onnx":
+        require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
     model, spec, meta = load_model(run_dir, "cpu")
     x, y, source = verification_inputs(run_dir, spec)
