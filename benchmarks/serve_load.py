@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-args", default="", help="extra `keel serve` options, e.g. '--threads 1'")
     args = parser.parse_args()
     bodies = request_bodies()
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +162,7 @@ def main() -> None:
         keel = [sys.executable, "-m", "torchkeel", "serve", str(run), "--port"]
         plain = [sys.executable, str(HERE / "plain_serve.py"), str(run)]
         commands = {
-            "torchkeel": [*keel, str(ports["torchkeel"])],
+            "torchkeel": [*keel, str(ports["torchkeel"]), *args.serve_args.split()],
             "plain": [*plain, str(ports["plain"])],
             "plain-1": [*plain, str(ports["plain-1"]), "1"],
         }

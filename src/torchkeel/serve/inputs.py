@@ -47,6 +47,10 @@ class Payload:
     fields: dict[str, str] = field(default_factory=dict)
     json: Any = None
 
+    def size(self) -> int:
+        """Bytes uploaded (JSON bodies count as small)."""
+        return sum(len(u.data) for u in self.uploads)
+
 
 @dataclass
 class Sample:
