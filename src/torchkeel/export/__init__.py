@@ -96,11 +96,8 @@ def export_run(
             )
         report = None
         if quantize is not None:
-            int8_file = file.with_name(f"model.int8{form.suffix}")
-            _save(lambda m, e, p, d: QUANTIZERS[fmt](m, file, p, e, d) or {}, model, example, int8_file, dynamic, fmt)
-            (name, before, after), qdiff, latency = compare(runner, form.load(int8_file), x, y, spec)
-            sizes_bytes = (file.stat().st_size, int8_file.stat().st_size)
-            report = QuantReport(out / int8_file.name, name, before, after, qdiff, latency, sizes_bytes)
+            report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
+            report.file = out / report.file.name
         for produced in Path(scratch).iterdir():
             os.replace(produced, out / produced.name)
 
@@ -110,6 +107,25 @@ def export_run(
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
         shutil.copyfile(tokenizer, out / tokenizer.name)
     return result
+
+
+def quantized_copy(
+    model: torch.nn.Module,
+    fmt: str,
+    file: Path,
+    fp32: Runner,
+    example: torch.Tensor,
+    dynamic: DynamicAxes,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    spec: DataSpec,
+) -> QuantReport:
+    """model.int8.* beside ``file``, compared with the fp32 export in the same runtime."""
+    int8_file = file.with_name(f"model.int8{FORMATS[fmt].suffix}")
+    _save(lambda m, e, p, d: QUANTIZERS[fmt](m, file, p, e, d) or {}, model, example, int8_file, dynamic, fmt)
+    (name, before, after), diff, latency = compare(fp32, FORMATS[fmt].load(int8_file), x, y, spec)
+    sizes = (file.stat().st_size, int8_file.stat().st_size)
+    return QuantReport(int8_file, name, before, after, diff, latency, sizes)
 
 
 def _save(save: Any, model: torch.nn.Module, example: torch.Tensor, file: Path, dynamic: DynamicAxes, fmt: str) -> Any:

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from torchkeel import __version__
+from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import DataError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
@@ -105,7 +106,13 @@ def create_app(
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     info = describe(run_dir, predictor, kind, run.summary, default_k, max_batch, max_wait_ms)
+    add_routes(app, kind, spec, batcher, info, default_k)
+    return app
 
+
+def add_routes(
+    app: FastAPI, kind: InputKind, spec: DataSpec, batcher: DynamicBatcher, info: dict[str, Any], default_k: int
+) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -134,8 +141,6 @@ def create_app(
             predictions = await asyncio.gather(*(batcher.submit(s) for s in samples))
         k = top_k or default_k
         return {"predictions": [trimmed(p, k) for p in predictions]}
-
-    return app
 
 
 def trimmed(prediction: Prediction, k: int) -> dict[str, Any]:
