@@ -46,3 +46,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("trained")
     keel("train", "--epochs", "6", "--seed", "0", cwd=cwd, check=True)
     return (cwd / "runs" / "latest").resolve()
+
+
+@pytest.fixture(scope="session")
+def digits_server(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`keel serve` of ``trained_run`` on 127.0.0.1 (shared by the server and web-page tests).
+    A long max wait makes concurrent requests batch together even on a busy machine."""
+    from serving import running_server
+
+    with running_server(trained_run, "--max-wait-ms", "100", log_dir=tmp_path_factory.mktemp("serve")) as url:
+        yield url

@@ -80,6 +80,24 @@ def train(
     ] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    nproc: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1,
+            help="Processes per node, DistributedDataParallel through torchrun (gloo on CPU, NCCL on CUDA); "
+            "train.batch_size stays the global batch.",
+            rich_help_panel="Distributed",
+        ),
+    ] = None,
+    nnodes: Annotated[str, typer.Option(help="Nodes: M, or MIN:MAX (elastic).", rich_help_panel="Distributed")] = "1",
+    node_rank: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=0, help="This node's rank (fixed ranks); omit for elastic.", rich_help_panel="Distributed"),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="HOST:PORT of the first node, for --nnodes > 1.", rich_help_panel="Distributed"),
+    ] = None,
 ) -> None:
     """Train a model: preprocess, design, forward, loss, backward + update, evaluate.
 
@@ -102,6 +120,13 @@ def train(
     cfg = load_config(config, set_, shortcuts)
     if print_config:
         out.print(cfg.to_yaml(), end="", highlight=False, markup=False)
+        return
+    if nproc is not None or rdzv_endpoint is not None or node_rank is not None or nnodes != "1":
+        from torchkeel.train.launch import LaunchOptions, launch
+
+        if nproc is None:
+            raise KeelError("--nnodes, --node-rank and --rdzv-endpoint go with --nproc N (processes per node)")
+        launch(cfg, LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint), resume=resume, progress=not quiet)
         return
     from torchkeel.experiment import train as run_training
 
@@ -445,6 +470,83 @@ app.command("explain")(cli_evaluate.explain)
 app.command("lr-find")(cli_evaluate.lr_find)
 app.command("tune")(cli_evaluate.tune)
 app.command("compare")(cli_evaluate.compare)
+
+
+@app.command("export")
+def export_(
+    run: RunArg = "latest",
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="onnx, torchscript or exported-program (torch.export, .pt2).")
+    ] = "onnx",
+    quantize: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="'dynamic': also write an int8 copy (Linear/LSTM weights) and compare the two."),
+    ] = None,
+    dest: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", help="Folder for the exported files (default: RUN/export)."),
+    ] = None,
+    out_dir: OutDirOpt = Path("runs"),
+) -> None:
+    """Export a trained model with its preprocessing metadata, verified against PyTorch.
+
+    Writes model.onnx / model.pt / model.pt2, preprocess.json (normalisation, classes, DataSpec,
+    tokeniser) and sample_inputs.safetensors. The export is run by its own runtime (onnxruntime
+    for ONNX) on the run's test inputs and must match the PyTorch outputs within 1e-4.
+    """
+    from torchkeel.export import export_run
+    from torchkeel.export.report import quant_table, summary_lines
+    from torchkeel.runs import resolve_run
+
+    result = export_run(resolve_run(run, out_dir), format_, dest, quantize)
+    for line in summary_lines(result):
+        out.print(line, highlight=False)
+    if result.quantized is not None:
+        out.print(quant_table(result.quantized))
+
+
+@app.command("serve")
+def serve_(
+    run: RunArg = "latest",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own copy of the model.")] = 1,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="torch threads per process (default: the cores divided among the workers)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most inputs run in one forward pass.")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="How long a request waits for others to batch with.")
+    ] = 2.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body accepted (MiB).")] = 8.0,
+    out_dir: OutDirOpt = Path("runs"),
+) -> None:
+    """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
+
+    Concurrent requests are batched together (dynamic batching); inference runs under
+    torch.inference_mode. Stop with Ctrl-C.
+    """
+    from torchkeel.extras import require
+    from torchkeel.runs import resolve_run
+
+    run_dir = resolve_run(run, out_dir)  # before importing torch: a wrong name fails at once
+    require("serve", "fastapi", "uvicorn", "multipart")
+    from torchkeel.serve.app import check_servable, serve
+
+    check_servable(run_dir)
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
+    serve(
+        run_dir,
+        host,
+        port,
+        workers,
+        threads=threads,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_body_mb=max_body_mb,
+    )
 
 
 def main() -> None:

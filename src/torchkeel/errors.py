@@ -47,6 +47,10 @@ class TrainingInterrupted(TrainingError):
         self.exit_code = exit_code
 
 
+class ExportError(KeelError):
+    """A model that cannot be exported, or an export that does not match the model."""
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice nearest to ``name`` by edit similarity, or None when nothing is close."""
     matches = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)

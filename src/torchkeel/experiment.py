@@ -10,6 +10,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from torchkeel.errors import KeelError, RunError
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
+from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
@@ -78,17 +80,15 @@ def train(
         f"forward -> {resolve_loss(t.loss, data.spec)} loss -> backward -> {t.optimizer.name} step; "
         f"lr {t.optimizer.lr:g} ({t.schedule.name}), batch {t.batch_size}, {t.epochs} epochs on {device}",
     )
+    if dist.active():
+        say.detail(dist.describe(t.batch_size))
     if resume is None:
-        run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
-        atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
-        atomic.write_json(run_dir / "env.json", runtime.environment(device))
-        # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
-        atomic.write_json(run_dir / FITTED_SPEC, data.spec.to_dict())
+        run_dir = dist.run_on_main(lambda: _start_run_folder(cfg, device, data.spec))  # DDP: rank 0 makes it
     say.detail(f"run folder {run_dir}")
     try:
         # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
-        with runs.lock_run(run_dir), StopSignals() as stop:
-            checkpoint = _checkpoint_to_resume(run_dir, say) if resume is not None else None
+        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
+            checkpoint = _resume_point(run_dir, say) if resume is not None else None
             if resume is not None and checkpoint is None and cfg.model.init_from:
                 _init_weights(model, cfg.model.init_from, say)
             run = fit(
@@ -105,12 +105,14 @@ def train(
             if cfg.train.finetune is not None:
                 run = _finetune(run, cfg, run_dir, say, console, progress, stop)
     except KeelError:
-        if resume is None:
+        if resume is None and dist.is_main():
             _discard_if_empty(run_dir)
         raise
 
     say.step("6/6", "Evaluate", "test split")
     test = run.evaluate("test")
+    if not dist.is_main():
+        return run_dir  # DDP: rank 0 alone writes the model and the summary
     save_model(run_dir, run.model, cfg, data.spec)
     summary = {
         "test": test,
@@ -126,6 +128,15 @@ def train(
     atomic.write_json(run_dir / "summary.json", summary)
     after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
     console.print(result_table(test, summary, run_dir))
+    return run_dir
+
+
+def _start_run_folder(cfg: RunConfig, device: torch.device, spec: DataSpec) -> Path:
+    run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
+    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+    atomic.write_json(run_dir / "env.json", runtime.environment(device) | dist.environment())
+    # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
+    atomic.write_json(run_dir / FITTED_SPEC, spec.to_dict())
     return run_dir
 
 
@@ -230,6 +241,15 @@ def _finetune(
     frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
     say.detail(f"finetune: unfreezing {frozen:,} parameters; {settings.epochs} more epochs at lr {settings.lr:g}")
     return finetune(run, settings, run_dir=run_dir, progress=progress, console=console, stop=stop)
+
+
+def _resume_point(run_dir: Path, say: _Narrator) -> ckpt.Checkpoint | None:
+    """The checkpoint to resume from; under DDP rank 0 picks it (and tidies the folder), and
+    every rank reads that same file."""
+    if not dist.active():
+        return _checkpoint_to_resume(run_dir, say)
+    chosen = dist.run_on_main(lambda: getattr(_checkpoint_to_resume(run_dir, say), "path", None))
+    return ckpt.read_checkpoint(chosen) if chosen is not None else None
 
 
 def _checkpoint_to_resume(run_dir: Path, say: _Narrator) -> ckpt.Checkpoint | None:

@@ -9,7 +9,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -159,20 +159,28 @@ def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -
     decoded. Data sets with light ink on a dark background (digits, MNIST) mark it in the spec;
     an input that looks the other way round (a dark digit drawn on white) is inverted.
     """
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return decode_image(path, spec, str(path), max_pixels)
+
+
+def decode_image(
+    source: Path | BinaryIO, spec: DataSpec, name: str, max_pixels: int = MAX_PIXELS
+) -> tuple[torch.Tensor, str]:
+    """:func:`load_image` for a file or an in-memory upload (``io.BytesIO``); ``name`` is
+    what error messages call it. Only PNG, JPEG, BMP and WEBP are decoded."""
+    from PIL import Image
+
     c, h, w = spec.input_shape
     try:
         with warnings.catch_warnings():  # Pillow warns above its own limit; ours comes first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path, formats=IMAGE_FORMATS)  # reads the header only
+            img = Image.open(source, formats=IMAGE_FORMATS)  # reads the header only
         with img:
             if img.width * img.height > max_pixels:
                 raise DataError(
-                    f"{path}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,} "
+                    f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,} "
                     "(raise it with --max-pixels if the image is genuine)"
                 )
             img = img.convert("L" if c == 1 else "RGB")
@@ -184,10 +192,10 @@ def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -
     except Image.DecompressionBombError as e:  # Pillow's own (larger) limit, checked as it reads the header
         declared = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(declared.group(1)):,} pixels" if declared else "its size"
-        raise DataError(f"{path}: {size} is over the limit of {max_pixels:,}") from None
+        raise DataError(f"{name}: {size} is over the limit of {max_pixels:,}") from None
     except Exception as e:  # Pillow reports a damaged file as any of a dozen types (OSError, SyntaxError, ...)
         raise DataError(
-            f"{path}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
+            f"{name}: not a readable image ({type(e).__name__}); give a PNG, JPEG, BMP or WEBP file"
         ) from None
     pixels = data.permute(2, 0, 1)  # (C, h, w) uint8
     if "resize" in spec.extra:  # resized in training: the very same resize (and crop)

@@ -26,9 +26,10 @@ from torchkeel.data.loader import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
 from torchkeel.train import checkpoint as ckpt
+from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
 from torchkeel.train.guard import NonFiniteGuard
-from torchkeel.train.loggers import open_loggers
+from torchkeel.train.loggers import Loggers, open_loggers
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
@@ -93,7 +94,7 @@ def fit(
     runtime.set_threads(t.threads)
     runtime.set_deterministic(t.deterministic)
     runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(t.device)
+    device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU
     spec = data.spec
     loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device))
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
@@ -101,8 +102,11 @@ def fit(
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if t.compile else model
-    loader = make_loader(data.train, device, t.batch_size, seed=cfg.seed)  # tensors, or streamed image files
+    forward = dist.wrap(model)  # DistributedDataParallel under `keel train --nproc N`, else the model
+    forward = torch.compile(forward) if t.compile else forward
+    # tensors, or streamed image files; under DDP each rank takes its share of the global batch
+    # from its shard of the permutation
+    loader = make_loader(data.train, device, dist.local_batch_size(t.batch_size), seed=cfg.seed, **dist.shard())
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -112,14 +116,15 @@ def fit(
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
-    saver = (
-        None if run_dir is None else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
-    )
+    writes = run_dir is not None and dist.is_main()  # one writer of the run folder: rank 0
+    saver = None if not writes else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
     state, meter_totals = LoopState(steps_per_epoch=steps_per_epoch), None
     if resume is not None:
         state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
-    bar = TrainProgress(t.epochs, console, enabled=progress)
-    loggers = open_loggers(cfg, run_dir, state.global_step)  # train.loggers: tensorboard/mlflow copies
+    bar = TrainProgress(t.epochs, console, enabled=progress and dist.is_main())
+    loggers = (
+        open_loggers(cfg, run_dir, state.global_step) if writes else Loggers([])
+    )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
 
     for epoch in range(state.epoch, t.epochs):
@@ -162,7 +167,7 @@ def fit(
             if stop is not None and stop.received:
                 stop_with_checkpoint(stop, saver, state, running)
 
-        train_metrics = running.compute()
+        train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
         seconds = bar.end_epoch(epoch, train_metrics, val_metrics, lr)
         record = {"epoch": epoch + 1, "step": state.global_step, "lr": lr, "seconds": seconds}
@@ -244,7 +249,8 @@ def _log_step(
 
 
 def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfig) -> dict[str, float]:
-    return evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
+    # under DDP each rank evaluates a shard and the sums are all-reduced
+    return dist.evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
 
 
 def _skip_update(optimizer: torch.optim.Optimizer, state: LoopState) -> None:

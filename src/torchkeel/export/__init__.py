@@ -1,0 +1,247 @@
+"""Export a trained run to ONNX, TorchScript or a ``torch.export`` program, verified.
+
+``export_run(RUN, "onnx")`` writes ``RUN/export/model.onnx`` and, beside it,
+``preprocess.json`` (how to turn raw inputs into the model's input: normalisation, class
+names, the DataSpec, the tokeniser files when the run has them) and
+``sample_inputs.safetensors`` (a few preprocessed inputs with the PyTorch outputs, to check a
+deployment against). Before anything is moved into place the exported file is run by its own
+runtime on the run's test inputs, at several batch sizes, and must match the PyTorch model
+within ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from torchkeel import __version__, atomic
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ExportError, KeelError, check_choice
+from torchkeel.export.formats import FORMATS, DynamicAxes, Runner
+from torchkeel.export.quantize import QUANTIZERS, QuantReport, compare
+from torchkeel.extras import require
+
+TOLERANCE = 1e-4  # max |exported - PyTorch| over the verification outputs, fp32
+QUANTIZE = ("dynamic",)
+VERIFY_LIMIT = 1024  # test inputs used to verify
+SAMPLES_KEPT = 8  # inputs stored in sample_inputs.safetensors
+
+OUTPUT_MEANING = {
+    "classification": "logits: softmax over the last axis gives the probabilities of 'classes', in order",
+    "binary": "one logit: sigmoid gives the probability of classes[1]",
+    "regression": "the predicted values",
+}
+
+
+@dataclass
+class ExportResult:
+    model_file: Path
+    format: str
+    runtime: str
+    inputs: int
+    input_source: str  # "the test split" or why random inputs were used
+    batch_sizes: list[int]
+    max_abs_diff: float
+    dynamic: DynamicAxes
+    quantized: QuantReport | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.model_file.parent
+
+
+def export_run(
+    run_dir: str | Path,
+    fmt: str = "onnx",
+    out_dir: str | Path | None = None,
+    quantize: str | None = None,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``)."""
+    from torchkeel.experiment import load_model
+
+    check_choice("export format", fmt, FORMATS, ExportError)
+    if quantize is not None:
+        check_choice("quantization", quantize, QUANTIZE, ExportError)
+        if fmt not in QUANTIZERS:
+            raise ExportError(f"--quantize {quantize} works with --format {' or '.join(QUANTIZERS)}, not {fmt}")
+    if fmt == "onnx":
+        require("export", "onnx", "onnxscript", "onnxruntime")
+    run_dir = Path(run_dir)
+    model, spec, meta = load_model(run_dir, "cpu")
+    x, y, source = verification_inputs(run_dir, spec)
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    form, dynamic = FORMATS[fmt], dynamic_axes(spec)
+    example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1
+
+    # everything is written to a scratch folder and moved into place only once verified
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
+        file = Path(scratch) / f"model{form.suffix}"
+        facts = _save(form.save, model, example, file, dynamic, fmt)
+        runner = form.load(file)
+        diff, sizes = verify(model, runner, x)
+        if not diff < tolerance:
+            raise ExportError(
+                f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
+                f"(limit {tolerance:.0e}); nothing was written"
+            )
+        report = None
+        if quantize is not None:
+            report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
+            report.file = out / report.file.name
+        for produced in Path(scratch).iterdir():
+            os.replace(produced, out / produced.name)
+
+    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report)
+    write_metadata(out, run_dir, spec, meta, result, facts)
+    write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
+    for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
+        shutil.copyfile(tokenizer, out / tokenizer.name)
+    return result
+
+
+def quantized_copy(
+    model: torch.nn.Module,
+    fmt: str,
+    file: Path,
+    fp32: Runner,
+    example: torch.Tensor,
+    dynamic: DynamicAxes,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    spec: DataSpec,
+) -> QuantReport:
+    """model.int8.* beside ``file``, compared with the fp32 export in the same runtime."""
+    int8_file = file.with_name(f"model.int8{FORMATS[fmt].suffix}")
+    _save(lambda m, e, p, d: QUANTIZERS[fmt](m, file, p, e, d) or {}, model, example, int8_file, dynamic, fmt)
+    (name, before, after), diff, latency = compare(fp32, FORMATS[fmt].load(int8_file), x, y, spec)
+    sizes = (file.stat().st_size, int8_file.stat().st_size)
+    return QuantReport(int8_file, name, before, after, diff, latency, sizes)
+
+
+def _save(save: Any, model: torch.nn.Module, example: torch.Tensor, file: Path, dynamic: DynamicAxes, fmt: str) -> Any:
+    try:
+        return save(model, example, file, dynamic)
+    except KeelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - exporters raise many types; the user needs the one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"cannot export this model to {fmt}: {first[:300]}") from None
+
+
+def dynamic_axes(spec: DataSpec) -> DynamicAxes:
+    """The batch is always free; so is the sequence length of token ids."""
+    return {0: "batch", 1: "length"} if spec.kind == "text" else {0: "batch"}
+
+
+def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The run's test split rebuilt from its config and seed; when the data set's files are not
+    on this machine, seeded random inputs of the right shape and type (no labels)."""
+    from torchkeel.experiment import load_run_config, prepare_data
+
+    try:
+        test = prepare_data(load_run_config(run_dir)).test
+        n = min(len(test), VERIFY_LIMIT)
+        return test.x[:n].cpu(), test.y[:n].cpu(), "the test split"
+    except KeelError as e:
+        reason = f"random inputs (test data unavailable: {e})"
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    if spec.kind == "text":
+        vocab = int(spec.extra.get("vocab_size", 2))
+        x = torch.randint(2, max(vocab, 3), (n, *spec.input_shape), generator=g)
+    else:
+        x = torch.randn(n, *spec.input_shape, generator=g)  # inputs are standardised
+    return x, None, reason
+
+
+@torch.inference_mode()
+def verify(model: torch.nn.Module, run: Runner, x: torch.Tensor, batch: int = 256) -> tuple[float, list[int]]:
+    """Max |exported - PyTorch| over ``x`` in batches of ``batch`` and the remainder, plus a
+    batch of one: a batch dimension baked in at export time fails here."""
+    worst, sizes = 0.0, []
+    chunks = [x[s : s + batch] for s in range(0, len(x), batch)] + [x[:1]]
+    for chunk in chunks:
+        expected = model(chunk).float()
+        got = run(chunk).float()
+        if got.shape != expected.shape:
+            raise ExportError(f"the export gives outputs of shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+        worst = max(worst, (got - expected).abs().max().item())
+        sizes.append(len(chunk))
+    return worst, sizes
+
+
+def write_metadata(
+    out: Path, run_dir: Path, spec: DataSpec, meta: dict[str, Any], result: ExportResult, facts: dict[str, Any]
+) -> None:
+    """preprocess.json: the same preprocessing for every format; ``models`` lists each file
+    exported to this folder with how it was verified."""
+    path = out / "preprocess.json"
+    models = json.loads(path.read_text(encoding="utf-8")).get("models", {}) if path.is_file() else {}
+    models[result.model_file.name] = {
+        "format": result.format,
+        **facts,
+        "verified_with": result.runtime,
+        "verified_inputs": result.inputs,
+        "verified_on": result.input_source,
+        "max_abs_diff": result.max_abs_diff,
+    }
+    if result.quantized is not None:
+        models[result.quantized.file.name] = {"format": result.format, "quantized": "dynamic int8 (Linear, LSTM)"}
+    text = spec.kind == "text"
+    doc = {
+        "format": "torchkeel-export-1",
+        "torchkeel": __version__,
+        "torch": torch.__version__,
+        "source_run": run_dir.name,
+        "kind": spec.kind,
+        "task": spec.task,
+        "classes": spec.classes,
+        "input": {
+            "name": "input",
+            "shape": ["batch", "length"] if text else ["batch", *spec.input_shape],
+            "dtype": "int64" if text else "float32",
+        },
+        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": OUTPUT_MEANING[spec.task]},
+        "preprocess": preprocess_steps(spec),
+        "tokenizer_files": sorted(p.name for p in run_dir.glob("tokenizer*.json")),
+        "spec": spec.to_dict(),
+        "model": meta["model"],
+        "models": models,
+    }
+    atomic.write_json(path, doc)
+
+
+def preprocess_steps(spec: DataSpec) -> dict[str, Any]:
+    """What ``serve.predictor`` does to a raw input, spelled out for other runtimes."""
+    if spec.kind == "image":
+        c, h, w = spec.input_shape
+        return {
+            "decode": "grey (L)" if c == 1 else "RGB",
+            "resize": {"height": h, "width": w, "filter": "bilinear"},
+            "scale": "pixel / 255 -> [0, 1], layout (C, H, W)",
+            "invert_if_light_background": spec.extra.get("background") == "dark",
+            "normalise": {"mean": spec.mean, "std": spec.std, "per": "channel", "formula": "(x - mean) / std"},
+        }
+    steps: dict[str, Any] = {"see": "spec.extra (vocabulary, column statistics) and tokenizer_files"}
+    if spec.mean is not None:
+        steps["normalise"] = {"mean": spec.mean, "std": spec.std, "per": "feature", "formula": "(x - mean) / std"}
+    return steps
+
+
+@torch.inference_mode()
+def write_samples(path: Path, model: torch.nn.Module, x: torch.Tensor) -> None:
+    tensors = {"input": x.contiguous(), "output": model(x).float().contiguous()}
+    atomic.write_bytes(path, safetensors.torch.save(tensors, metadata={"torchkeel": __version__}))
+
+
+__all__ = ["FORMATS", "QUANTIZE", "TOLERANCE", "ExportResult", "export_run"]

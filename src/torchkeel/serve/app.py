@@ -1,0 +1,226 @@
+"""The model server: FastAPI on uvicorn over a run's :class:`Predictor`.
+
+    GET  /          the web page (static/): draw or upload a picture, see the top classes
+    GET  /health    liveness, and how requests have been batched
+    GET  /info      model, data spec, test metrics, what /predict accepts
+    POST /predict   inputs -> top-k classes with probabilities (or regression values)
+    GET  /docs      OpenAPI documentation
+
+Requests are decoded on worker threads, batched together (:mod:`serve.batching`) and run
+under ``torch.inference_mode`` on one inference thread per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from torchkeel import __version__
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import DataError
+from torchkeel.runs import read_run
+from torchkeel.serve.batching import DynamicBatcher
+from torchkeel.serve.http import BodyLimit, install_error_handlers, read_payload
+from torchkeel.serve.inputs import INPUT_KINDS, InputKind, Sample
+from torchkeel.serve.predictor import Prediction, Predictor
+
+STATIC = Path(__file__).parent / "static"
+# uploads up to this size are decoded on the event loop: a small PNG decodes in about 0.1 ms,
+# less than the hop to a worker thread and back costs
+INLINE_DECODE_BYTES = 64 * 1024
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "an image"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def input_kind(kind: str) -> InputKind:
+    if kind not in INPUT_KINDS:
+        raise DataError(
+            f"serving {kind} models is not supported yet (served kinds: {', '.join(INPUT_KINDS)}); "
+            "use `keel predict` or `keel export` for this run"
+        )
+    return INPUT_KINDS[kind]
+
+
+def create_app(
+    run_dir: str | Path,
+    *,
+    max_batch: int = 32,
+    max_wait_ms: float = 2.0,
+    max_body_mb: float = 8.0,
+    threads: int | None = None,
+) -> FastAPI:
+    """The app for a finished run; raises a KeelError for a run it cannot serve."""
+    run_dir = Path(run_dir)
+    predictor = Predictor.from_run(run_dir)
+    spec = predictor.spec
+    kind = input_kind(spec.kind)
+    predictor.top_k = max(spec.num_classes, 2)  # all classes; each request takes its top_k
+    run = read_run(run_dir)
+    default_k = int(run.config.get("eval", {}).get("top_k", 3))
+    set_inference_threads(threads)
+
+    def infer(samples: list[Sample]) -> list[Prediction]:
+        x = kind.collate([s.x for s in samples], spec)
+        return predictor.predict_batch(x, [s.source for s in samples], [s.note for s in samples])
+
+    batcher = DynamicBatcher(infer, max_batch, max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title=f"torchkeel: {run_dir.name}",
+        version=__version__,
+        description=f"Predictions from a {spec.task} model trained on {spec.name}. POST /predict takes {kind.accepts}.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    info = describe(run_dir, predictor, kind, run.summary, default_k, max_batch, max_wait_ms)
+    add_routes(app, kind, spec, batcher, info, default_k)
+    return app
+
+
+def add_routes(
+    app: FastAPI, kind: InputKind, spec: DataSpec, batcher: DynamicBatcher, info: dict[str, Any], default_k: int
+) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health", summary="Liveness and batching statistics")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "batching": batcher.stats.to_dict()}
+
+    @app.get("/info", summary="The model, its data spec, test metrics and what /predict accepts")
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    @app.post("/predict", summary="Top-k classes with probabilities (or regression values)", openapi_extra=PREDICT_BODY)
+    async def predict(
+        request: Request,
+        top_k: int | None = Query(None, ge=1, le=1000, description=f"classes per input (default {default_k})"),
+    ) -> dict[str, Any]:
+        payload = await read_payload(request, kind)
+        if payload.size() <= INLINE_DECODE_BYTES:
+            samples = kind.decode(payload, spec)
+        else:  # a large picture takes milliseconds to decode: keep the event loop free meanwhile
+            samples = await run_in_threadpool(kind.decode, payload, spec)
+        if len(samples) == 1:
+            predictions = [await batcher.submit(samples[0])]
+        else:
+            predictions = await asyncio.gather(*(batcher.submit(s) for s in samples))
+        k = top_k or default_k
+        return {"predictions": [trimmed(p, k) for p in predictions]}
+
+
+def trimmed(prediction: Prediction, k: int) -> dict[str, Any]:
+    d = prediction.to_dict()
+    if "top" in d:
+        d["top"] = d["top"][:k]
+    return d
+
+
+def describe(
+    run_dir: Path,
+    predictor: Predictor,
+    kind: InputKind,
+    summary: dict[str, Any],
+    default_k: int,
+    max_batch: int,
+    max_wait_ms: float,
+) -> dict[str, Any]:
+    spec = predictor.spec.to_dict()
+    # vocabularies and column tables can be large; /info keeps the scalar facts
+    spec["extra"] = {k: v for k, v in spec["extra"].items() if isinstance(v, str | int | float | bool)}
+    return {
+        "run": run_dir.name,
+        "model": _model_config(run_dir),
+        "parameters": sum(p.numel() for p in predictor.model.parameters()),
+        "spec": spec,
+        "metrics": summary.get("test", {}),
+        "accepts": kind.accepts,
+        "top_k": default_k,
+        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
+        "torch_threads": torch.get_num_threads(),
+        "torchkeel": __version__,
+    }
+
+
+def _model_config(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((run_dir / "model.json").read_text(encoding="utf-8")).get("model", {})
+
+
+def set_inference_threads(threads: int | None, workers: int = 1) -> None:
+    """Intra-op threads for this process (default: its share of the cores); one inter-op
+    thread, since batches never run concurrently. On a busy machine more threads than free
+    cores make OpenMP's barriers stall for whole scheduler slices (tens of ms per op)."""
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // workers))
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work already ran here
+        torch.set_num_interop_threads(1)
+
+
+def check_servable(run_dir: Path) -> InputKind:
+    """Fails (KeelError) for a run that cannot be served, before any server starts."""
+    from torchkeel.experiment import load_model
+
+    _, spec, _ = load_model(run_dir)
+    return input_kind(spec.kind)
+
+
+def serve(
+    run_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    **options: Any,
+) -> None:
+    """Run uvicorn; with ``workers > 1`` each process builds its own app (and model)."""
+    import uvicorn
+
+    from torchkeel.serve.factory import AppFactory
+
+    options.setdefault("threads", max(1, (os.cpu_count() or 1) // workers))
+    factory = AppFactory(run_dir, options)
+    if workers == 1:
+        uvicorn.run(factory(), host=host, port=port, access_log=False, log_level="info")
+        return
+    # what uvicorn.run does for workers > 1, with a picklable factory instead of an import string
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        factory, factory=True, host=host, port=port, workers=workers, access_log=False, timeout_worker_healthcheck=30
+    )
+    socket = config.bind_socket()
+    Multiprocess(config, sockets=[socket]).run()

@@ -1,0 +1,180 @@
+"""Data-parallel training on ``torch.distributed``: process-group setup and teardown, rank
+helpers, DistributedDataParallel, and metrics summed over ranks.
+
+Every function here is a no-op (or the single-process answer) when no process group is up,
+so ``fit`` reads the same either way. A process group is started only by
+:func:`setup`, which the workers that ``keel train --nproc N`` launches through torchrun call
+(see :mod:`torchkeel.train.launch`); a user script run under ``torchrun`` may call it too.
+
+``train.batch_size`` stays the *global* batch: each of N ranks takes ``batch_size / N``
+samples of every step from its shard of the epoch's permutation, and DistributedDataParallel
+averages the gradients, so N processes follow the same trajectory as one (within float
+rounding; exactly the same batches when the train split divides by the batch size).
+All ranks share one seed, hence the same RNG streams (as Lightning's ``seed_everything``
+does): the checkpoint's RNG state is then every rank's, and resume is exact on every rank.
+The price is that augmentation and dropout draw the same random numbers on each rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from torchkeel.data.bundle import DataSpec, Split
+from torchkeel.errors import ConfigError, KeelError, RunError
+from torchkeel.train import runtime
+
+T = TypeVar("T")
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that writes the run folder and prints."""
+    return rank() == 0
+
+
+def setup(device_name: str = "auto") -> torch.device:
+    """Join the process group that torchrun describes in this process's environment
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): NCCL for CUDA, gloo for the CPU.
+    Returns this rank's device (``cuda:LOCAL_RANK`` on GPUs)."""
+    device = runtime.pick_device(device_name)
+    if device.type == "mps":
+        raise ConfigError("train.device: distributed training runs on 'cpu' or 'cuda', not 'mps'")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def teardown() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This rank's own GPU under DDP (set by :func:`setup`); ``device`` otherwise."""
+    if active() and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def local_batch_size(batch_size: int) -> int:
+    """Each rank's share of the global batch."""
+    world = world_size()
+    if batch_size % world:
+        raise ConfigError(
+            f"train.batch_size {batch_size} is the global batch and must divide evenly among "
+            f"{world} processes; use a multiple of {world}"
+        )
+    return batch_size // world
+
+
+def shard() -> dict[str, int]:
+    """TensorLoader keywords: this rank's share of each epoch's permutation."""
+    return {"rank": rank(), "world_size": world_size()}
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """DistributedDataParallel around ``model`` when a process group is up (gradients are
+    averaged over ranks in the backward pass); the model itself otherwise. Keep calling the
+    unwrapped model for state dicts and evaluation: its parameters are the same tensors."""
+    if not active():
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def all_reduced(accumulator: T) -> T:
+    """A copy of a metric accumulator (TrainMeter, MetricAccumulator) whose tensors of running
+    sums are summed over all ranks; the accumulator itself when training on one process."""
+    if not active():
+        return accumulator
+    summed = copy.copy(accumulator)
+    for name, value in vars(accumulator).items():  # same order on every rank
+        if isinstance(value, torch.Tensor):
+            total = value.clone()
+            dist.all_reduce(total)
+            setattr(summed, name, total)
+    return summed
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    spec: DataSpec,
+    loss_fn: Any,
+    metrics: list[str],
+    batch_size: int = 1024,
+    top_k: int = 3,
+) -> dict[str, float]:
+    """``evaluate.metrics.evaluate`` with each rank taking every N-th sample and the sums
+    all-reduced: the same numbers as one process, in 1/N of the time. The loop is that of
+    ``evaluate`` because it returns computed values, and these must be summed first."""
+    from torchkeel.evaluate.metrics import MetricAccumulator
+    from torchkeel.evaluate.metrics import evaluate as evaluate_all
+
+    if not active():
+        return evaluate_all(model, split, spec, loss_fn, metrics, batch_size, top_k)
+    model.eval()
+    device = next(model.parameters()).device
+    acc = MetricAccumulator(spec, metrics, device, top_k)
+    x, y = split.x[rank() :: world_size()], split.y[rank() :: world_size()]  # every sample once
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        out = model(xb)
+        acc.update(out, yb, loss_fn(out, yb) if loss_fn else None)
+    return all_reduced(acc).compute()
+
+
+def run_on_main(make: Callable[[], T]) -> T:
+    """``make()`` on rank 0 only (e.g. creating the run folder), its result sent to every
+    rank. A KeelError on rank 0 is raised on every rank, so none waits for the others."""
+    if not active():
+        return make()
+    box: list[Any] = [None]
+    if is_main():
+        try:
+            box[0] = ("ok", make())
+        except KeelError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise RunError(value)
+    return value
+
+
+def environment() -> dict[str, Any]:
+    """For env.json: how the run was distributed."""
+    if not active():
+        return {}
+    return {"distributed": {"world_size": world_size(), "backend": dist.get_backend()}}
+
+
+def describe(batch_size: int) -> str:
+    world = world_size()
+    return (
+        f"DistributedDataParallel over {world} processes ({dist.get_backend()}): "
+        f"global batch {batch_size} = {world} x {batch_size // world}"
+    )
