@@ -2,7 +2,7 @@
 OUT/train/<class>/<n>.png and OUT/test/<class>/<n>.png, the layout `image_folder` reads.
 Used to measure configs/image_folder.yaml on real pictures in the real format.
 
-Usage: python benchmarks/export_png_folder.py OUT [--root ../shared/data] [--name mnist] [--train 20000] [--test 10000]
+Usage: python benchmarks/export_png_folder.py OUT [--root data] [--name mnist] [--train 20000] [--test 10000]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(SRC))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data"))
     parser.add_argument("--name", default="mnist", help="mnist, fashion_mnist, kmnist, cifar10, cifar100 or svhn")
     parser.add_argument("--train", type=int, default=20000, help="train images to write (the first N)")
     parser.add_argument("--test", type=int, default=10000, help="test images to write")

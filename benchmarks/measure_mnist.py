@@ -6,7 +6,7 @@ test images as the test split, a stratified val split from the 60,000, per-chann
 normalisation with train statistics) and trains the config's model with its `train`
 settings through ``torchkeel.fit`` (or the GAN loop for a GAN). Prints one JSON line per seed.
 
-Usage: python benchmarks/measure_mnist.py CONFIG [--root ../shared/data] [--seeds 0 1]
+Usage: python benchmarks/measure_mnist.py CONFIG [--root data] [--seeds 0 1]
                                          [--train-subset N] [--epochs N] [--threads N]
 Once the data branch's `mnist` loader is merged, `keel train CONFIG` does the same.
 """
@@ -92,7 +92,7 @@ def main() -> None:
     }
     print(json.dumps({"config": str(args.config), "train_subset": args.train_subset, **env}), flush=True)
     for seed in args.seeds:
-        data = mnist_bundle(args.root or data_cfg.get("root", "../shared/data"), data_cfg, seed, args.train_subset)
+        data = mnist_bundle(args.root or data_cfg.get("root", "data"), data_cfg, seed, args.train_subset)
         sizes = {"train": len(data.train), "val": len(data.val or [])}
         print(json.dumps(sizes | measure(raw, data, seed)), flush=True)
 

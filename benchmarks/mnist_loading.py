@@ -8,7 +8,7 @@ Variants, interleaved ROUNDS times in one process (imports done before timing):
 and, once each, the cost of `import torch, torchvision` and of a whole fresh process running the
 torchkeel load. Prints medians (min-max) and the textbook/torchkeel ratio (> 1: torchkeel faster).
 
-Usage: python benchmarks/mnist_loading.py [--root ../shared/data] [--rounds 5] [--threads 2]
+Usage: python benchmarks/mnist_loading.py [--root data] [--rounds 5] [--threads 2]
 (ROOT holds MNIST/raw/ in torchvision's layout.)
 """
 
@@ -62,7 +62,7 @@ def fresh_process(root: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=str(HERE.parent.parent / "shared" / "data"))
+    parser.add_argument("--root", default=str(HERE.parent / "data"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target is for 2 cores)")
     args = parser.parse_args()
