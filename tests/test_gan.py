@@ -163,3 +163,14 @@ def test_gan_run_errors(gan_run, trained_run):
         evaluate_run(gan_run)
     with pytest.raises(RunError, match="cannot be resumed"):
         train(load_run_config(gan_run), Console(quiet=True), resume=str(gan_run))
+
+
+def test_gan_run_gets_its_report_and_refuses_predict_export_serve(gan_run):
+    report = (gan_run / "report.html").read_text()
+    assert "Fr" in report and "data:image/png;base64," in report  # the GAN section: grids and the curve
+    assert "confusion" not in report.lower()  # no test-split sections for a generator
+    cwd = gan_run.parent.parent
+    digit = cwd / "digit.png"
+    Image.new("L", (8, 8)).save(digit)
+    for args in (("predict", str(gan_run), str(digit)), ("export", str(gan_run)), ("serve", str(gan_run))):
+        assert_one_line_error(keel(*args, cwd=cwd), "is a GAN run")

@@ -209,6 +209,13 @@ def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: 
         )
 
 
+def refuse_gan(meta: dict[str, Any], run_dir: Path, action: str) -> None:
+    """GAN runs generate rather than predict: point ``action`` (predict, serve, export) at
+    ``keel sample``, the way to use them."""
+    if meta.get("model", {}).get("name") in GAN_MODELS:
+        raise RunError(f"{run_dir.name} is a GAN run: it cannot {action}; draw images with `keel sample {run_dir}`")
+
+
 def load_run_config(run_dir: Path) -> RunConfig:
     from torchkeel.config import read_yaml
 

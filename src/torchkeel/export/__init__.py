@@ -66,7 +66,7 @@ def export_run(
     tolerance: float = TOLERANCE,
 ) -> ExportResult:
     """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``)."""
-    from torchkeel.experiment import load_model
+    from torchkeel.experiment import load_model, refuse_gan
 
     check_choice("export format", fmt, FORMATS, ExportError)
     if quantize is not None:
@@ -77,6 +77,7 @@ def export_run(
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
     model, spec, meta = load_model(run_dir, "cpu")
+    refuse_gan(meta, run_dir, "be exported")
     x, y, source = verification_inputs(run_dir, spec)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)

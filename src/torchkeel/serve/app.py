@@ -193,9 +193,10 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
 
 def check_servable(run_dir: Path) -> InputKind:
     """Fails (KeelError) for a run that cannot be served, before any server starts."""
-    from torchkeel.experiment import load_model
+    from torchkeel.experiment import load_model, refuse_gan
 
-    _, spec, _ = load_model(run_dir)
+    _, spec, meta = load_model(run_dir)
+    refuse_gan(meta, run_dir, "be served")
     return input_kind(spec.kind)
 
 

@@ -53,9 +53,10 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: Path, top_k: int = 3, device: str = "cpu", max_pixels: int | None = None) -> Predictor:
-        from torchkeel.experiment import load_model
+        from torchkeel.experiment import load_model, refuse_gan
 
-        model, spec, _ = load_model(run_dir, device)
+        model, spec, meta = load_model(run_dir, device)
+        refuse_gan(meta, run_dir, "predict")
         return cls(model, spec, top_k, max_pixels)
 
     @torch.inference_mode()
