@@ -159,3 +159,30 @@ def test_text_sections_token_attributions_and_attention(tmp_path: Path):
     attr = token_attributions(model.eval(), yes, torch.ones(len(yes), dtype=torch.long), spec)
     top = yes.gather(1, attr.argmax(1, keepdim=True)).view(-1)
     assert (top == 7).float().mean() >= 0.8
+
+
+def test_transformer_run_gets_attention_with_cls_and_word_tokens(tmp_path: Path):
+    """The built-in transformer (attention_maps, a [CLS] token first) on text tokenised by the
+    word tokeniser: the report shows its attention over the real words."""
+    from torchkeel.data import load
+    from torchkeel.data.bundle import DataBundle, Split
+    from torchkeel.evaluate.sections_models import _tokens, has_attention
+    from torchkeel.models import build
+
+    texts = [f"the film was {w} and {v}" for w, v in zip(["good", "bad"] * 60, ["fun", "dull"] * 60, strict=True)]
+    labels = ["pos", "neg"] * 60
+    (tmp_path / "reviews.csv").write_text(
+        "text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True))
+    )
+    data = load({"name": "text_csv", "path": str(tmp_path / "reviews.csv")}, seed=0)
+    data = DataBundle(data.spec, Split(data.train.x, data.train.y), data.val, data.test)
+    torch.manual_seed(0)
+    model = build({"name": "transformer", "dim": 16, "heads": 2, "layers": 1}, data.spec)
+    assert has_attention(model)
+    cfg = {"model": {"name": "transformer"}, "train": {"epochs": 2, "threads": 1}, "eval": {"report_examples": 4}}
+    run = make_run(tmp_path, data, cfg, "reviews", model=model)
+    _check_page(run / "report.html", {"attention", "confusion"})
+    from torchkeel.evaluate.report import build_context
+
+    ctx = build_context(run, model=model, data=data, device="cpu")
+    assert _tokens(ctx, data.test.x[0, :3]) == ["the", "film", "was"]

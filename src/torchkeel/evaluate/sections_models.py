@@ -1,8 +1,9 @@
 """Report sections chosen by the kind of model: interpretability, robustness, text, GAN.
 
 Contracts with model families built elsewhere (a section appears when its run has them):
-- Transformer text models: a method ``attention_weights(x) -> Tensor (B, heads, L, L)`` or a
-  list of those (one per layer; the last is shown), rows summing to 1 over keys.
+- Transformer text models: a method ``attention_weights(x)`` or ``attention_maps(x)`` returning
+  a Tensor (B, heads, T, T) or a list of those (one per layer; the last is shown), rows summing
+  to 1 over keys; T is L, or L + 1 when a [CLS] token comes first.
 - GAN runs: PNG sample grids in ``<run>/samples/`` (one per epoch, names sorting by epoch)
   and a per-epoch Fréchet distance in metrics.jsonl under a key containing ``frechet`` or
   ``fid``.
@@ -11,6 +12,7 @@ Contracts with model families built elsewhere (a section appears when its run ha
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,11 +95,32 @@ def has_embedding(model: nn.Module) -> bool:
 
 
 def has_attention(model: nn.Module) -> bool:
-    return callable(getattr(model, "attention_weights", None))
+    return callable(getattr(model, "attention_weights", None)) or callable(getattr(model, "attention_maps", None))
+
+
+def _attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    method = getattr(model, "attention_weights", None) or model.attention_maps
+    return method(x)
+
+
+def _vocabulary(spec: Any) -> list[str] | None:
+    """Token strings by id: a word tokeniser's list, or a subword model's token -> id table."""
+    if "vocab" in spec.extra:
+        return spec.extra["vocab"]
+    saved = spec.extra.get("tokenizer") or {}
+    if isinstance(saved.get("vocab"), list):
+        return saved["vocab"]
+    table = (saved.get("tokenizer") or {}).get("model", {}).get("vocab")
+    if isinstance(table, dict):  # Hugging Face BPE / WordPiece
+        vocab = [""] * (max(table.values(), default=-1) + 1)
+        for token, i in table.items():
+            vocab[i] = token
+        return vocab
+    return None
 
 
 def _tokens(ctx: ReportContext, ids: torch.Tensor) -> list[str]:
-    vocab = ctx.spec.extra.get("vocab")
+    vocab = _vocabulary(ctx.spec)
     return [vocab[int(t)] if vocab and int(t) < len(vocab) else str(int(t)) for t in ids]
 
 
@@ -119,14 +142,17 @@ def token_section(ctx: ReportContext) -> Section:
 def attention_section(ctx: ReportContext) -> Section:
     x, _ = _first_test(ctx, 4)
     with torch.no_grad():
-        weights = ctx.model.attention_weights(x)
+        weights = _attention(ctx.model, x)
     if isinstance(weights, list | tuple):
         weights = weights[-1]
+    # a model that prepends a [CLS] token attends over L + 1 positions, [CLS] first
+    extra = weights.shape[-1] - x.shape[1]
     mats, labels = [], []
     for i in range(len(x)):
         length = min(int((x[i] != 0).sum()), 32)
-        mats.append(weights[i].float().mean(0)[:length, :length].cpu().numpy())  # heads averaged: (L, L)
-        labels.append(_tokens(ctx, x[i, :length].cpu()))
+        size = length + extra
+        mats.append(weights[i].float().mean(0)[:size, :size].cpu().numpy())  # heads averaged: (L, L)
+        labels.append(["[CLS]"] * extra + _tokens(ctx, x[i, :length].cpu()))
     figure = plots.matrix_grid(mats, labels, [f"example {i + 1}" for i in range(len(mats))])
     return Section("attention", "Attention", "", [Figure(figure, "last layer, averaged over heads; rows: queries")])
 
