@@ -165,12 +165,64 @@ def test_gan_run_errors(gan_run, trained_run):
         train(load_run_config(gan_run), Console(quiet=True), resume=str(gan_run))
 
 
-def test_gan_run_gets_its_report_and_refuses_predict_export_serve(gan_run):
+def test_gan_run_gets_its_report_and_refuses_predict_and_export(gan_run):
     report = (gan_run / "report.html").read_text()
     assert "Fr" in report and "data:image/png;base64," in report  # the GAN section: grids and the curve
     assert "confusion" not in report.lower()  # no test-split sections for a generator
     cwd = gan_run.parent.parent
     digit = cwd / "digit.png"
     Image.new("L", (8, 8)).save(digit)
-    for args in (("predict", str(gan_run), str(digit)), ("export", str(gan_run)), ("serve", str(gan_run))):
+    for args in (("predict", str(gan_run), str(digit)), ("export", str(gan_run))):
         assert_one_line_error(keel(*args, cwd=cwd), "is a GAN run")
+
+
+def test_keel_serve_generates_grids_for_a_gan_run(gan_run, tmp_path):
+    import httpx
+    from serving import running_server
+
+    with running_server(gan_run, log_dir=tmp_path) as url:
+        first = httpx.post(f"{url}/predict", json={"n": 6, "seed": 3, "nrow": 3}, timeout=30)
+        assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(first.content)).size == (3 * 10 + 2, 2 * 10 + 2)
+        again = httpx.post(f"{url}/predict", json={"n": 6, "seed": 3, "nrow": 3}, timeout=30)
+        other = httpx.post(f"{url}/predict", json={"n": 6, "seed": 4, "nrow": 3}, timeout=30)
+        assert again.content == first.content and other.content != first.content
+        assert sample_png(gan_run, 6, seed=3, nrow=3) == first.content  # what `keel sample` draws
+        default = httpx.post(f"{url}/predict", timeout=30)  # no body: 16 images, seed 0
+        assert Image.open(io.BytesIO(default.content)).size == (8 * 10 + 2, 2 * 10 + 2)
+        for body, status, words in (
+            ({"label": 3}, 400, "not class-conditional"),
+            ({"n": 0}, 422, "n"),
+            ({"n": 4, "colour": "red"}, 422, "colour"),
+        ):
+            bad = httpx.post(f"{url}/predict", json=body, timeout=30)
+            assert bad.status_code == status and words in bad.json()["error"], (body, bad.text)
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        assert info["model"] == "dcgan" and info["image_shape"] == [1, 8, 8] and info["classes"] is None
+        assert "Generate" in httpx.get(url, timeout=30).text
+        assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+        _generate_in_chromium(url)
+
+
+def _generate_in_chromium(url: str) -> None:
+    """The GAN page in headless Chromium: press Generate, see the grid, no console errors."""
+    from test_serve_page import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).is_file():
+        return  # the HTTP checks above still ran; .ci/run installs Chromium
+    sync_api = pytest.importorskip("playwright.sync_api")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(url + "/")
+        page.fill("#n", "9")
+        page.click("#generate")
+        page.wait_for_selector("#grid:not([hidden])")
+        page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+        assert page.evaluate("document.getElementById('grid').naturalWidth") == 8 * 10 + 2
+        assert page.is_disabled("#label")  # not class-conditional
+        browser.close()
+    assert problems == []

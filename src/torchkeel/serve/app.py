@@ -76,13 +76,18 @@ def create_app(
 ) -> FastAPI:
     """The app for a finished run; raises a KeelError for a run it cannot serve."""
     run_dir = Path(run_dir)
+    set_inference_threads(threads)
+    gan = _gan_run(run_dir)
+    if gan is not None:
+        from torchkeel.serve.gan_app import create_gan_app
+
+        return create_gan_app(run_dir, *gan, read_run(run_dir).summary, max_body_mb)
     predictor = Predictor.from_run(run_dir)
     spec = predictor.spec
     kind = input_kind(spec.kind)
     predictor.top_k = max(spec.num_classes, 2)  # all classes; each request takes its top_k
     run = read_run(run_dir)
     default_k = int(run.config.get("eval", {}).get("top_k", 3))
-    set_inference_threads(threads)
 
     def infer(samples: list[Sample]) -> list[Prediction]:
         x = kind.collate([s.x for s in samples], spec)
@@ -171,9 +176,19 @@ def describe(
         "accepts": kind.accepts,
         "top_k": default_k,
         "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
+        "columns": _table_columns(predictor.spec),
         "torch_threads": torch.get_num_threads(),
         "torchkeel": __version__,
     }
+
+
+def _table_columns(spec: DataSpec) -> list[str] | None:
+    """The columns a table model's rows must have (None for other models)."""
+    if spec.kind != "table":
+        return None
+    from torchkeel.data.table_encoder import TableEncoder
+
+    return list(TableEncoder.from_dict(spec.extra["table"]["encoder"]).columns)
 
 
 def _model_config(run_dir: Path) -> dict[str, Any]:
@@ -191,13 +206,31 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
         torch.set_num_interop_threads(1)
 
 
-def check_servable(run_dir: Path) -> InputKind:
-    """Fails (KeelError) for a run that cannot be served, before any server starts."""
-    from torchkeel.experiment import load_model, refuse_gan
+def check_servable(run_dir: Path) -> InputKind | None:
+    """Fails (KeelError) for a run that cannot be served, before any server starts; None for
+    a GAN run (served by serve/gan_app.py)."""
+    from torchkeel.experiment import load_model
 
     _, spec, meta = load_model(run_dir)
-    refuse_gan(meta, run_dir, "be served")
+    if _is_gan(meta):
+        return None
     return input_kind(spec.kind)
+
+
+def _is_gan(meta: dict[str, Any]) -> bool:
+    from torchkeel.models import GAN_MODELS
+
+    return meta.get("model", {}).get("name") in GAN_MODELS
+
+
+def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
+    """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
+    from torchkeel.experiment import load_model
+
+    if not (run_dir / "model.json").is_file() or not _is_gan({"model": _model_config(run_dir)}):
+        return None  # not a GAN (or not finished: Predictor.from_run says so)
+    model, spec, _ = load_model(run_dir)
+    return model.eval(), spec
 
 
 def serve(

@@ -2,9 +2,10 @@
 
 An :class:`InputKind` names the content types it takes, decodes a request's parts into
 preprocessed samples (per request, on a worker thread) and collates samples into one batch
-(on the inference thread). Serving a new kind of model (text, table) means writing those two
-functions with the preprocessing of ``serve.predictor`` and adding an entry to
-``INPUT_KINDS``; the app, the batching and the web page stay as they are. No web imports.
+(on the inference thread), with the preprocessing of ``serve.predictor`` (images, texts,
+table rows). Serving a new kind of data means writing those two functions and adding an
+entry to ``INPUT_KINDS``; the app, the batching and the web page stay as they are. No web
+imports.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.images import normalise
 from torchkeel.errors import DataError
-from torchkeel.serve.predictor import decode_image
+from torchkeel.serve.predictor import decode_image, table_inputs, text_inputs
 
 MAX_FILES = 16  # uploads per request
+MAX_ITEMS = 256  # texts or table rows per request
 
 
 class RequestError(DataError):
@@ -91,6 +93,47 @@ def collate_images(xs: list[torch.Tensor], spec: DataSpec) -> torch.Tensor:
     return normalise(torch.stack(xs), spec.mean, spec.std)  # (B, C, H, W), as in training
 
 
+def _json_items(payload: Payload, one: str, many: str) -> list[Any]:
+    """``{"<one>": x}`` or ``{"<many>": [x, ...]}`` from a JSON body (a raw text body is one text)."""
+    body = payload.json
+    if body is None and payload.uploads:  # text/plain: the body is the text
+        return [payload.uploads[0].data.decode("utf-8", errors="replace")]
+    if not isinstance(body, dict) or not ({one, many} & body.keys()):
+        raise RequestError(f'send a JSON object with "{one}" (one) or "{many}" (a list)', 422)
+    items = body[many] if many in body else [body[one]]
+    if not isinstance(items, list) or not items:
+        raise RequestError(f'"{many}" must be a non-empty list', 422)
+    if len(items) > MAX_ITEMS:
+        raise RequestError(f"{len(items)} items in one request; at most {MAX_ITEMS}", 413)
+    return items
+
+
+def decode_texts(payload: Payload, spec: DataSpec) -> list[Sample]:
+    """JSON ``{"text": "..."}`` / ``{"texts": [...]}`` or a text/plain body -> (L,) token ids."""
+    texts = _json_items(payload, "text", "texts")
+    if any(not isinstance(t, str) for t in texts):
+        raise RequestError("every text must be a string", 422)
+    if any(not t.strip() for t in texts):
+        raise RequestError("empty text: send some words")
+    x = text_inputs(texts, spec)  # (N, L)
+    return [Sample(row, t if len(t) <= 60 else t[:57] + "...") for row, t in zip(x, texts, strict=True)]
+
+
+def decode_rows(payload: Payload, spec: DataSpec) -> list[Sample]:
+    """JSON ``{"row": {column: value}}`` / ``{"rows": [...]}`` -> (features,) encoded rows."""
+    import pandas as pd
+
+    rows = _json_items(payload, "row", "rows")
+    if any(not isinstance(r, dict) for r in rows):
+        raise RequestError("every row must be a JSON object of column: value", 422)
+    x = table_inputs(pd.DataFrame(rows), spec, "request")  # (N, features)
+    return [Sample(row, f"row {i + 1}") for i, row in enumerate(x)]
+
+
+def collate_stack(xs: list[torch.Tensor], spec: DataSpec) -> torch.Tensor:
+    return torch.stack(xs)  # already preprocessed: (B, *input_shape)
+
+
 INPUT_KINDS: dict[str, InputKind] = {
     "image": InputKind(
         "an image (PNG, JPEG, BMP, WEBP) as multipart/form-data field 'file', or the raw bytes "
@@ -98,5 +141,17 @@ INPUT_KINDS: dict[str, InputKind] = {
         ("multipart/form-data", "image/", "application/octet-stream"),
         decode_images,
         collate_images,
+    ),
+    "text": InputKind(
+        'JSON {"text": "..."} or {"texts": ["...", ...]} (application/json), or the text itself (text/plain)',
+        ("application/json", "text/plain"),
+        decode_texts,
+        collate_stack,
+    ),
+    "table": InputKind(
+        'JSON {"row": {"column": value, ...}} or {"rows": [{...}, ...]} (application/json)',
+        ("application/json",),
+        decode_rows,
+        collate_stack,
     ),
 }

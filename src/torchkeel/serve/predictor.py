@@ -91,14 +91,9 @@ class Predictor:
     def predict_rows(self, frame: Any, source: str = "rows") -> list[Prediction]:
         """Table models: one prediction per row of a pandas DataFrame, whose columns are
         encoded with the train split's statistics stored in the DataSpec."""
-        from torchkeel.data.frames import require_columns
-        from torchkeel.data.table_encoder import TableEncoder
-
         if self.spec.kind != "table":
             raise DataError(f"this model takes {self.spec.kind} data, not table rows")
-        encoder = TableEncoder.from_dict(self.spec.extra["table"]["encoder"])
-        require_columns(frame, encoder.columns, "predict", source)
-        x = encoder.transform(frame)  # (N, features)
+        x = table_inputs(frame, self.spec, source)  # (N, features)
         names = [f"{source}:{i + 2}" for i in range(len(frame))]  # the row's line in a CSV with a header
         return [
             p for at in range(0, len(x), 4096) for p in self.predict_batch(x[at : at + 4096], names[at : at + 4096])
@@ -127,12 +122,9 @@ class Predictor:
 
     def predict_texts(self, texts: list[str], sources: list[str] | None = None) -> list[Prediction]:
         """Text models: tokenised with the run's own tokeniser, truncated/padded to its length."""
-        from torchkeel.data.tokenize import encode_texts, tokenizer_from_dict
-
         if self.spec.kind != "text":
             raise DataError(f"this model takes {self.spec.kind} data, not text")
-        tokenizer = tokenizer_from_dict(self.spec.extra["tokenizer"])
-        x, _ = encode_texts(tokenizer, texts, self.spec.input_shape[0])  # (N, L) token ids
+        x = text_inputs(texts, self.spec)  # (N, L) token ids
         sources = sources or [t if len(t) <= 60 else t[:57] + "..." for t in texts]
         return self.predict_batch(x, sources)
 
@@ -151,6 +143,24 @@ class Predictor:
         if not texts:
             raise DataError(f"no text in {', '.join(map(str, paths))}: give one text per line")
         return self.predict_texts(texts, sources)
+
+
+def text_inputs(texts: list[str], spec: DataSpec) -> torch.Tensor:
+    """Texts -> (N, L) token ids with the run's own tokeniser, truncated/padded to its length."""
+    from torchkeel.data.tokenize import encode_texts, tokenizer_from_dict
+
+    tokenizer = tokenizer_from_dict(spec.extra["tokenizer"])
+    return encode_texts(tokenizer, texts, spec.input_shape[0])[0]
+
+
+def table_inputs(frame: Any, spec: DataSpec, source: str = "rows") -> torch.Tensor:
+    """Rows of a pandas DataFrame -> (N, features), encoded with the train split's statistics."""
+    from torchkeel.data.frames import require_columns
+    from torchkeel.data.table_encoder import TableEncoder
+
+    encoder = TableEncoder.from_dict(spec.extra["table"]["encoder"])
+    require_columns(frame, encoder.columns, "predict", source)
+    return encoder.transform(frame)
 
 
 def load_image(path: str | Path, spec: DataSpec, max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, str]:

@@ -12,6 +12,7 @@ async function start() {
   $("model").textContent = `${info.model.name} on ${spec.name} (${spec.task}${metric})`;
   if (spec.kind === "image") setUpImage(spec);
   else if (spec.kind === "text") setUpText();
+  else if (spec.kind === "table") setUpTable(info.columns || []);
 }
 
 function setUpImage(spec) {
@@ -71,6 +72,22 @@ function setUpText() {
   $("text-input").hidden = false;
   $("predict-text").addEventListener("click", () => {
     post({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: $("text").value }) });
+  });
+}
+
+function setUpTable(columns) {
+  // a table model takes one row as JSON: the columns it was trained on, with their values
+  $("text-input").hidden = false;
+  $("text-label").textContent = `A row as JSON: {"column": value, ...} with the columns ${columns.join(", ")}`;
+  $("predict-text").addEventListener("click", () => {
+    let row;
+    try {
+      row = JSON.parse($("text").value);
+    } catch (err) {
+      $("error").textContent = `not JSON: ${err.message}`;
+      return;
+    }
+    post({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ row }) });
   });
 }
 

@@ -1,0 +1,84 @@
+"""The server for a GAN run: it generates rather than predicts.
+
+    GET  /          a page with a Generate button: the grid for a seed (and class)
+    POST /predict   JSON {"n": 16, "seed": 0, "label": null, "nrow": 8} -> image/png grid
+    GET  /health, /info, /docs
+
+Generating a grid is one forward pass of the generator over ``n`` noise vectors, already a
+batch, so requests are not batched together; the same body always gives the same PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from torchkeel import __version__
+from torchkeel.serve.http import BodyLimit, install_error_handlers
+
+STATIC = Path(__file__).parent / "static"
+MAX_SAMPLES = 256  # one grid; larger ones are for `keel sample`
+
+
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(16, ge=1, le=MAX_SAMPLES, description="images in the grid")
+    seed: int = Field(0, ge=0, description="seed of the noise: the same seed gives the same grid")
+    label: int | None = Field(None, ge=0, description="class to generate (class-conditional GANs only)")
+    nrow: int = Field(8, ge=1, le=64, description="images per row")
+
+
+def create_gan_app(run_dir: Path, model: Any, spec: Any, summary: dict[str, Any], max_body_mb: float = 8.0) -> FastAPI:
+    """The app for a finished GAN run whose generator ``model`` is already loaded."""
+    from torchkeel.train.gan import generate_png
+
+    app = FastAPI(
+        title=f"torchkeel: {run_dir.name}",
+        version=__version__,
+        description=f"Images from a GAN trained on {spec.name}. POST /predict returns a PNG grid.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    info = {
+        "run": run_dir.name,
+        "model": "dcgan",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "image_shape": list(spec.input_shape),
+        "classes": spec.classes if model.classes else None,
+        "metrics": summary.get("test", {}),
+        "accepts": 'JSON {"n", "seed", "label", "nrow"}, all optional; answers image/png',
+        "torchkeel": __version__,
+    }
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "gan.html")
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/info", summary="The generator, its image shape, classes and last Frechet distance")
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    @app.post(
+        "/predict",
+        summary="A PNG grid of generated images",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    async def predict(request: SampleRequest | None = None) -> Response:
+        r = request or SampleRequest()
+        png = await run_in_threadpool(generate_png, model, spec, r.n, r.seed, r.label, r.nrow, where=run_dir.name)
+        return Response(png, media_type="image/png")
+
+    return app
