@@ -112,3 +112,15 @@ def _type_in_chromium(url: str, text: str, expected: str) -> None:
         assert page.inner_text("#bars li .label") == expected
         browser.close()
     assert problems == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_text_and_table_models_export_verified(text_run: Path, table_run: Path, tmp_path: Path, fmt: str):
+    for run in (text_run, table_run):
+        out = tmp_path / f"{run.parent.parent.name}-{fmt}"
+        # from the folder the run was trained in: its config's data path is relative to it
+        proc = keel("export", str(run), "--format", fmt, "--out", str(out), cwd=run.parent.parent)
+        assert proc.returncode == 0, proc.stderr
+        assert "the test split" in proc.stdout, proc.stdout  # verified on real inputs, within the tolerance
+        meta = json.loads((out / "preprocess.json").read_text())
+        assert json.dumps(meta)  # the tokeniser / column encoder travel with the model

@@ -150,7 +150,7 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
     from torchkeel.experiment import load_run_config, prepare_data
 
     try:
-        test = prepare_data(load_run_config(run_dir)).test
+        test = prepare_data(load_run_config(run_dir), spec).test  # a text set reuses the run's tokeniser
         n = min(len(test), VERIFY_LIMIT)
         return test.x[:n].cpu(), test.y[:n].cpu(), "the test split"
     except KeelError as e:
