@@ -10,16 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+from browser import CHROMIUM, launch
 
 
 def table_bundle(x: np.ndarray, y: np.ndarray, task: str, classes=None, names=None, seed: int = 0):
@@ -79,7 +70,7 @@ def open_in_chromium(html_file: Path) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page()
             console, errors, failed = [], [], []

@@ -206,23 +206,15 @@ def test_keel_serve_generates_grids_for_a_gan_run(gan_run, tmp_path):
 
 def _generate_in_chromium(url: str) -> None:
     """The GAN page in headless Chromium: press Generate, see the grid, no console errors."""
-    from test_serve_page import CHROMIUM, CHROMIUM_ARGS
+    from browser import HAVE_CHROMIUM, chromium_page
 
-    if not Path(CHROMIUM).is_file():
+    if not HAVE_CHROMIUM:
         return  # the HTTP checks above still ran; .ci/run installs Chromium
-    sync_api = pytest.importorskip("playwright.sync_api")
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(url + "/")
+    with chromium_page(url + "/") as (page, problems):
         page.fill("#n", "9")
         page.click("#generate")
         page.wait_for_selector("#grid:not([hidden])")
         page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
         assert page.evaluate("document.getElementById('grid').naturalWidth") == 8 * 10 + 2
         assert page.is_disabled("#label")  # not class-conditional
-        browser.close()
     assert problems == []

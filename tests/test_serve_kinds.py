@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser import HAVE_CHROMIUM, chromium_page
 from conftest import keel
 from serving import running_server
-from test_serve_page import CHROMIUM, CHROMIUM_ARGS
 
 WORDS = {"sport": ["match", "goal", "team", "coach"], "money": ["bank", "stock", "price", "market"]}
 
@@ -95,22 +95,14 @@ def test_table_model_served_with_json_rows(table_run: Path, tmp_path: Path):
 
 
 def _type_in_chromium(url: str, text: str, expected: str) -> None:
-    if not Path(CHROMIUM).is_file():
+    if not HAVE_CHROMIUM:
         return  # the HTTP checks ran; .ci/run installs Chromium for this part
-    sync_api = pytest.importorskip("playwright.sync_api")
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(url + "/")
+    with chromium_page(url + "/") as (page, problems):
         page.wait_for_selector("#text-input:not([hidden])")
         page.fill("#text", text)
         page.click("#predict-text")
         page.wait_for_selector("#bars li")
         assert page.inner_text("#bars li .label") == expected
-        browser.close()
     assert problems == []
 
 

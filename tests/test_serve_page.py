@@ -4,24 +4,15 @@ saved under test-artifacts/."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import HAVE_CHROMIUM, launch
 from serving import digit_png
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Chromium (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs Chromium (.ci/run installs it)")
 
 # strokes in the 280x280 pad's own coordinates: a "7" (top bar, then the diagonal) and a "1"
 SEVEN = [[(60, 50), (220, 50)], [(220, 50), (120, 240)]]
@@ -32,7 +23,7 @@ ONE = [[(140, 30), (140, 250)]]
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch(p)
         yield browser
         browser.close()
 

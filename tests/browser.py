@@ -1,0 +1,45 @@
+"""Test helper: Debian's Chromium, headless, driven by Playwright (which cannot download its
+own browser offline); the tests that need it skip where it is missing (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path(shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+HAVE_CHROMIUM = CHROMIUM.is_file()
+
+
+def launch(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+
+
+@contextlib.contextmanager
+def chromium_page(url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page opened at ``url`` and the console/page errors it reports (the caller asserts on
+    them after its interactions)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(url)
+        try:
+            yield page, problems
+        finally:
+            browser.close()
