@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torchkeel.errors import ConfigError
 
 
@@ -28,11 +30,15 @@ def load_pretrained(kind: str, source: str, what: str) -> Any:
     existing folder is read offline; anything else is a hub name. Any failure (offline, unknown
     name, no safetensors) becomes one ConfigError line naming ``what`` (the config key)."""
     tf = transformers_module(what)
+    tf.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar would interleave with ours
     local = Path(source).expanduser().is_dir()
     options: dict[str, Any] = {"local_files_only": True} if local else {}
     try:
         if kind == "tokenizer":
             return tf.AutoTokenizer.from_pretrained(source, **options)
+        if torch.get_default_device().type == "meta":
+            # shapes only (a run's weights are checked before loading): the architecture, no weights
+            return tf.AutoModel.from_config(tf.AutoConfig.from_pretrained(source, **options))
         return tf.AutoModel.from_pretrained(source, use_safetensors=True, **options)
     except Exception as e:  # transformers raises OSError, ValueError, HTTP errors ... for the same causes
         reason = " ".join((str(e).strip() or type(e).__name__).split())[:300]

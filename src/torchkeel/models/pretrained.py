@@ -41,13 +41,17 @@ class PretrainedTextClassifier(nn.Module):
         return self
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # attribution tools (captum) hook the embedding layer and need the real pass through it
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.encoder.modules())
+        if hooked:  # and see the full width, as the baselines they compare with
+            return self.head(self.pooled(tokens, trim=False))
         features = self.pooled(tokens) if self.finetune else self.cached(tokens)  # (B, hidden)
         return self.head(features)  # (B, outputs)
 
-    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+    def pooled(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
         """Mean of the encoder's last hidden states over non-pad tokens: (B, L) -> (B, hidden)."""
-        width = max(1, int((tokens != 0).sum(1).max()))
-        tokens = tokens[:, :width]  # right padding beyond the longest text of the batch is wasted work
+        if trim:  # right padding beyond the longest text of the batch is wasted work
+            tokens = tokens[:, : max(1, int((tokens != 0).sum(1).max()))]
         mask = tokens != 0  # (B, L)
         ids = (tokens - ID_OFFSET).clamp(min=0)  # back to the encoder's ids; pads masked out below
         states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, hidden)
