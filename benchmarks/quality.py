@@ -153,7 +153,12 @@ def run_set(
         keel_rows = dict(TEXT_ROWS)
         encoder = minilm_folder()
         if pretrained and encoder is not None:  # one MiniLM pass over 7,600 texts: minutes on 2 cores
-            keel_rows["keel-minilm-frozen"] = ["model.name=pretrained_text", f"model.encoder={encoder}"]
+            keel_rows["keel-minilm-frozen"] = [  # configs/ag_news-minilm.yaml
+                "model.name=pretrained_text",
+                f"model.encoder={encoder}",
+                *["train.epochs=30", "train.batch_size=64", "train.optimizer.lr=0.01"],
+                "train.early_stopping={monitor: val/loss, patience: 5}",
+            ]
         baselines: dict[str, Callable] = {"tfidf-lr": lambda s, seed: tfidf_lr(texts, y, s, seed)}
         data, target, extra = "text_csv", frame["label"], ["data.target=label"]
     else:
