@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_one_line_error, keel
+from hf_helpers import write_tiny_bert
 from make_data import FILLER, TOPICS, news_rows, write_rows
 
 from torchkeel.config import load_config
@@ -26,28 +27,8 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with a WordPiece vocabulary of the test texts' words, saved
-    as transformers saves any encoder (config.json, model.safetensors, tokenizer files)."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
     words = sorted({w for topic in TOPICS.values() for w in topic} | set(FILLER))
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(str(folder / "vocab.txt"))  # positional: transformers 4 and 5
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    model = transformers.BertModel(config)
-    with torch.no_grad():  # BERT's N(0, 0.02) init makes every text's pooled vector nearly the same
-        model.embeddings.word_embeddings.weight.normal_(0.0, 1.0)
-    model.save_pretrained(folder)
-    assert len(tokenizer) == len(words) + 6
-    return folder
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words)
 
 
 @pytest.fixture(scope="module")

@@ -88,4 +88,8 @@ def pretrained_text(spec: DataSpec, *, encoder: str, finetune: bool = False, dro
     hidden = getattr(model.config, "hidden_size", None)
     if not isinstance(hidden, int):
         raise ConfigError(f"model.encoder '{encoder}': not a Transformer encoder with a hidden_size")
+    if getattr(model, "pooler", None) is not None:
+        # BERT's pooler (dense + tanh on [CLS], trained for next-sentence prediction) is unused
+        # by mean pooling: dropped, so it is neither saved nor left without gradients
+        model.pooler = None
     return PretrainedTextClassifier(model, hidden, spec.output_size, finetune, dropout)
