@@ -56,6 +56,7 @@ SPLIT = ["data.val_fraction=0.1", "data.test_fraction=0.1"]
 TEXT_ROWS: dict[str, list[str]] = {
     "keel-default": [],  # the text recipe: embedding_bag over words + hashed bigrams
     "keel-unigram": ["data.text.ngrams=1"],  # the same without bigrams
+    "keel-no-word-dropout": ["model.token_dropout=0.0"],  # the same without word dropout
 }
 # sequence models (a named model gets no recipe: every setting is here); slower, so run only
 # when asked for by --rows
