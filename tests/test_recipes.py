@@ -123,3 +123,20 @@ def test_keel_train_on_a_table_without_a_model_learns(files: Path, tmp_path: Pat
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["name"] == "mlp" and saved["model"]["batch_norm"] is True
     assert json.loads((run / "summary.json").read_text())["test"]["accuracy"] >= 0.75
+
+
+def test_word_dropout_leaves_out_ids_in_training_only(files: Path):
+    data = load(DataConfig(name="text_csv", path=str(files / "news.csv")), seed=0)
+    x = data.train.x[:8]
+    torch.manual_seed(0)
+    plain = build({"name": "embedding_bag", "embed_dim": 8}, data.spec).eval()
+    dropping = build({"name": "embedding_bag", "embed_dim": 8, "token_dropout": 0.5}, data.spec)
+    dropping.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(1)
+        trained = dropping.train()(x)
+        torch.manual_seed(1)
+        left_out = torch.rand(x.shape) < 0.5  # the same draw: those ids become <pad>
+        torch.testing.assert_close(trained, plain(x.masked_fill(left_out, 0)))
+        assert not torch.allclose(trained, plain(x))
+        torch.testing.assert_close(dropping.eval()(x), plain(x))  # evaluation sees every id
