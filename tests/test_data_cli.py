@@ -44,7 +44,7 @@ def test_keel_data_json_for_tables_and_text(files: Path, tmp_path: Path):
     assert iris["sizes"] == {"train": 105, "val": 15, "test": 30} and iris["kind"] == "table"
     assert [c["train"] for c in iris["classes"]] == [35, 35, 35] and len(iris["numeric"]) == 4
     text = keel("data", "text_csv", "--set", f"data.path={files / 'news.csv'}", cwd=tmp_path, check=True).stdout
-    assert "vocabulary" in text and "word tokeniser from the train split" in text and "sport" in text
+    assert "vocabulary" in text and "word + hashed 2-grams tokeniser from the train split" in text and "sport" in text
     config = tmp_path / "shop.yaml"
     config.write_text(
         f"data: {{name: csv, path: {files / 'shop.csv'}, target: price, table: {{exclude: [id, buys]}}}}\n"

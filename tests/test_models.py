@@ -1,3 +1,5 @@
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,8 +42,21 @@ def _input(spec: DataSpec, batch: int = 4) -> torch.Tensor:
 
 
 def _build(name: str, spec: DataSpec) -> torch.nn.Module:
+    if name == "pretrained_text":
+        return _pretrained_text(spec)
     options = {"name": name, "target": "custom_nets:AnyNet"} if name == "custom" else name
     return build(options, spec)
+
+
+def _pretrained_text(spec: DataSpec) -> torch.nn.Module:
+    """pretrained_text on a tiny BERT folder (offline), its ids covering the spec's vocabulary."""
+    pytest.importorskip("transformers")
+    from hf_helpers import write_tiny_bert
+
+    folder = write_tiny_bert(Path(tempfile.mkdtemp()), [], min_vocab=spec.extra["vocab_size"])
+    tokenizer = {"type": "pretrained", "source": str(folder), "max_length": 64}
+    spec = dataclasses.replace(spec, extra={**spec.extra, "tokenizer": tokenizer})
+    return build({"name": "pretrained_text", "encoder": str(folder), "finetune": True}, spec)
 
 
 def test_every_model_is_registered_with_its_kinds_and_a_description():

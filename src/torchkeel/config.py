@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from torchkeel.errors import ConfigError, check_choice, closest
+from torchkeel.recipes import apply_recipe
 from torchkeel.search_space import TuneConfig, check_space_keys
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -103,11 +104,18 @@ class TextConfig(Strict):
     """Tokenisation of a text column; the vocabulary is learnt from the train split."""
 
     column: str | list[str] = Field("text", description="text column (several are joined with a space)")
-    tokenizer: Literal["word", "bpe", "wordpiece"] = "word"
+    tokenizer: Literal["word", "bpe", "wordpiece", "pretrained"] = Field(
+        "word", description="pretrained: the tokeniser of data.text.encoder (model pretrained_text sets it)"
+    )
+    encoder: str | None = Field(None, description="tokenizer pretrained: a local folder or a Hugging Face hub name")
     vocab_size: int = Field(20000, ge=3, description="largest vocabulary, <pad> and <unk> included")
     min_freq: int = Field(1, ge=1, description="word and subword tokens seen fewer times become <unk>")
     max_length: int = Field(256, ge=1, description="tokens kept per text; longer texts are truncated")
     lowercase: bool = True
+    ngrams: int = Field(
+        1, ge=1, le=4, description="2+: add hashed word n-gram ids (fastText-style, for bag models like embedding_bag)"
+    )
+    ngram_buckets: int = Field(32768, ge=1, description="ids shared by all hashed n-grams (ngrams > 1)")
 
 
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
@@ -391,6 +399,20 @@ class RunConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pretrained_text_tokenises_its_data(self) -> RunConfig:
+        # the encoder's embeddings only mean something for its own token ids: naming the model
+        # makes the data use its tokeniser (torchkeel.models.pretrained)
+        if self.model.name != "pretrained_text":
+            return self
+        text, encoder = self.data.text, self.model.options().get("encoder")
+        if text.encoder not in (None, encoder):
+            raise ConfigError(f"config: data.text.encoder '{text.encoder}' differs from model.encoder '{encoder}'")
+        if text.ngrams > 1:
+            raise ConfigError("config: data.text.ngrams is for word tokenisers; pretrained_text uses its encoder's")
+        text.tokenizer, text.encoder = "pretrained", encoder
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -417,7 +439,8 @@ def load_config(
 ) -> RunConfig:
     """Config from a YAML file (or the defaults), then ``key.path=value`` overrides, then
     shortcut flags (``{"data.name": "mnist", ...}``; a changed model name drops the old
-    model's options). Raises ConfigError naming the key on any problem."""
+    model's options), then, when no model is named, the data kind's default recipe under it all
+    (``torchkeel.recipes``). Raises ConfigError naming the key on any problem."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides or []:
         key, sep, value = item.partition("=")
@@ -432,7 +455,7 @@ def load_config(
             raw["model"] = {}
         set_path(raw, key, value)
     _check_bounded(raw, Path("--set"))
-    return validate_config(raw)
+    return validate_config(apply_recipe(raw))
 
 
 def _parse_override(key: str, value: str) -> Any:

@@ -57,7 +57,7 @@ def _kind_details(bundle: DataBundle) -> dict[str, Any]:
         unknown = (bundle.train.x == spec.extra["unk_index"]).sum().item() / max(lengths.sum().item(), 1)
         return {
             "vocab_size": spec.extra["vocab_size"],
-            "tokenizer": spec.extra["tokenizer"]["type"],
+            "tokenizer": tokenizer_name(spec.extra["tokenizer"]),
             "length": spec.input_shape[0],
             "mean_tokens": lengths.mean().item(),
             "truncated": spec.extra.get("truncated", 0),
@@ -141,3 +141,10 @@ def render(info: dict[str, Any]) -> list[Any]:
 
 def _fmt(values: list[float] | None) -> str:
     return "[" + ", ".join(f"{v:.4f}" for v in values or []) + "]"
+
+
+def tokenizer_name(stored: dict[str, Any]) -> str:
+    """ "word", "bpe", ...; "word + hashed 2-grams" for an n-gram tokeniser over a word one."""
+    if stored["type"] == "ngram":
+        return f"{tokenizer_name(stored['base'])} + hashed {stored['n']}-grams"
+    return stored["type"]

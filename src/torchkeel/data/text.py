@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel.config import DataConfig, TextConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.frames import read_frame, require_columns
 from torchkeel.data.splits import holdout_indices
@@ -54,12 +54,12 @@ def text_bundle(
     train, val, test = holdout_indices(y, len(texts), cfg, seed, own_test=test_frame is not None)
     t = cfg.text
     tokenizer = tokenizer or train_tokenizer([texts[i] for i in train], t)
-    x, truncated = encode_texts(tokenizer, texts, t.max_length)
+    x, truncated = encode_texts(tokenizer, texts, ids_per_text(t))
     y_t = torch.from_numpy(y)
     if test_frame is not None:
         require_columns(test_frame, [*columns, target], "data.test_path", cfg.test_path)
         test_frame = drop_missing_target(test_frame, target, cfg.test_path)
-        test_x, _ = encode_texts(tokenizer, join_text(test_frame, columns), t.max_length)
+        test_x, _ = encode_texts(tokenizer, join_text(test_frame, columns), ids_per_text(t))
         test_split = Split(test_x, torch.from_numpy(target_values(test_frame[target], classes, target)))
     else:
         test_split = Split(x[test], y_t[test])
@@ -80,6 +80,11 @@ def text_bundle(
 
     val_split = part(Split(x[val], y_t[val])) if len(val) else None
     return DataBundle(spec, part(Split(x[train], y_t[train])), val_split, part(test_split))
+
+
+def ids_per_text(t: TextConfig) -> int:
+    """Width of the id rows: ``max_length`` tokens, each followed by its n-grams (ngrams > 1)."""
+    return t.max_length * t.ngrams
 
 
 def text_columns(cfg: DataConfig) -> list[str]:

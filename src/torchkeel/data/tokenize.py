@@ -109,15 +109,84 @@ class SubwordTokenizer:
 
 
 def train_tokenizer(texts: list[str], cfg: TextConfig) -> Tokenizer:
+    if cfg.tokenizer == "pretrained":
+        from torchkeel.data.pretrained_tokenizer import PretrainedTokenizer
+
+        return with_ngrams(PretrainedTokenizer.load(pretrained_source(cfg), cfg.max_length), cfg)
     if cfg.tokenizer == "word":
-        return WordTokenizer.train(texts, cfg.vocab_size, cfg.min_freq, cfg.lowercase)
-    return SubwordTokenizer.train(texts, cfg.tokenizer, cfg.vocab_size, cfg.min_freq, cfg.lowercase)
+        return with_ngrams(WordTokenizer.train(texts, cfg.vocab_size, cfg.min_freq, cfg.lowercase), cfg)
+    base = SubwordTokenizer.train(texts, cfg.tokenizer, cfg.vocab_size, cfg.min_freq, cfg.lowercase)
+    return with_ngrams(base, cfg)
+
+
+def pretrained_source(cfg: TextConfig) -> str:
+    if not cfg.encoder:
+        raise DataError("data.text.tokenizer: pretrained needs data.text.encoder (a local folder or a hub name)")
+    return cfg.encoder
+
+
+def with_ngrams(base: Tokenizer, cfg: TextConfig) -> Tokenizer:
+    return NgramTokenizer(base, cfg.ngrams, cfg.ngram_buckets) if cfg.ngrams > 1 else base
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     if d["type"] == "word":
         return WordTokenizer(d["vocab"], d["lowercase"], d["pattern"])
+    if d["type"] == "ngram":
+        return NgramTokenizer(tokenizer_from_dict(d["base"]), d["n"], d["buckets"])
+    if d["type"] == "pretrained":
+        from torchkeel.data.pretrained_tokenizer import PretrainedTokenizer
+
+        return PretrainedTokenizer.load(d["source"], d["max_length"])
     return SubwordTokenizer(d["type"], hf_tokenizers().Tokenizer.from_str(json.dumps(d["tokenizer"])))
+
+
+# fastText's id hash multiplier (Joulin et al. 2016, src/dictionary.cc addWordNgrams)
+NGRAM_HASH = 116049371
+
+
+class NgramTokenizer:
+    """Token ids plus hashed n-gram ids, for bag-of-n-grams models (fastText, Joulin et al.
+    2016): word order inside an n-gram is kept at the price of a fixed table of ``buckets``
+    extra ids (n-grams that collide share one embedding).
+
+    The n-grams of a token sequence follow its tokens interleaved: token i, then the n-grams
+    ending at token i (bigram, trigram ...), so cutting the ids at any width keeps the tokens
+    and n-grams of a prefix of the text (``data.text.max_length`` tokens are up to
+    ``max_length * n`` ids). The hash is over token ids, not strings: the same on every machine
+    and Python run.
+    """
+
+    def __init__(self, base: Tokenizer, n: int, buckets: int):
+        self.base, self.n, self.buckets = base, n, buckets
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + self.buckets
+
+    def tokens(self, text: str) -> list[str]:
+        return self.base.tokens(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self._with_ngrams(seq) for seq in self.base.encode_batch(texts)]
+
+    def _with_ngrams(self, seq: list[int]) -> list[int]:
+        first, out = self.base.vocab_size, []
+        for i, token in enumerate(seq):
+            out.append(token)
+            h = token
+            for j in range(i - 1, max(-1, i - self.n), -1):  # the n-grams ending at token i, growing leftwards
+                h = (h * NGRAM_HASH + seq[j]) % 2**64
+                out.append(first + h % self.buckets)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "ngram",
+            "n": self.n,
+            "buckets": self.buckets,
+            "base": self.base.to_dict(),
+        }
 
 
 def hf_tokenizers() -> Any:

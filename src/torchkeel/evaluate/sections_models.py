@@ -108,6 +108,8 @@ def _vocabulary(spec: Any) -> list[str] | None:
     if "vocab" in spec.extra:
         return spec.extra["vocab"]
     saved = spec.extra.get("tokenizer") or {}
+    while saved.get("type") == "ngram":  # hashed n-gram ids come after the base tokeniser's
+        saved = saved["base"]
     if isinstance(saved.get("vocab"), list):
         return saved["vocab"]
     table = (saved.get("tokenizer") or {}).get("model", {}).get("vocab")

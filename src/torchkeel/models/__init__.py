@@ -24,6 +24,7 @@ from torchkeel.models.gan import dcgan
 from torchkeel.models.layers import ACTIVATIONS
 from torchkeel.models.lenet import lenet5
 from torchkeel.models.mlp import mlp
+from torchkeel.models.pretrained import pretrained_text
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
 from torchkeel.models.text import embedding_bag
@@ -46,6 +47,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dcgan": dcgan,
     "custom": custom,
     "embedding_bag": embedding_bag,
+    "pretrained_text": pretrained_text,
 }
 
 KINDS = ("image", "table", "text", "series")
@@ -66,6 +68,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "vit": ("image",),
     "dcgan": ("image",),
     "embedding_bag": ("text",),
+    "pretrained_text": ("text",),
     "custom": KINDS,  # whatever the user's module takes
 }
 

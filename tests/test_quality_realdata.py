@@ -1,0 +1,81 @@
+"""The default text and table recipes against scikit-learn baselines on the real data sets
+beside the project (data/ag_news, data/credit_default), on the same seeded 80/10/10 split.
+Skipped when the files are absent; benchmarks/quality.py is the full 3-seed measurement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from torchkeel.config import load_config
+from torchkeel.data import load
+from torchkeel.data.splits import holdout_indices
+from torchkeel.models import build
+from torchkeel.train.loop import fit
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+AG_NEWS, CREDIT = DATA / "ag_news" / "ag_news_test.csv", DATA / "credit_default" / "UCI_Credit_Card.csv"
+SPLIT = ["data.val_fraction=0.1", "data.test_fraction=0.1", "eval.report=false"]
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+def _default_run(data: str, path: Path, *overrides: str):
+    """What `keel train --data DATA --set data.path=PATH ...` trains (no model named)."""
+    cfg = load_config(None, [f"data.path={path}", *SPLIT, *overrides], {"data.name": data})
+    bundle = load(cfg.data, cfg.seed)
+    model = fit(build(cfg.model, bundle.spec), bundle, cfg, progress=False).model.eval()
+    with torch.no_grad():
+        probs = model(bundle.test.x).softmax(1).numpy()
+    return cfg, bundle, probs
+
+
+@pytest.mark.skipif(not AG_NEWS.is_file(), reason="AG News not in data/ag_news")
+def test_text_recipe_beats_tfidf_logistic_regression_on_ag_news():
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    cfg, bundle, probs = _default_run("text_csv", AG_NEWS)
+    assert cfg.model.name == "embedding_bag"
+    frame = pd.read_csv(AG_NEWS)
+    texts, y = frame["text"].fillna("").tolist(), frame["label"].to_numpy()
+    train, val, test = holdout_indices(y, len(y), cfg.data, cfg.seed)
+    assert np.array_equal(y[test], bundle.test.y.numpy())  # the same split
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    x_train = vec.fit_transform([texts[i] for i in train])
+    baseline = LogisticRegression(C=10.0, max_iter=2000).fit(x_train, y[train])
+    tfidf = accuracy_score(y[test], baseline.predict(vec.transform([texts[i] for i in test])))
+    assert accuracy_score(y[test], probs.argmax(1)) >= tfidf
+
+
+@pytest.mark.skipif(not CREDIT.is_file(), reason="credit default data not in data/credit_default")
+def test_table_recipe_beats_logistic_regression_and_nears_boosting_on_credit():
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    target = "default_payment_next_month"
+    cfg, bundle, probs = _default_run(
+        "csv",
+        CREDIT,
+        f"data.target={target}",
+        "data.table.exclude=[ID]",
+        "data.table.categorical=[SEX, EDUCATION, MARRIAGE]",
+    )
+    assert cfg.model.name == "mlp"
+    frame = pd.read_csv(CREDIT)
+    x, y = frame.drop(columns=["ID", target]), frame[target].to_numpy()
+    train, _, test = holdout_indices(y, len(y), cfg.data, cfg.seed)
+    assert np.array_equal(y[test], bundle.test.y.numpy())
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x.iloc[train], y[train])
+    boosting = HistGradientBoostingClassifier(random_state=0).fit(x.iloc[train], y[train])
+    auc = roc_auc_score(y[test], probs[:, 1])
+    assert auc >= roc_auc_score(y[test], linear.predict_proba(x.iloc[test])[:, 1])
+    assert auc >= roc_auc_score(y[test], boosting.predict_proba(x.iloc[test])[:, 1]) - 0.02

@@ -1,0 +1,142 @@
+"""Default recipes per data kind (torchkeel.recipes) and hashed word n-grams (the text recipe's
+input): which config a plain `keel train --data X` resolves to, and that it trains and learns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import keel
+from make_data import news_rows, shop_rows, write_rows
+
+from torchkeel.config import DataConfig, TextConfig, load_config
+from torchkeel.data import load
+from torchkeel.data.tokenize import NGRAM_HASH, NgramTokenizer, WordTokenizer, tokenizer_from_dict, train_tokenizer
+from torchkeel.models import build
+from torchkeel.recipes import TEXT_RECIPE, data_kind
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recipes")
+    write_rows(root / "news.csv", news_rows(300))
+    write_rows(root / "shop.csv", shop_rows(400))
+    return root
+
+
+def test_text_data_without_a_model_gets_the_text_recipe():
+    cfg = load_config(None, ["data.path=x.csv"], {"data.name": "text_csv"})
+    assert cfg.model.name == "embedding_bag" and cfg.model.options()["embed_dim"] == TEXT_RECIPE["model"]["embed_dim"]
+    assert cfg.data.text.ngrams == 2
+    assert cfg.train.early_stopping is not None and cfg.train.early_stopping.monitor == "val/loss"
+    assert cfg.train.epochs == TEXT_RECIPE["train"]["epochs"]
+
+
+def test_the_users_keys_win_over_the_recipe():
+    cfg = load_config(
+        None,
+        ["data.path=x.csv", "train.epochs=3", "model.embed_dim=16", "data.text.ngrams=1"],
+        {"data.name": "text_csv"},
+    )
+    assert (cfg.train.epochs, cfg.model.name, cfg.model.options()["embed_dim"]) == (3, "embedding_bag", 16)
+    assert cfg.data.text.ngrams == 1
+    assert cfg.train.optimizer.lr == TEXT_RECIPE["train"]["optimizer"]["lr"]  # the rest still from the recipe
+
+
+def test_a_named_model_gets_the_schema_defaults_only():
+    cfg = load_config(None, ["data.path=x.csv"], {"data.name": "text_csv", "model.name": "lstm"})
+    assert cfg.train.early_stopping is None and cfg.data.text.ngrams == 1 and cfg.train.epochs == 12
+
+
+def test_recipes_by_data_kind():
+    assert load_config().model.name == "simple_cnn"  # `keel train` alone: digits, unchanged
+    assert load_config(None, None, {"data.name": "mnist"}).model.name == "simple_cnn"
+    table = load_config(None, None, {"data.name": "breast_cancer"})
+    assert table.model.name == "mlp" and table.model.options()["batch_norm"] and table.model.options()["dropout"] > 0
+    assert [data_kind(n) for n in ("hf:ag_news", "csv", "sine_series", "cifar10")] == [
+        "text",
+        "table",
+        "series",
+        "image",
+    ]
+
+
+def test_ngram_ids_follow_their_tokens_and_hash_token_ids():
+    words = WordTokenizer.train(["a b c", "a b"], vocab_size=10)
+    tok = NgramTokenizer(words, n=3, buckets=50)
+    a, b, c = words.encode_batch(["a b c"])[0]
+    first = words.vocab_size
+
+    def bucket(*ids: int) -> int:  # the hash written out: the last token first, growing leftwards
+        h = ids[-1]
+        for prev in reversed(ids[:-1]):
+            h = (h * NGRAM_HASH + prev) % 2**64
+        return first + h % 50
+
+    expected = [a, b, bucket(a, b), c, bucket(b, c), bucket(a, b, c)]
+    assert tok.encode_batch(["a b c"]) == [expected]
+    assert max(expected) < tok.vocab_size == words.vocab_size + 50
+    again = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))  # as stored in the DataSpec
+    assert again.encode_batch(["c b a", "a b c"]) == tok.encode_batch(["c b a", "a b c"])
+
+
+def test_ngram_rows_are_max_length_times_n_wide(files: Path):
+    cfg = DataConfig(name="text_csv", path=str(files / "news.csv"), text={"ngrams": 2, "max_length": 4})
+    data = load(cfg, seed=0)
+    assert data.spec.extra["tokenizer"]["type"] == "ngram" and data.train.x.shape[1] == 8
+    assert int(data.train.x.max()) < data.spec.extra["vocab_size"]
+    plain = train_tokenizer(["x y z"], TextConfig())
+    assert isinstance(plain, WordTokenizer)  # ngrams: 1 keeps the plain ids
+
+
+def test_embedding_bag_starts_from_fasttext_init(files: Path):
+    data = load(DataConfig(name="text_csv", path=str(files / "news.csv")), seed=0)
+    model = build({"name": "embedding_bag", "embed_dim": 20}, data.spec)
+    weight = model.embed.weight.detach()
+    assert float(weight.abs().max()) <= 1 / 20 and torch.all(weight[0] == 0)
+
+
+def test_keel_train_on_text_without_a_model_learns_and_predicts(files: Path, tmp_path: Path):
+    proc = keel(
+        "train", "--data", "text_csv", "--set", f"data.path={files / 'news.csv'}", "--set", "eval.report=false",
+        "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == "embedding_bag" and saved["data"]["text"]["ngrams"] == 2
+    assert json.loads((run / "summary.json").read_text())["test"]["accuracy"] >= 0.9
+    proc = keel("predict", "latest", "-t", "the team scored a goal in the match", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.split(":")[1].split()[0] == "sport", proc.stdout
+
+
+def test_keel_train_on_a_table_without_a_model_learns(files: Path, tmp_path: Path):
+    proc = keel(
+        "train", "--data", "csv", "--set", f"data.path={files / 'shop.csv'}", "--set", "data.target=buys",
+        "--set", "data.table.exclude=[id, price]", "--set", "eval.report=false", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == "mlp" and saved["model"]["batch_norm"] is True
+    assert json.loads((run / "summary.json").read_text())["test"]["accuracy"] >= 0.75
+
+
+def test_word_dropout_leaves_out_ids_in_training_only(files: Path):
+    data = load(DataConfig(name="text_csv", path=str(files / "news.csv")), seed=0)
+    x = data.train.x[:8]
+    torch.manual_seed(0)
+    plain = build({"name": "embedding_bag", "embed_dim": 8}, data.spec).eval()
+    dropping = build({"name": "embedding_bag", "embed_dim": 8, "token_dropout": 0.5}, data.spec)
+    dropping.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(1)
+        trained = dropping.train()(x)
+        torch.manual_seed(1)
+        left_out = torch.rand(x.shape) < 0.5  # the same draw: those ids become <pad>
+        torch.testing.assert_close(trained, plain(x.masked_fill(left_out, 0)))
+        assert not torch.allclose(trained, plain(x))
+        torch.testing.assert_close(dropping.eval()(x), plain(x))  # evaluation sees every id
