@@ -18,6 +18,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError, check_choice, unknown_choice
+from torchkeel.models.airbench import airbench
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import custom
 from torchkeel.models.gan import dcgan
@@ -46,6 +47,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dcgan": dcgan,
     "custom": custom,
     "embedding_bag": embedding_bag,
+    "airbench": airbench,
 }
 
 KINDS = ("image", "table", "text", "series")
@@ -66,6 +68,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "vit": ("image",),
     "dcgan": ("image",),
     "embedding_bag": ("text",),
+    "airbench": ("image",),
     "custom": KINDS,  # whatever the user's module takes
 }
 
