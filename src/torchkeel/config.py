@@ -21,7 +21,7 @@ from torchkeel.search_space import TuneConfig, check_space_keys
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 LOSSES = ("auto", "cross_entropy", "mse", "bce")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it, else fp32
 METRICS = (
     "accuracy",
     "top_k_accuracy",
