@@ -52,7 +52,7 @@ def run_predict(run_dir: Path, root: str, rounds: int, run_process: Callable) ->
         names = list(cmds)
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                stdout, wall, rss = run_process(cmds[name])
+                stdout, wall, rss, _ = run_process(cmds[name])
                 if name.startswith("keel predict"):
                     n, seconds = len(stdout.strip().splitlines()), wall
                 else:

@@ -48,7 +48,7 @@ def simple_cnn(
         )
     blocks: list[nn.Module] = []
     for out, k in zip(channels, kernels, strict=True):
-        blocks.append(nn.Conv2d(c, out, k, padding="same" if padding == "same" else 0, bias=not batch_norm))
+        blocks.append(nn.Conv2d(c, out, k, padding=conv_padding(k, padding), bias=not batch_norm))
         if batch_norm:
             blocks.append(nn.BatchNorm2d(out))
         blocks += [make_activation(activation), nn.MaxPool2d(2)]
@@ -70,6 +70,14 @@ def simple_cnn(
         head.append(nn.Dropout(dropout))
     head.append(nn.Linear(hidden, spec.output_size))
     return nn.Sequential(features, *head)
+
+
+def conv_padding(kernel: int, padding: str) -> int | str:
+    """Integer padding for odd kernels (torch's plain conv path, as the 3x3 default always was);
+    torch's "same" mode for even ones, which need one more pixel on one side."""
+    if padding == "valid":
+        return 0
+    return (kernel - 1) // 2 if kernel % 2 else "same"
 
 
 def image_shape(spec: DataSpec, model: str) -> tuple[int, int, int]:
