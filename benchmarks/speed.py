@@ -17,7 +17,8 @@ torchkeel is faster). Variants:
 Workloads:
   mnist    (1) conv 24 5x5, pool, conv 32 3x3, pool, fc 256, fc 10; Adam + one-cycle; batch 128;
            real MNIST under --root (skipped with a message when absent)
-  images   (2) simple_cnn on 32x32 colour: CIFAR-10 from --cifar-root, else generated PNGs
+  images   (2) simple_cnn on 32x32 colour PNGs: the first 5,000 CIFAR-10 training images and its
+           test set when --cifar-root is given, else generated ones (benchmarks/workload_data.py)
   text     (3) an LSTM classifier on generated text (CSV)
   predict  (4) inference throughput: plain torch vs torchkeel's Predictor vs `keel predict`
 With --features, workload (1) also runs torchkeel with each engine feature switched
@@ -45,7 +46,7 @@ REPO = HERE.parent
 PEERS = HERE / "peers"
 sys.path.insert(0, str(HERE))
 
-from workload_data import make_images, make_text  # noqa: E402
+from workload_data import export_cifar10, make_images, make_text  # noqa: E402
 
 IMAGES_TRAIN = 5_000  # generated 32x32 colour training images (2,000 test)
 TEXTS_TRAIN = 4_000  # generated training texts (2,000 test)
@@ -103,9 +104,10 @@ def workloads(args: argparse.Namespace, tmp: Path) -> list[Workload]:
         else:
             print(f"workload mnist skipped: no MNIST/raw under {args.root} (pass --root)", file=sys.stderr)
     if "images" in args.workloads:
-        if args.cifar_root:
-            print("workload images: CIFAR-10 is read by torchkeel only; peers need PNG folders", file=sys.stderr)
-        folder = make_images(tmp / "images", IMAGES_TRAIN)
+        if args.cifar_root:  # the real CIFAR-10, written as PNG folders every variant reads alike
+            folder = export_cifar10(args.cifar_root, tmp / "images", IMAGES_TRAIN)
+        else:
+            folder = make_images(tmp / "images", IMAGES_TRAIN)
         data = {"name": "image_folder", "root": str(folder), "augment": {"flip": False}}
         found.append(
             Workload("images", str(folder), keel_config("images", data, {"name": "simple_cnn"}, args.epochs, 128))
@@ -182,9 +184,12 @@ def interleave(variants: dict, rounds: int, label: str) -> dict[str, list[dict]]
     names = list(variants)
     for r in range(rounds):  # order rotated each round: noise hits every variant alike
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            results[name].append(variants[name](r))
+            try:
+                results[name].append(variants[name](r))
+            except RuntimeError as e:  # one variant failing (a peer not installed) leaves the others' figures
+                print(f"{label}: {name} failed: {e}", file=sys.stderr)
         print(f"{label}: round {r + 1}/{rounds} done", file=sys.stderr)
-    return results
+    return {name: rows for name, rows in results.items() if rows}
 
 
 def _stat(values: list[float]) -> str:
@@ -237,7 +242,7 @@ def main() -> None:
     parser.add_argument("--peers", nargs="+", default=list(PEER_SCRIPTS), help="peer variants to run")
     parser.add_argument("--features", action="store_true", help="also torchkeel's engine features on/off (mnist)")
     parser.add_argument("--root", default=str(REPO / "data"), help="folder holding MNIST/raw")
-    parser.add_argument("--cifar-root", default=None, help="(not yet: peers read PNG folders)")
+    parser.add_argument("--cifar-root", default=None, help="folder holding cifar-10-batches-py (else generated images)")
     args = parser.parse_args()
     samples = {"mnist": 60_000, "images": IMAGES_TRAIN, "text": TEXTS_TRAIN}
     with tempfile.TemporaryDirectory() as tmp_name:

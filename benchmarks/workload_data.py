@@ -1,9 +1,11 @@
-"""Generated data for the speed benchmark's workloads 2 and 3, written in real formats.
+"""Data for the speed benchmark's workloads 2 and 3, written in real formats.
 
 images: 32x32 colour PNGs in ``train/<class>/`` and ``test/<class>/`` (CIFAR-10's shape: 10
         classes). Each class is a smooth random colour pattern; a sample is its class pattern
         shifted by up to 3 pixels, at a random contrast, under heavy pixel noise, so a small
         CNN has to learn it over a couple of epochs rather than at the first batch.
+cifar10: the real CIFAR-10 (torchvision's files under a root you pass) written out the same
+        way, the first ``n_train`` training images and the whole test set.
 text:   ``train.csv`` and ``test.csv`` (columns text,label): 4 topics; a text is 20-60 words
         drawn from a Zipf-like vocabulary of 2,000 words, 8% of them from its topic's 40 words.
 """
@@ -51,4 +53,16 @@ def make_text(folder: Path, n_train: int = 8_000, n_test: int = 2_000, seed: int
                 topical = rng.random(length) < 0.08
                 ids[topical] = rng.choice(topics[label], size=int(topical.sum()))
                 writer.writerow([" ".join(words[i] for i in ids), f"topic{label}"])
+    return folder
+
+
+def export_cifar10(root: str, folder: Path, n_train: int) -> Path:
+    from torchvision.datasets import CIFAR10
+
+    for split, train, n in (("train", True, n_train), ("test", False, None)):
+        data = CIFAR10(root, train=train, download=False)
+        for i, (image, label) in enumerate(zip(data.data[:n], data.targets[:n], strict=True)):
+            out = folder / split / data.classes[label]
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(out / f"{i:05d}.png")
     return folder
