@@ -22,7 +22,7 @@ from torchkeel.search_space import TuneConfig, check_space_keys
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 LOSSES = ("auto", "cross_entropy", "mse", "bce")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it, else fp32
 METRICS = (
     "accuracy",
     "top_k_accuracy",
@@ -219,6 +219,9 @@ class OptimizerConfig(Strict):
     weight_decay: float = Field(0.01, ge=0.0, description="decoupled for adamw; never on biases/norms")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
+    implementation: Literal["auto", "loop", "foreach", "fused"] = Field(
+        "auto", description="torch's kernels: auto (torch's choice), loop, foreach (batched) or fused"
+    )
 
     @field_validator("name")
     @classmethod
@@ -279,6 +282,13 @@ class GanConfig(Strict):
     classifier_epochs: int = Field(4, ge=1, description="epochs of the feature classifier (simple_cnn)")
 
 
+class LookaheadConfig(Strict):
+    """airbench's lookahead EMA of the weights; the final weights are the average (train/lookahead.py)."""
+
+    decay: float = Field(0.95**5, ge=0.0, lt=1.0, description="EMA decay per sync at the end (ramps up as (t/T)^3)")
+    every: int = Field(5, ge=1, description="optimiser steps between syncs of the weights with their average")
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<out_dir>/mlflow.db")
     experiment: str | None = Field(None, description="default: the run's name")
@@ -309,6 +319,7 @@ class TrainConfig(Strict):
         False, description="deterministic kernels (torch.use_deterministic_algorithms, cuDNN): exact GPU resume"
     )
     loggers: list[str] = Field([], description="copies of the metrics for: tensorboard, mlflow")
+    lookahead: LookaheadConfig | None = Field(None, description="lookahead EMA of the weights (airbench)")
     mlflow: MlflowConfig = Field(default_factory=lambda: MlflowConfig())
 
     @field_validator("loggers")
@@ -359,6 +370,9 @@ class EvalConfig(Strict):
     report: bool = Field(True, description="write report.html at the end of keel train")
     report_examples: int = Field(8, ge=1, le=64, description="examples per report section")
     attack: AttackConfig | None = Field(None, description="robustness check at the end of training")
+    tta: Literal["none", "flip", "flip_translate"] = Field(
+        "none", description="test-time augmentation of images: logits averaged over mirrored (and shifted) copies"
+    )
 
     @field_validator("metrics")
     @classmethod

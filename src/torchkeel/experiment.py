@@ -125,6 +125,8 @@ def train(
         "data": cfg.data.name,
         "model": cfg.model.name,
     }
+    if run.compile_seconds is not None:  # train.compile: the first step, tracing and compiling included
+        summary["compile_seconds"] = run.compile_seconds
     atomic.write_json(run_dir / "summary.json", summary)
     after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
     console.print(result_table(test, summary, run_dir))
@@ -235,7 +237,8 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")
-    return evaluate(model, part, spec, build_loss(meta["loss"]), cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
+    loss = build_loss(meta["loss"])
+    return evaluate(model, part, spec, loss, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k, tta=cfg.eval.tta)
 
 
 def _finetune(

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec, Split
+from torchkeel.evaluate.tta import tta_forward
 from torchkeel.train.losses import LossFn
 
 CLASSIFICATION = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "ece", "roc_auc", "pr_auc")
@@ -268,14 +269,16 @@ def evaluate(
     metrics: list[str],
     batch_size: int = 1024,
     top_k: int = 3,
+    tta: str = "none",
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` over ``split`` in large batches, model left in eval mode."""
+    """Loss and metrics of ``model`` over ``split`` in large batches, model left in eval mode.
+    ``tta``: average image logits over mirrored (and shifted) copies (evaluate/tta.py)."""
     model.eval()
     device = next(model.parameters()).device
     acc = MetricAccumulator(spec, metrics, device, top_k)
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device, non_blocking=True)
         y = split.y[start : start + batch_size].to(device, non_blocking=True)
-        out = model(x)
+        out = tta_forward(model, x, tta)
         acc.update(out, y, loss_fn(out, y) if loss_fn else None)
     return acc.compute()

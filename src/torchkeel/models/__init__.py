@@ -18,6 +18,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError, check_choice, unknown_choice
+from torchkeel.models.airbench import airbench
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import custom
 from torchkeel.models.gan import dcgan
@@ -48,6 +49,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "custom": custom,
     "embedding_bag": embedding_bag,
     "pretrained_text": pretrained_text,
+    "airbench": airbench,
 }
 
 KINDS = ("image", "table", "text", "series")
@@ -69,6 +71,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "dcgan": ("image",),
     "embedding_bag": ("text",),
     "pretrained_text": ("text",),
+    "airbench": ("image",),
     "custom": KINDS,  # whatever the user's module takes
 }
 

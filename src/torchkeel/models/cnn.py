@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -19,11 +21,16 @@ def simple_cnn(
     activation: str = "relu",
     dropout: Probability = 0.0,
     batch_norm: bool = False,
+    kernels: tuple[int, ...] | None = None,
+    padding: Literal["same", "valid"] = "same",
 ) -> nn.Module:
     """The textbook CNN: conv-pool stages, a hidden layer, the output layer.
 
-    Per entry of ``channels`` a 3x3 conv (padding 1), [BatchNorm], activation and 2x2
-    max-pool; then a ``hidden``-unit layer and the output layer.
+    Per entry of ``channels`` a conv (3x3 unless ``kernels`` gives each stage's size;
+    ``padding`` same keeps the size, valid shrinks it by kernel - 1), [BatchNorm], activation
+    and 2x2 max-pool; then a ``hidden``-unit layer and the output layer. The classic MNIST
+    net (conv 24 5x5, pool, conv 32 3x3, pool, fc 256) is ``channels: [24, 32], kernels:
+    [5, 3], padding: valid, hidden: 256``.
 
     The flattened size comes from a trial forward pass over the data's input shape, so the
     same network runs on 8x8 grey, 28x28 grey and 32x32 colour images.
@@ -34,16 +41,27 @@ def simple_cnn(
             f"simple_cnn with {len(channels)} pooling stages needs images of at least "
             f"{2 ** len(channels)}x{2 ** len(channels)} pixels; data '{spec.name}' has {h}x{w}"
         )
+    kernels = kernels or (3,) * len(channels)
+    if len(kernels) != len(channels) or min(kernels) < 1:
+        raise ConfigError(
+            f"simple_cnn: model.kernels needs one positive size per conv stage ({len(channels)}); got {list(kernels)}"
+        )
     blocks: list[nn.Module] = []
-    for out in channels:
-        blocks.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+    for out, k in zip(channels, kernels, strict=True):
+        blocks.append(nn.Conv2d(c, out, k, padding=conv_padding(k, padding), bias=not batch_norm))
         if batch_norm:
             blocks.append(nn.BatchNorm2d(out))
         blocks += [make_activation(activation), nn.MaxPool2d(2)]
         c = out
     features = nn.Sequential(*blocks)
     with torch.no_grad():
-        flat = features(torch.zeros(1, *spec.input_shape)).numel()
+        try:
+            flat = features(torch.zeros(1, *spec.input_shape)).numel()
+        except RuntimeError:  # a valid conv or a pool took the image below one pixel
+            raise ConfigError(
+                f"simple_cnn: kernels {list(kernels)} with padding '{padding}' shrink {h}x{w} images "
+                "below one pixel; use padding 'same' or smaller kernels"
+            ) from None
     head: list[nn.Module] = [nn.Flatten()]
     if dropout:
         head.append(nn.Dropout(dropout))
@@ -52,6 +70,14 @@ def simple_cnn(
         head.append(nn.Dropout(dropout))
     head.append(nn.Linear(hidden, spec.output_size))
     return nn.Sequential(features, *head)
+
+
+def conv_padding(kernel: int, padding: str) -> int | str:
+    """Integer padding for odd kernels (torch's plain conv path, as the 3x3 default always was);
+    torch's "same" mode for even ones, which need one more pixel on one side."""
+    if padding == "valid":
+        return 0
+    return (kernel - 1) // 2 if kernel % 2 else "same"
 
 
 def image_shape(spec: DataSpec, model: str) -> tuple[int, int, int]:

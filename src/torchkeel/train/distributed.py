@@ -127,22 +127,24 @@ def evaluate(
     metrics: list[str],
     batch_size: int = 1024,
     top_k: int = 3,
+    tta: str = "none",
 ) -> dict[str, float]:
     """``evaluate.metrics.evaluate`` with each rank taking every N-th sample and the sums
     all-reduced: the same numbers as one process, in 1/N of the time. The loop is that of
     ``evaluate`` because it returns computed values, and these must be summed first."""
     from torchkeel.evaluate.metrics import MetricAccumulator
     from torchkeel.evaluate.metrics import evaluate as evaluate_all
+    from torchkeel.evaluate.tta import tta_forward
 
     if not active():
-        return evaluate_all(model, split, spec, loss_fn, metrics, batch_size, top_k)
+        return evaluate_all(model, split, spec, loss_fn, metrics, batch_size, top_k, tta)
     model.eval()
     device = next(model.parameters()).device
     acc = MetricAccumulator(spec, metrics, device, top_k)
     x, y = split.x[rank() :: world_size()], split.y[rank() :: world_size()]  # every sample once
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        out = model(xb)
+        out = tta_forward(model, xb, tta)
         acc.update(out, yb, loss_fn(out, yb) if loss_fn else None)
     return all_reduced(acc).compute()
 

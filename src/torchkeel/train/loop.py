@@ -25,11 +25,14 @@ from torchkeel.data.bundle import DataBundle
 from torchkeel.data.loader import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import TrainMeter, evaluate
+from torchkeel.evaluate.tta import check_tta
+from torchkeel.models.airbench import fit_to_data
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
 from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.loggers import Loggers, open_loggers
+from torchkeel.train.lookahead import Lookahead
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
@@ -51,6 +54,7 @@ class Run:
     path: Path | None = None
     stopped_early: bool = False
     nan_skips: int = 0  # steps skipped for a non-finite loss or gradient (train.on_nan: skip)
+    compile_seconds: float | None = None  # train.compile: the first step's time, compiling included
 
     def evaluate(self, split: str = "test", metrics: list[str] | None = None) -> dict[str, float]:
         part = self.data.splits().get(split)
@@ -59,7 +63,14 @@ class Run:
         loss = build_loss(resolve_loss(self.config.train.loss, self.data.spec), 0.0)
         names = metrics or self.config.eval.metrics
         return evaluate(
-            self.model, part, self.data.spec, loss, names, self.config.eval.batch_size, self.config.eval.top_k
+            self.model,
+            part,
+            self.data.spec,
+            loss,
+            names,
+            self.config.eval.batch_size,
+            self.config.eval.top_k,
+            tta=self.config.eval.tta,
         )
 
 
@@ -98,8 +109,10 @@ def fit(
     spec = data.spec
     loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device))
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
+    check_tta(cfg.eval.tta, spec.kind)
 
     model.to(device)
+    fit_to_data(model, data.train)  # data-dependent init (airbench's whitening conv); loaded weights stay
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = dist.wrap(model)  # DistributedDataParallel under `keel train --nproc N`, else the model
@@ -112,6 +125,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * t.epochs
+    lookahead = Lookahead(t.lookahead, optimizer, total_steps) if t.lookahead else None
     logged = logged_metrics(spec.task, cfg.eval.metrics, val is not None)
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
@@ -126,6 +140,7 @@ def fit(
         open_loggers(cfg, run_dir, state.global_step) if writes else Loggers([])
     )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
+    compile_seconds = None
 
     for epoch in range(state.epoch, t.epochs):
         if state.stopped_early:
@@ -160,6 +175,10 @@ def fit(
             scaler.update()
             state.global_step += 1
             state.batch = batch + 1
+            if lookahead is not None:
+                lookahead.step(state.global_step)
+            if t.compile and compile_seconds is None:
+                compile_seconds = time.perf_counter() - t_start
             if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
                 _log_step(state, bar, guard, running, lr, loader.batch_size, saver)
             if saver is not None and state.batch < steps_per_epoch and saver.due(state):
@@ -194,10 +213,14 @@ def fit(
     loggers.close()
     if saver is not None:
         saver.writer.close()
+    if lookahead is not None:
+        lookahead.finish()  # the final weights are the average
     if stopper is not None and stopper.best_weights is not None:
         model.load_state_dict(stopper.best_weights)
     train_seconds = time.perf_counter() - t_start
-    return Run(model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early, state.nan_skips)
+    return Run(
+        model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early, state.nan_skips, compile_seconds
+    )
 
 
 def fit_config(config: RunConfig | TrainConfig | None, options: dict[str, Any]) -> RunConfig:
@@ -250,7 +273,9 @@ def _log_step(
 
 def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfig) -> dict[str, float]:
     # under DDP each rank evaluates a shard and the sums are all-reduced
-    return dist.evaluate(model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k)
+    return dist.evaluate(
+        model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k, tta=cfg.eval.tta
+    )
 
 
 def _skip_update(optimizer: torch.optim.Optimizer, state: LoopState) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from torchkeel.config import OptimizerConfig, ScheduleConfig
+from torchkeel.errors import ConfigError
 
 # Smith & Topin 2017 (super-convergence) / torch.optim.lr_scheduler.OneCycleLR: start the
 # one-cycle warmup at peak_lr / 25.
@@ -29,16 +30,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
+    kernels = implementation(cfg)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **kernels)
     if cfg.name == "adam":
         # torch's Adam adds weight decay to the gradient (L2), as the original Adam did
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps)
+        if cfg.implementation == "fused":
+            raise ConfigError("train.optimizer.implementation: torch has no fused RMSprop; use foreach")
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, **kernels)
     raise AssertionError(f"unvalidated optimizer {cfg.name}")
+
+
+def implementation(cfg: OptimizerConfig) -> dict[str, bool]:
+    """torch's optimiser kernels: ``auto`` leaves torch's choice (foreach when every parameter is
+    on CUDA, a loop over parameters on the CPU); ``foreach`` updates all parameters of a group
+    in a few batched ops; ``fused`` in one kernel (CPU and CUDA, Adam/AdamW/SGD). They compute
+    the same update, up to floating-point rounding. benchmarks/speed.py --features measures them."""
+    return {
+        "auto": {},
+        "loop": {"foreach": False},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }[cfg.implementation]
 
 
 def lr_factor(cfg: ScheduleConfig, step: int, total: int, steps_per_epoch: int) -> float:

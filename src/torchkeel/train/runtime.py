@@ -41,8 +41,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where it is fast, fp32 elsewhere. On the CPU that is AVX512-BF16 or AMX:
+    without them oneDNN emulates bf16 and a small CNN's step costs ~30% more CPU time than fp32
+    (benchmarks/RESULTS.md). On CUDA, GPUs with native bf16 (Ampere and newer)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return "bf16"
+    return "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass and loss; fp32 is a no-op."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":

@@ -1,18 +1,18 @@
-"""MNIST CNN through PyTorch Lightning's Trainer, as its users run it (fp32 defaults)."""
+"""PyTorch Lightning's Trainer, as its users run it (fp32 defaults, DataLoader)."""
 
 import tempfile
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import BATCH, MnistNet, Timer, accuracy, load_mnist, onecycle, parse_args, report
+from common import BATCH, Timer, accuracy, build_net, load, onecycle, parse_args, report
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class LitMnist(L.LightningModule):
-    def __init__(self, total_steps: int) -> None:
+class LitModule(L.LightningModule):
+    def __init__(self, net: torch.nn.Module, total_steps: int) -> None:
         super().__init__()
-        self.net, self.total_steps = MnistNet(), total_steps
+        self.net, self.total_steps = net, total_steps
 
     def forward(self, x):
         return self.net(x)
@@ -31,9 +31,9 @@ class LitMnist(L.LightningModule):
 
 args = parse_args(__doc__)
 L.seed_everything(args.seed, verbose=False)
-x_train, y_train, x_test, y_test = load_mnist(args.root)
-loader = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH, shuffle=True)
-model = LitMnist(len(loader) * args.epochs)
+x_train, y_train, x_test, y_test = load(args)
+loader = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH[args.workload], shuffle=True)
+model = LitModule(build_net(args.workload, x_train, y_train), len(loader) * args.epochs)
 with tempfile.TemporaryDirectory() as tmp:
     trainer = L.Trainer(
         max_epochs=args.epochs,

@@ -1,23 +1,26 @@
-"""MNIST CNN, hand-optimised plain PyTorch: tensors sliced into batches, channels_last."""
+"""Hand-optimised plain PyTorch: tensors sliced into batches, channels_last for conv nets."""
 
 import torch
 import torch.nn.functional as F
-from common import BATCH, MnistNet, Timer, accuracy, load_mnist, onecycle, parse_args, report
+from common import BATCH, Timer, accuracy, build_net, load, onecycle, parse_args, report
 
 args = parse_args(__doc__)
 torch.manual_seed(args.seed)
-x_train, y_train, x_test, y_test = load_mnist(args.root)
-x_train = x_train.contiguous(memory_format=torch.channels_last)
-model = MnistNet().to(memory_format=torch.channels_last)
+x_train, y_train, x_test, y_test = load(args)
+model = build_net(args.workload, x_train, y_train)
+if x_train.ndim == 4:  # images
+    x_train = x_train.contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
 optimizer = torch.optim.Adam(model.parameters())
-steps_per_epoch = -(-len(x_train) // BATCH)
+batch = BATCH[args.workload]
+steps_per_epoch = -(-len(x_train) // batch)
 scheduler = onecycle(optimizer, steps_per_epoch * args.epochs)
 with Timer() as t:
     for _ in range(args.epochs):
         model.train()
         perm = torch.randperm(len(x_train))
-        for i in range(0, len(x_train), BATCH):
-            idx = perm[i : i + BATCH]
+        for i in range(0, len(x_train), batch):
+            idx = perm[i : i + batch]
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

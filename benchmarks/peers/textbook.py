@@ -1,15 +1,15 @@
-"""MNIST CNN, plain PyTorch as the textbook writes it: TensorDataset + DataLoader."""
+"""Plain PyTorch as the textbook writes it: TensorDataset + DataLoader, fp32, NCHW."""
 
 import torch
 import torch.nn.functional as F
-from common import BATCH, MnistNet, Timer, accuracy, load_mnist, onecycle, parse_args, report
+from common import BATCH, Timer, accuracy, build_net, load, onecycle, parse_args, report
 from torch.utils.data import DataLoader, TensorDataset
 
 args = parse_args(__doc__)
 torch.manual_seed(args.seed)
-x_train, y_train, x_test, y_test = load_mnist(args.root)
-loader = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH, shuffle=True)
-model = MnistNet()
+x_train, y_train, x_test, y_test = load(args)
+loader = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH[args.workload], shuffle=True)
+model = build_net(args.workload, x_train, y_train)
 optimizer = torch.optim.Adam(model.parameters())
 scheduler = onecycle(optimizer, len(loader) * args.epochs)
 with Timer() as t:
