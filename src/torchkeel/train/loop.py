@@ -137,7 +137,7 @@ def fit(
         state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
     bar = TrainProgress(t.epochs, console, enabled=progress and dist.is_main())
     loggers = (
-        open_loggers(cfg, run_dir, state.global_step) if writes else Loggers([])
+        open_loggers(cfg, run_dir, state.global_step) if dist.is_main() else Loggers([])
     )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
     compile_seconds = None
