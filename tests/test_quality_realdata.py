@@ -36,21 +36,28 @@ def _default_run(data: str, path: Path, *overrides: str):
 
 @pytest.mark.skipif(not AG_NEWS.is_file(), reason="AG News not in data/ag_news")
 def test_text_recipe_beats_tfidf_logistic_regression_on_ag_news():
+    """The issue's target: the mean test accuracy of 3 seeds at or above tf-idf + logistic
+    regression (C chosen on val). Single seeds differ by more than the gap (760 test texts)."""
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    cfg, bundle, probs = _default_run("text_csv", AG_NEWS)
-    assert cfg.model.name == "embedding_bag"
     frame = pd.read_csv(AG_NEWS)
     texts, y = frame["text"].fillna("").tolist(), frame["label"].to_numpy()
-    train, val, test = holdout_indices(y, len(y), cfg.data, cfg.seed)
-    assert np.array_equal(y[test], bundle.test.y.numpy())  # the same split
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    x_train = vec.fit_transform([texts[i] for i in train])
-    baseline = LogisticRegression(C=10.0, max_iter=2000).fit(x_train, y[train])
-    tfidf = accuracy_score(y[test], baseline.predict(vec.transform([texts[i] for i in test])))
-    assert accuracy_score(y[test], probs.argmax(1)) >= tfidf
+    keel_scores, tfidf_scores = [], []
+    for seed in (0, 1, 2):
+        cfg, bundle, probs = _default_run("text_csv", AG_NEWS, f"seed={seed}")
+        assert cfg.model.name == "embedding_bag"
+        train, val, test = holdout_indices(y, len(y), cfg.data, cfg.seed)
+        assert np.array_equal(y[test], bundle.test.y.numpy())  # the same split
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        x_train = vec.fit_transform([texts[i] for i in train])
+        x_val, x_test = (vec.transform([texts[i] for i in part]) for part in (val, test))
+        fitted = [LogisticRegression(C=c, max_iter=2000).fit(x_train, y[train]) for c in (1.0, 3.0, 10.0, 30.0)]
+        best = max(fitted, key=lambda m: accuracy_score(y[val], m.predict(x_val)))
+        tfidf_scores.append(accuracy_score(y[test], best.predict(x_test)))
+        keel_scores.append(accuracy_score(y[test], probs.argmax(1)))
+    assert np.mean(keel_scores) >= np.mean(tfidf_scores), (keel_scores, tfidf_scores)
 
 
 @pytest.mark.skipif(not CREDIT.is_file(), reason="credit default data not in data/credit_default")
