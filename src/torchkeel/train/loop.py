@@ -120,6 +120,10 @@ def fit(
     # tensors, or streamed image files; under DDP each rank takes its share of the global batch
     # from its shard of the permutation
     loader = make_loader(data.train, device, dist.local_batch_size(t.batch_size), seed=cfg.seed, **dist.shard())
+    if t.channels_last and getattr(loader, "x", None) is not None and loader.x.ndim == 4:
+        # the images too, once: a channels_last model fed NCHW batches converts every batch in
+        # every conv and ran no faster than plain NCHW (benchmarks/speed.py, workload 1)
+        loader.x = loader.x.contiguous(memory_format=torch.channels_last)
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
