@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from torchkeel.errors import ConfigError, check_choice, closest
+from torchkeel.errors import ConfigError, closest
 from torchkeel.recipes import apply_recipe
 from torchkeel.search_space import TuneConfig, check_space_keys
 
@@ -43,140 +43,19 @@ LOGGERS = ("tensorboard", "mlflow")
 ATTACKS = ("fgsm", "pgd")
 
 
-class Strict(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class AugmentConfig(Strict):
-    """Batched, per-sample random augmentation of training images on the device."""
-
-    crop: int = Field(0, ge=0, description="pad by this many pixels, then random-crop back")
-    flip: bool | None = Field(
-        None, description="random horizontal flip; null: on for photos, off for digits and characters"
-    )
-    rotate: float = Field(0.0, ge=0.0, le=180.0, description="random rotation up to this many degrees either way")
-    translate: float = Field(0.0, ge=0.0, lt=0.5, description="random shift up to this fraction of the size")
-    scale: float = Field(0.0, ge=0.0, lt=1.0, description="random zoom by up to this fraction in or out")
-    cutout: int = Field(0, ge=0, description="side in pixels of a square set to zero (the mean) at a random place")
-
-
-class ImageConfig(Strict):
-    """Decoding options for image files (image_folder) and resizing of any image set."""
-
-    size: int | tuple[int, int] | None = Field(None, description="(height, width) or one side; null: keep")
-    resize: Literal["crop", "stretch"] = Field(
-        "crop", description="crop: scale the shorter side to fit, then center-crop; stretch: ignore aspect"
-    )
-    channels: Literal["auto", "grey", "rgb"] = Field("auto", description="auto: grey when every image is grey")
-    memory_mb: float = Field(
-        2048.0, gt=0.0, description="a decoded set larger than this streams from disk with DataLoader workers"
-    )
-    workers: int = Field(2, ge=0, description="DataLoader worker processes that decode image files")
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
-        sides = (size,) if isinstance(size, int) else size or ()
-        if any(side < 1 for side in sides):
-            raise ValueError("sizes must be positive pixel counts")
-        return size
-
-
-class TableConfig(Strict):
-    """Preprocessing of table columns; every statistic comes from the train split."""
-
-    columns: list[str] | None = Field(None, description="feature columns to use; null: all but the target")
-    exclude: list[str] = Field(default_factory=list, description="columns to leave out (ids, leaks)")
-    categorical: list[str] = Field(
-        default_factory=list, description="numeric columns to treat as categories (text columns always are)"
-    )
-    encoding: Literal["onehot", "index"] = Field(
-        "onehot", description="categories as one-hot columns, or as indices (for embeddings) after the numbers"
-    )
-    max_categories: int = Field(50, ge=1, description="most frequent categories kept per column; rarer -> <other>")
-    impute: Literal["median", "mean"] = Field("median", description="fill for missing numbers")
-    scale_target: bool = Field(True, description="regression: standardise the target (predict undoes it)")
-
-
-class TextConfig(Strict):
-    """Tokenisation of a text column; the vocabulary is learnt from the train split."""
-
-    column: str | list[str] = Field("text", description="text column (several are joined with a space)")
-    tokenizer: Literal["word", "bpe", "wordpiece", "pretrained"] = Field(
-        "word", description="pretrained: the tokeniser of data.text.encoder (model pretrained_text sets it)"
-    )
-    encoder: str | None = Field(None, description="tokenizer pretrained: a local folder or a Hugging Face hub name")
-    vocab_size: int = Field(20000, ge=3, description="largest vocabulary, <pad> and <unk> included")
-    min_freq: int = Field(1, ge=1, description="word and subword tokens seen fewer times become <unk>")
-    max_length: int = Field(256, ge=1, description="tokens kept per text; longer texts are truncated")
-    lowercase: bool = True
-    ngrams: int = Field(
-        1, ge=1, le=4, description="2+: add hashed word n-gram ids (fastText-style, for bag models like embedding_bag)"
-    )
-    ngram_buckets: int = Field(32768, ge=1, description="ids shared by all hashed n-grams (ngrams > 1)")
-
-
-# data sets read from a file the user gives (data.path) or from a folder (data.root)
-FILE_DATASETS = ("csv", "parquet", "text_csv")
-FOLDER_DATASETS = ("image_folder",)
-
-
-SERIES_DATASETS = ("sine_series", "series_csv")
-
-
-class SeriesConfig(Strict):
-    """Windows cut from a numeric series: the data sets ``sine_series`` and ``series_csv``."""
-
-    window: int = Field(32, ge=2, description="time steps the model sees per sample")
-    horizon: int = Field(1, ge=1, description="next values to forecast")
-    path: str | None = Field(None, description="series_csv: the CSV file (header row, one column per series)")
-    target: str | None = Field(None, description="series_csv: the column to forecast")
-    features: list[str] | None = Field(None, description="series_csv: input columns (default: the target alone)")
-
-
-class DataConfig(Strict):
-    name: str = Field("digits", description="a built-in data set, csv/parquet/text_csv/image_folder, or hf:<name>")
-    root: str | None = Field(None, description="folder holding the data set's files")
-    path: str | None = Field(None, description="csv/parquet/text_csv: the data file (CSV, TSV, JSONL, Parquet)")
-    test_path: str | None = Field(None, description="optional file of the data set's own test split")
-    download: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    target: str | None = Field(None, description="label or target column (text_csv: default 'label')")
-    task: Literal["auto", "classification", "regression"] = Field(
-        "auto", description="auto: classification for text labels or few integer values, else regression"
-    )
-    class_weights: bool = Field(False, description="weight the loss by inverse class frequency in train")
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    series: SeriesConfig | None = Field(None, description="sine_series / series_csv: window, horizon, columns")
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    table: TableConfig = Field(default_factory=TableConfig)
-    text: TextConfig = Field(default_factory=TextConfig)
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from torchkeel.data import DATASETS
-
-        if name.startswith("hf:") and len(name) > 3:
-            return name
-        return _choice("data set", name, DATASETS)
-
-    @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> DataConfig:
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
-        return self
-
-    @model_validator(mode="after")
-    def _files_given(self) -> DataConfig:
-        if self.name in FILE_DATASETS and not self.path:
-            raise ValueError(f"data set '{self.name}' reads a file: set data.path (e.g. data.path=train.csv)")
-        if self.name in FOLDER_DATASETS and not self.root:
-            raise ValueError(f"data set '{self.name}' reads a folder: set data.root to it")
-        return self
+from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema is one namespace)
+    FILE_DATASETS,
+    FOLDER_DATASETS,
+    SERIES_DATASETS,
+    AugmentConfig,
+    DataConfig,
+    ImageConfig,
+    SeriesConfig,
+    Strict,
+    TableConfig,
+    TextConfig,
+    _choice,
+)
 
 
 class ModelConfig(BaseModel):
@@ -432,18 +311,6 @@ class RunConfig(Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _choice(what: str, name: str, choices: Any) -> str:
-    # inside a validator a ValueError becomes a pydantic error carrying the key path
-    try:
-        return check_choice(what, name, choices)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-
-
-# --------------------------------------------------------------------------------------------
-# loading
 
 
 def load_config(
