@@ -22,7 +22,8 @@ Workloads:
   text     (3) an LSTM classifier on generated text (CSV)
   predict  (4) inference throughput: plain torch vs torchkeel's Predictor vs `keel predict`
 With --features, workload (1) also runs torchkeel with each engine feature switched
-(channels_last off, bf16 autocast, torch.compile, fused/foreach Adam, one thread).
+(channels_last off, bf16 autocast, torch.compile, fused/foreach Adam, one thread, glibc's
+allocator defaults instead of train.allocator: retain).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ FEATURES = {
     "torchkeel, fused Adam": ["train.optimizer.implementation=fused"],
     "torchkeel, foreach Adam": ["train.optimizer.implementation=foreach"],
     "torchkeel, 1 thread": ["train.threads=1"],
+    "torchkeel, glibc's allocator defaults": ["train.allocator=system"],
 }
 
 

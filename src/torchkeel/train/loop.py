@@ -103,6 +103,7 @@ def fit(
     cfg = fit_config(config, options)
     t = cfg.train
     runtime.set_threads(t.threads)
+    runtime.set_allocator(t.allocator)
     runtime.set_deterministic(t.deterministic)
     runtime.seed_everything(cfg.seed)
     device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU

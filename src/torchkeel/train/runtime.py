@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import platform
 import random
@@ -68,6 +69,30 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+# glibc's mallopt() parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit (half its heap size)
+TRIM_THRESHOLD = 2**30
+
+
+def set_allocator(name: str) -> bool:
+    """``retain``: tell glibc's malloc to keep freed memory in the process for reuse. By default
+    it hands blocks of a few MB straight back to the OS (mmap/munmap, and trimming the heap
+    top), so every training step faults the pages of its activations in again: on workload
+    (1) of benchmarks/speed.py that was 2-3.6 M page faults and 4-7 s of system time per
+    epoch, 1.4-1.6x the training time of the same loop without them (benchmarks/RESULTS.md).
+    Blocks up to 32 MB then come from the heap, and the heap top is returned only past 1 GB
+    free. It applies to the whole process from then on. True when it was applied (Linux with
+    glibc); elsewhere (macOS, musl, Windows) nothing changes."""
+    if name != "retain" or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def set_deterministic(enabled: bool) -> None:
