@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 import yaml
 from hypothesis import strategies as st
+from make_data import digit_images
 from PIL import Image
 
 from torchkeel.config import RunConfig, load_config, set_path, validate_config
@@ -338,6 +340,49 @@ def weights_seeds() -> list[bytes]:
     return seeds
 
 
+# --------------------------------------------------------------------------------------------
+# IDX files of the MNIST family, read by torchkeel.data.idx inside the `mnist` loader
+
+
+IDX_IMAGES = 30  # images in the seed files
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+@functools.cache
+def idx_seeds() -> list[bytes]:
+    images, labels = digit_images(IDX_IMAGES)
+    return [_idx_bytes(images), _idx_bytes(labels)]
+
+
+def huge_idx() -> st.SearchStrategy[bytes]:
+    """Headers declaring up to 2^32-1 images of up to 2^32-1 pixels over a few bytes of values."""
+    dims = st.tuples(*(st.integers(0, 2**32 - 1) for _ in range(3)))
+    return st.tuples(dims, st.binary(max_size=64)).map(lambda t: struct.pack(">BBBB3I", 0, 0, 8, 3, *t[0]) + t[1])
+
+
+def _load_mnist_with(path: Path) -> Any:
+    """The `mnist` loader over a folder whose training images file holds ``path``'s bytes."""
+    from torchkeel.config import DataConfig
+    from torchkeel.data import load
+
+    raw = path.parent / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    images, labels = idx_seeds()
+    files = {"train-images": path.read_bytes(), "train-labels": labels, "t10k-images": images, "t10k-labels": labels}
+    for name, content in files.items():
+        (raw / f"{name}-idx{3 if 'images' in name else 1}-ubyte").write_bytes(content)
+    return load(DataConfig(name="mnist", root=str(path.parent / "root")), seed=0)
+
+
+def _check_mnist(data: Any) -> None:
+    assert sum(len(part) for part in (data.train, data.val) if part is not None) == IDX_IMAGES
+    assert data.spec.input_shape[0] == 1
+    assert torch.isfinite(data.train.x).all()
+
+
 TARGETS: dict[str, Target] = {
     "png": image_target("PNG", GREY),
     "jpeg": image_target("JPEG", COLOUR),
@@ -348,4 +393,5 @@ TARGETS: dict[str, Target] = {
     "config-overrides": overrides_target(),
     "checkpoint": file_target(".safetensors", _restore, checkpoint_seeds),
     "weights-import": file_target(".pt", lambda path: load_weights(_tiny_model(), path), weights_seeds),
+    "mnist-idx": file_target("-idx3-ubyte", _load_mnist_with, idx_seeds, lambda: (huge_idx(),), _check_mnist),
 }

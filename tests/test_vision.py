@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from make_data import digit_images, write_cifar10, write_cifar100, write_mnist_family, write_svhn
+from make_data import digit_images, write_cifar10, write_cifar100, write_idx, write_mnist_family, write_svhn
 
 from torchkeel.config import DataConfig
 from torchkeel.data import load
@@ -33,6 +33,53 @@ def test_mnist_family_from_idx_files(tmp_path: Path, name: str, folder: str):
     # normalised with the train split's own statistics
     assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
     assert spec.extra["flip"] is (name == "fashion_mnist") and spec.extra["background"] == "dark"
+
+
+def test_idx_files_read_as_torchvision_reads_them_without_importing_it(tmp_path: Path):
+    import subprocess
+    import sys
+
+    write_mnist_family(tmp_path, "FashionMNIST", train=50, test=20)
+    script = (
+        "import sys; from torchkeel.config import DataConfig; from torchkeel.data import load; "
+        f"d = load(DataConfig(name='fashion_mnist', root={str(tmp_path)!r}, val_fraction=0.0), seed=0); "
+        "print(len(d.train), 'torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["50", "False"]  # importing torchvision costs ~1.3 s of a fast run
+    from torchvision.datasets import FashionMNIST  # the reference reader
+
+    ours = load(DataConfig(name="fashion_mnist", root=str(tmp_path), val_fraction=0.0), seed=0)
+    theirs = FashionMNIST(str(tmp_path), train=False)
+    assert torch.equal(ours.test.y, theirs.targets) and ours.spec.classes == theirs.classes
+    pixels = ours.test.x[:, 0] * ours.spec.std[0] + ours.spec.mean[0]
+    assert torch.allclose(pixels * 255, theirs.data.float(), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda b: b[:-5], "truncated or not this file"),
+        (lambda b: b[:6], "truncated IDX header"),
+        (lambda b: b"\x00\x00\x0d" + b[3:], "bad header"),  # 0x0d: float values, not unsigned bytes
+        (lambda b: b"", "bad header"),
+    ],
+)
+def test_damaged_idx_files_are_one_error_naming_the_file(tmp_path: Path, damage, fragment):
+    write_mnist_family(tmp_path, "MNIST", train=40, test=10)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=fragment) as e:
+        load(DataConfig(name="mnist", root=str(tmp_path)), seed=0)
+    assert str(path) in str(e.value)
+
+
+def test_idx_images_and_labels_that_disagree_in_count_are_refused(tmp_path: Path):
+    write_mnist_family(tmp_path, "MNIST", train=40, test=10)
+    labels = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.zeros(9, dtype=np.uint8))
+    with pytest.raises(DataError, match="10 images in t10k-images-idx3-ubyte but 9 labels"):
+        load(DataConfig(name="mnist", root=str(tmp_path)), seed=0)
 
 
 def test_train_statistics_exclude_val_and_test(tmp_path: Path):

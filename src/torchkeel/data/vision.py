@@ -1,8 +1,10 @@
 """The torchvision data sets: MNIST, Fashion-MNIST, KMNIST, CIFAR-10, CIFAR-100 and SVHN.
 
-Files are read by ``torchvision.datasets`` from ``data.root`` in torchvision's layout (e.g.
-``ROOT/MNIST/raw/train-images-idx3-ubyte``). Nothing is downloaded unless ``data.download``
-is true. Each set keeps its own test split; val comes out of train (stratified, seeded).
+Files are read from ``data.root`` in torchvision's layout (e.g.
+``ROOT/MNIST/raw/train-images-idx3-ubyte``): the MNIST family's IDX files by
+``torchkeel.data.idx`` (no torchvision import), the others by ``torchvision.datasets``.
+Nothing is downloaded unless ``data.download`` is true (torchvision downloads). Each set
+keeps its own test split; val comes out of train (stratified, seeded).
 
 CIFAR's "python version" batches are pickles by format. They are only ever read through
 torchvision's CIFAR classes, which check every file against its published MD5 before
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from torchkeel.config import DataConfig
+from torchkeel.data import idx
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.images import image_bundle
 from torchkeel.data.resize import fit_images
@@ -27,6 +30,10 @@ from torchkeel.errors import DataError
 
 DEFAULT_ROOT = "~/.cache/torchkeel"
 DIGITS = [str(d) for d in range(10)]
+# torchvision's class names of the two other IDX sets (FashionMNIST.classes, KMNIST.classes)
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+KUZUSHIJI = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+IDX_SETS = ("MNIST", "FashionMNIST", "KMNIST")  # read by torchkeel.data.idx when their files are there
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,8 @@ class VisionSet:
 
 VISION_SETS = {
     "mnist": VisionSet("MNIST", flip=False, background="dark", classes=DIGITS),
-    "fashion_mnist": VisionSet("FashionMNIST", flip=True, background="dark"),
-    "kmnist": VisionSet("KMNIST", flip=False, background="dark"),
+    "fashion_mnist": VisionSet("FashionMNIST", flip=True, background="dark", classes=FASHION),
+    "kmnist": VisionSet("KMNIST", flip=False, background="dark", classes=KUZUSHIJI),
     "cifar10": VisionSet("CIFAR10", flip=True),
     "cifar100": VisionSet("CIFAR100", flip=True),
     "svhn": VisionSet("SVHN", flip=False, classes=DIGITS),
@@ -52,11 +59,15 @@ def load_vision(cfg: DataConfig, seed: int) -> DataBundle:
     -> per-channel normalisation with train statistics."""
     info = VISION_SETS[cfg.name]
     root = Path(os.path.expanduser(cfg.root or DEFAULT_ROOT))
-    dataset_cls = _torchvision_class(info.cls)
-    if not cfg.download:
-        _check_files(cfg.name, dataset_cls, root)
-    train_x, train_y, classes = _read(cfg, dataset_cls, root, train=True)
-    test_x, test_y, _ = _read(cfg, dataset_cls, root, train=False)
+    if _idx_files_present(info, root):  # the MNIST family, read without torchvision
+        (train_x, train_y), (test_x, test_y) = (_read_idx(info, root, train) for train in (True, False))
+        classes = info.classes
+    else:
+        dataset_cls = _torchvision_class(info.cls)
+        if not cfg.download:
+            _check_files(cfg.name, dataset_cls, root)
+        train_x, train_y, classes = _read(cfg, dataset_cls, root, train=True)
+        test_x, test_y, _ = _read(cfg, dataset_cls, root, train=False)
     train_x, test_x = fit_images(train_x, cfg.image), fit_images(test_x, cfg.image)
     bundle = image_bundle(cfg.name, train_x, train_y, info.classes or classes, cfg, seed, test=(test_x, test_y))
     bundle.spec.extra["flip"] = info.flip
@@ -65,6 +76,19 @@ def load_vision(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.image.size is not None:
         bundle.spec.extra["resize"] = cfg.image.resize
     return bundle
+
+
+def _idx_files_present(info: VisionSet, root: Path) -> bool:
+    return info.cls in IDX_SETS and all((root / info.cls / "raw" / f).is_file() for f in sum(idx.FILES.values(), ()))
+
+
+def _read_idx(info: VisionSet, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = idx.read_split(root / info.cls / "raw", train)
+    x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W); copied: the file's buffer is read-only
+    classes = len(info.classes or ())
+    if int(labels.max(initial=0)) >= classes:
+        raise DataError(f"{info.cls}: labels up to {int(labels.max())} in {root / info.cls / 'raw'}, {classes} classes")
+    return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def _torchvision_class(name: str) -> Any:

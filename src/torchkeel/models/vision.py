@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
@@ -65,6 +64,8 @@ class TransferNet(nn.Module):
 
 
 def torchvision_resnet(arch: str, spec: DataSpec, pretrained: bool, freeze: bool, dropout: float) -> TransferNet:
+    import torchvision.models  # here, not at the top: importing torchvision costs ~1.3 s
+
     c, _, _ = image_shape(spec, arch)
     net = getattr(torchvision.models, arch)(weights=None)
     if pretrained:
@@ -82,6 +83,8 @@ def torchvision_resnet(arch: str, spec: DataSpec, pretrained: bool, freeze: bool
 def pretrained_state(arch: str) -> dict[str, Any]:
     """torchvision's default ImageNet weights for ``arch`` from torch's hub cache, downloading
     them the first time. torch.load reads them with ``weights_only=True`` (no code runs)."""
+    import torchvision.models
+
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
