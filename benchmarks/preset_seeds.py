@@ -2,6 +2,11 @@
 and CPU time and peak memory of each `keel train` run (the figures in a config's header).
 
 Usage: python benchmarks/preset_seeds.py configs/mnist_fast.yaml [--seeds 0 1 2 3 4] [--set KEY=VALUE ...]
+                                        [--against-plain data]
+
+With --against-plain ROOT, each seed also runs benchmarks/peers/sliced.py --bf16 (the issue's
+plain-PyTorch script: the same network, channels_last, bf16 autocast, Adam + one-cycle, batch
+128, one epoch) on the MNIST under ROOT, interleaved, and the whole-process times are compared.
 """
 
 from __future__ import annotations
@@ -18,28 +23,60 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PLAIN = REPO / "benchmarks" / "peers" / "sliced.py"  # with --bf16 --epochs 1: mnist_fast's plain reference
 
 
-def run(config: str, seed: int, sets: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        overrides = [a for s in sets for a in ("--set", s)]
-        cmd = [sys.executable, "-m", "torchkeel", "train", config, "-q", "--seed", str(seed), "--out-dir", out]
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def measure(cmd: list[str]) -> tuple[float, float, float, str]:
+    """Run ``cmd`` from the repository; its whole-process wall seconds, CPU seconds (user +
+    system, wait4's rusage), peak RSS in MB and stdout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with tempfile.TemporaryFile("w+") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([*cmd, *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"seed {seed} failed")
+            raise RuntimeError(f"{' '.join(cmd)} failed")
+        out.seek(0)
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
+
+
+def run_keel(config: str, seed: int, sets: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        overrides = [a for s in sets for a in ("--set", s)]
+        cmd = [sys.executable, "-m", "torchkeel", "train", config, "-q", "--seed", str(seed), "--out-dir", out]
+        wall, cpu, rss, _ = measure([*cmd, *overrides])
         summary = json.loads(next(Path(out).glob("*/summary.json")).read_text())
+    return row("torchkeel", seed, summary["test"]["accuracy"], summary["train_seconds"], wall, cpu, rss)
+
+
+def run_plain(seed: int, data: str) -> dict:
+    cmd = [sys.executable, str(PLAIN), "--workload", "mnist", "--data", data, "--epochs", "1", "--bf16"]
+    cmd += ["--seed", str(seed)]
+    wall, cpu, rss, stdout = measure(cmd)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return row("plain", seed, result["test_accuracy"], result["train_seconds"], wall, cpu, rss)
+
+
+def row(variant: str, seed: int, accuracy: float, train: float, wall: float, cpu: float, rss: float) -> dict:
     return {
+        "variant": variant,
         "seed": seed,
-        "accuracy": summary["test"]["accuracy"],
-        "train_s": summary["train_seconds"],
+        "accuracy": accuracy,
+        "train_s": train,
         "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": cpu,
+        "peak_rss_mb": rss,
     }
+
+
+def summarise(variant: str, rows: list[dict]) -> str:
+    acc = [r["accuracy"] for r in rows]
+    return (
+        f"{variant}: accuracy mean {statistics.mean(acc):.4f} (min {min(acc):.4f}, max {max(acc):.4f}); medians: "
+        + ", ".join(f"{k} {statistics.median(r[k] for r in rows):.2f}" for k in ("train_s", "wall_s", "cpu_s"))
+        + f"; peak RSS {statistics.median(r['peak_rss_mb'] for r in rows):.0f} MB"
+    )
 
 
 def main() -> None:
@@ -47,20 +84,31 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument(
+        "--against-plain", metavar="MNIST_ROOT", help="also run peers/sliced.py --bf16 per seed, interleaved"
+    )
     args = parser.parse_args()
     import torch
 
-    print(f"# {args.config}: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
-    rows = []
-    for seed in args.seeds:
-        rows.append(run(args.config, seed, args.sets))
-        print(json.dumps(rows[-1]), flush=True)
-    acc = [r["accuracy"] for r in rows]
-    print(
-        f"accuracy mean {statistics.mean(acc):.4f} (min {min(acc):.4f}, max {max(acc):.4f}); medians: "
-        + ", ".join(f"{k} {statistics.median(r[k] for r in rows):.2f}" for k in ("train_s", "wall_s", "cpu_s"))
-        + f"; peak RSS {statistics.median(r['peak_rss_mb'] for r in rows):.0f} MB"
-    )
+    cpu = torch.backends.cpu.get_cpu_capability()
+    print(f"# {args.config}: {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}")
+    results: dict[str, list[dict]] = {"torchkeel": []}
+    if args.against_plain:
+        results["plain"] = []
+    for i, seed in enumerate(args.seeds):
+        order = list(results)[i % len(results) :] + list(results)[: i % len(results)]  # alternate who goes first
+        for variant in order:
+            if variant == "torchkeel":
+                r = run_keel(args.config, seed, args.sets)
+            else:
+                r = run_plain(seed, args.against_plain)
+            results[variant].append(r)
+            print(json.dumps(r), flush=True)
+    for variant, rows in results.items():
+        print(summarise(variant, rows))
+    if args.against_plain:
+        ours, theirs = (statistics.median(r["wall_s"] for r in results[v]) for v in ("torchkeel", "plain"))
+        print(f"whole process, median: plain {theirs:.2f} s / torchkeel {ours:.2f} s = {theirs / ours:.2f}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--data", default="data", help="mnist: folder holding MNIST/raw; else the generated folder")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="sliced.py: bf16 autocast on the CPU")
     return parser.parse_args()
 
 
