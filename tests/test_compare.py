@@ -26,6 +26,12 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     return cwd, made[0], made[1]
 
 
+def _row(table: str, name: str) -> int:
+    """The line of ``table`` that lists run ``name`` (two runs made in the same second are
+    NAME and NAME-2, so a plain substring search could find the wrong one)."""
+    return next(i for i, line in enumerate(table.splitlines()) if name in line.replace("│", " ").split())
+
+
 def _accuracy(run: Path) -> float:
     return json.loads((run / "summary.json").read_text())["test"]["accuracy"]
 
@@ -34,13 +40,13 @@ def test_runs_sort(two_runs):
     cwd, good, bad = two_runs
     assert _accuracy(good) > _accuracy(bad)
     by_accuracy = keel("runs", "--sort", "accuracy", cwd=cwd, check=True).stdout
-    assert by_accuracy.index(good.name) < by_accuracy.index(bad.name)
+    assert _row(by_accuracy, good.name) < _row(by_accuracy, bad.name)
     by_loss = keel("runs", "--sort", "val/loss", cwd=cwd, check=True).stdout  # lower is better: good first
-    assert by_loss.index(good.name) < by_loss.index(bad.name)
+    assert _row(by_loss, good.name) < _row(by_loss, bad.name)
     by_time = keel("runs", "--sort", "train_seconds", cwd=cwd, check=True).stdout
     seconds = {r: json.loads((r / "summary.json").read_text())["train_seconds"] for r in (good, bad)}
     faster, slower = sorted(seconds, key=seconds.get)
-    assert by_time.index(faster.name) < by_time.index(slower.name)
+    assert _row(by_time, faster.name) < _row(by_time, slower.name)
     assert_one_line_error(keel("runs", "--sort", "acuracy", cwd=cwd), "did you mean 'accuracy'")
 
 
