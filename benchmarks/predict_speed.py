@@ -4,7 +4,9 @@ Variants, each in its own process, interleaved:
   plain torch      the run's network called on the test tensors, batches of 1000, inference_mode
   Predictor        torchkeel.serve.Predictor.predict_batch on the same tensors (top-3 per image)
   keel predict     the whole `keel predict RUN *.png --json` process on 1,000 PNG files
-The exported-model variants (ONNX, torch.export) come with `keel export` and join this table then.
+  onnx, torchscript, exported-program
+                   what `keel export RUN --format F` wrote, run by its own runtime on the same
+                   batches (the export happens once, before the rounds, and is not timed)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+EXPORTS = ("onnx", "torchscript", "exported-program")
 
 
 def run_predict(run_dir: Path, root: str, rounds: int, run_process: Callable) -> None:
@@ -37,6 +40,12 @@ def run_predict(run_dir: Path, root: str, rounds: int, run_process: Callable) ->
                 "predictor",
             ],
         }
+        exports = Path(tmp) / "exports"
+        for fmt in EXPORTS:  # verified against PyTorch by keel export itself
+            run_process(
+                [sys.executable, "-m", "torchkeel", "export", str(run_dir), "-f", fmt, "--out", str(exports / fmt)]
+            )
+            cmds[f"{fmt} (keel export)"] = [*cmds["plain torch"][:-1], fmt, "--exports", str(exports)]
         write = [sys.executable, str(script), str(run_dir), "--root", root, "--write-pngs", tmp]
         pngs = json.loads(run_process(write)[0])
         cmds["keel predict (1,000 PNGs)"] = [
