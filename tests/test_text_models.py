@@ -84,6 +84,26 @@ def test_recurrent_outputs_ignore_padding(name, pooling):
     torch.testing.assert_close(model(short), model(long))
 
 
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_recurrent_layers_start_orthogonal_with_an_open_forget_gate(name):
+    torch.manual_seed(0)
+    model = keel.models.build({"name": name, "layers": 2, "bidirectional": True, "hidden": 16}, TEXT)
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[name]
+    for key, p in model.rnn.named_parameters():
+        if key.startswith("weight_hh"):
+            assert p.shape == (gates * 16, 16)
+            for block in p.detach().split(16):  # each gate's recurrent matrix is orthogonal
+                torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
+        elif key.startswith("bias"):
+            forget = torch.zeros(gates * 16, dtype=torch.bool)
+            if name == "lstm" and key.startswith("bias_ih"):
+                forget[16:32] = True  # torch's gate order: input, forget, cell, output
+            assert torch.equal(p.detach(), forget.float())
+    bound = 1 / 16**0.5  # init: torch keeps torch's U(-1/sqrt(H), 1/sqrt(H)) for every tensor
+    plain = keel.models.build({"name": name, "hidden": 16, "init": "torch"}, TEXT)
+    assert all(p.abs().max() <= bound and p.abs().max() > bound / 2 for p in plain.rnn.parameters())
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_packed_sequences_match_each_text_run_alone(name):
     """The torch reference: each text through the same recurrent layers at its true length,
