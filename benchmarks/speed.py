@@ -157,7 +157,7 @@ def run_keel(work: Workload, seed: int, tmp: Path, overrides: list[str]) -> dict
         sets = [a for o in overrides for a in ("--set", o)]
         cmd = [sys.executable, "-m", "torchkeel", "train", str(config), "-q", "--seed", str(seed), "--out-dir", out]
         _, wall, rss, cpu = run_process([*cmd, *sets])
-        run = next(Path(out).glob("*/summary.json")).parent
+        run = next(Path(out).glob("2*/summary.json")).parent  # the run folder, not the "latest" link
         summary = json.loads((run / "summary.json").read_text())
         if work.name == "mnist" and seed == 0 and not overrides:
             keep = tmp / "mnist-run"  # workload (4) serves this trained model
