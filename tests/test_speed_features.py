@@ -58,7 +58,11 @@ def test_simple_cnn_gives_the_classic_mnist_net_and_keeps_its_default():
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [({"kernels": [5]}, "one positive size per conv stage"), ({"kernels": [9, 9], "padding": "valid"}, "below one")],
+    [
+        ({"kernels": [5]}, "one positive size per conv stage"),
+        ({"kernels": [9, 9], "padding": "valid"}, "below one"),
+        ({"channels": []}, "at least one conv width"),  # found by the slow fuzz run
+    ],
 )
 def test_simple_cnn_kernels_that_cannot_work_are_refused(options, fragment):
     with pytest.raises(ConfigError, match=fragment):

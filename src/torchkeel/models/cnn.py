@@ -36,6 +36,8 @@ def simple_cnn(
     same network runs on 8x8 grey, 28x28 grey and 32x32 colour images.
     """
     c, h, w = image_shape(spec, "simple_cnn")
+    if not channels:
+        raise ConfigError("simple_cnn: model.channels needs at least one conv width, e.g. [32, 64]")
     if min(h, w) < 2 ** len(channels):
         raise ConfigError(
             f"simple_cnn with {len(channels)} pooling stages needs images of at least "
