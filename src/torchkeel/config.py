@@ -15,6 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from torchkeel.config_yaml import (  # noqa: F401  (read_yaml, set_path, flatten: re-exported)
+    check_bounded,
+    flatten,
+    parse_override,
+    read_yaml,
+    set_path,
+)
 from torchkeel.errors import ConfigError, closest
 from torchkeel.recipes import apply_recipe
 from torchkeel.search_space import TuneConfig, check_space_keys
@@ -330,7 +337,7 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optimizer.lr=0.01), got {item[:80]!r}")
-        set_path(raw, key.strip(), _parse_override(key.strip(), value))
+        set_path(raw, key.strip(), parse_override(key.strip(), value))
     for key, value in (shortcuts or {}).items():
         if value is None:
             continue
@@ -338,19 +345,8 @@ def load_config(
         if key == "model.name" and isinstance(model, dict) and model.get("name", value) != value:
             raw["model"] = {}
         set_path(raw, key, value)
-    _check_bounded(raw, Path("--set"))
+    check_bounded(raw, Path("--set"))
     return validate_config(apply_recipe(raw))
-
-
-def _parse_override(key: str, value: str) -> Any:
-    """The value of ``--set key=value`` read as YAML (``0.1``, ``true``, ``[64, 32]``)."""
-    if not value.strip():
-        return None
-    try:
-        return yaml.safe_load(value)
-    except (yaml.YAMLError, RecursionError) as e:
-        what = type(e).__name__
-        raise ConfigError(f"--set {key[:80]!r}: {value[:80]!r} is not a valid YAML value ({what})") from None
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:
@@ -358,78 +354,6 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(describe_error(e)) from None
-
-
-# A config is a page of YAML; these bounds keep a hostile file (a huge one, or a few lines whose
-# aliases expand to billions of values, the "billion laughs") from exhausting time or memory.
-MAX_CONFIG_BYTES = 1_000_000
-MAX_CONFIG_VALUES = 100_000
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {size:,} bytes is too large for a config (limit {MAX_CONFIG_BYTES:,})")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        reason = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's messages span lines
-        raise ConfigError(f"{path}: not valid YAML{where}: {reason}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a config") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(doc).__name__}")
-    _check_bounded(doc, path)
-    return doc
-
-
-def _check_bounded(doc: Any, path: Path) -> None:
-    """At most MAX_CONFIG_VALUES values once aliases are expanded, and no alias that contains
-    itself (PyYAML builds such a document as a list or dict that contains itself)."""
-    count = 0
-    stack: list[tuple[Any, frozenset[int]]] = [(doc, frozenset())]
-    while stack:
-        node, ancestors = stack.pop()
-        count += 1
-        if count > MAX_CONFIG_VALUES:
-            raise ConfigError(f"{path}: more than {MAX_CONFIG_VALUES:,} values (after expanding YAML aliases)")
-        if isinstance(node, dict | list):
-            if id(node) in ancestors:
-                raise ConfigError(f"{path}: a YAML alias refers to itself")
-            inner = ancestors | {id(node)}
-            stack.extend((child, inner) for child in (node.values() if isinstance(node, dict) else node))
-
-
-def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[keys[-1]] = value
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"optimizer": {"lr": 0.1}}}`` -> ``{"train.optimizer.lr": 0.1}`` (the inverse
-    of set_path; empty sections stay as ``{}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def describe_error(error: ValidationError) -> str:
