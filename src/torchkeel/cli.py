@@ -10,14 +10,14 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from torchkeel import __version__, cli_deploy, cli_evaluate
-from torchkeel.cli_evaluate import OutDirOpt, RunArg, out
+from torchkeel import __version__, cli_deploy, cli_evaluate, cli_inspect
+from torchkeel.cli_evaluate import OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -38,9 +38,6 @@ err = Console(stderr=True, soft_wrap=True)
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="YAML config; omitted: the default recipe (digits + simple_cnn).")
 ]  # noqa: UP045 (typer needs Optional)
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a key: --set train.optimizer.lr=0.01 (repeatable).")
-]  # noqa: UP045
 
 
 def _version(value: bool) -> None:
@@ -256,92 +253,6 @@ def _print_prediction(r: Prediction, as_json: bool) -> None:
         out.print(f"{r.source}: {tops}{note}", highlight=False)
 
 
-@app.command("data")
-def data_(
-    name_or_config: Annotated[
-        str,
-        typer.Argument(help="A data set name (digits, mnist, iris, csv, ...) or a YAML config (its data: section)."),
-    ] = "digits",
-    set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed of the split (seed).")] = None,  # noqa: UP045
-    grid: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--grid", help="Images: the PNG grid of samples to write (default: NAME-samples.png)."),
-    ] = None,
-    no_grid: Annotated[bool, typer.Option("--no-grid", help="Images: do not write the grid of samples.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Load a data set and show it: split sizes, classes with counts, input shape or vocabulary size,
-    normalisation statistics; for images also write a PNG grid of training samples with their labels.
-
-    Examples: `keel data mnist --set data.root=../data`, `keel data configs/credit.yaml`,
-    `keel data csv --set data.path=rows.csv --set data.target=label`.
-    """
-    from torchkeel.config import load_config
-
-    is_config = name_or_config.endswith((".yaml", ".yml")) or Path(name_or_config).is_file()
-    shortcuts = {"data.name": None if is_config else name_or_config, "seed": seed}
-    cfg = load_config(name_or_config if is_config else None, set_, shortcuts)
-    from torchkeel.data import load
-    from torchkeel.data.describe import describe, render, write_sample_grid
-
-    bundle = load(cfg.data, cfg.seed)
-    info = describe(bundle)
-    if bundle.spec.kind == "image" and not no_grid:
-        info["grid"] = str(write_sample_grid(bundle, grid or Path(f"{bundle.spec.name}-samples.png"), cfg.seed))
-    if as_json:
-        print(json.dumps(info))
-        return
-    for item in render(info):
-        out.print(item, highlight=False)
-    if "grid" in info:
-        out.print(f"samples: {info['grid']}", highlight=False)
-
-
-@app.command("runs")
-def runs_(
-    out_dir: OutDirOpt = Path("runs"),
-    sort: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Best first by a metric: accuracy (test), val/loss (last epoch), train_seconds, ..."),
-    ] = None,
-) -> None:
-    """List runs with their data, model, key test metric and time."""
-    from rich.table import Table
-
-    from torchkeel.runs import find_runs, read_run
-
-    found = find_runs(out_dir)
-    if not found:
-        out.print(f"no runs in {out_dir}/ yet: train one with `keel train`")
-        return
-    infos = [read_run(path) for path in found]
-    if sort is not None:
-        from torchkeel.evaluate.compare import sort_runs
-
-        infos = sort_runs(infos, sort)
-    table = Table(title=f"runs in {out_dir}/", title_justify="left")
-    for col in ("run", "status", "data", "model", "test metric", "epochs", "train time"):
-        table.add_column(col, justify="right" if col in ("epochs", "train time") else "left")
-    if sort is not None:
-        table.add_column(sort, justify="right")
-    for info in infos:
-        path = info.path
-        test = info.summary.get("test", {})
-        key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if k in test), None)
-        table.add_row(
-            path.name,
-            info.status,
-            str(info.config.get("data", {}).get("name", "?")),
-            str(info.config.get("model", {}).get("name", "?")),
-            f"{key} {test[key]:.4f}" if key else "-",
-            str(info.summary.get("epochs", "-")),
-            f"{info.summary['train_seconds']:.1f} s" if "train_seconds" in info.summary else "-",
-            *([_sort_value(info, sort)] if sort is not None else []),
-        )
-    out.print(table)
-
-
 _python_showwarning = warnings.showwarning
 
 
@@ -351,13 +262,6 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
         err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
     else:
         _python_showwarning(message, category, *args, **kwargs)
-
-
-def _sort_value(info: Any, metric: str) -> str:
-    from torchkeel.evaluate.compare import run_value
-
-    value = run_value(info, metric)
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool) -> None:
@@ -382,6 +286,11 @@ def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps
         table.add_row(f"{r['eps']:g}", f"{r['clean_accuracy']:.4f}", f"{r['adversarial_accuracy']:.4f}")
     out.print(table)
     out.print(f"recorded in {run_dir / 'robustness.json'} and the report", highlight=False)
+
+
+# data and run inspection commands (cli_inspect.py), registered explicitly
+app.command("data")(cli_inspect.data)
+app.command("runs")(cli_inspect.runs)
 
 
 # evaluate-and-tune commands (cli_evaluate.py), registered explicitly
