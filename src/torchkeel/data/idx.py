@@ -17,7 +17,6 @@ import numpy as np
 from torchkeel.errors import DataError
 
 UBYTE = 0x08
-MAX_DIMS = 4  # images are (N, H, W), labels (N,)
 
 # torchvision's layout: ROOT/<Class>/raw/<file>, decompressed
 FILES = {

@@ -87,7 +87,7 @@ class RecurrentNet(nn.Module):
         bidirectional: bool,
         dropout: float,
         pooling: str,
-        init: str = "orthogonal",
+        init: str,
     ):
         super().__init__()
         self.text = spec.kind == "text"

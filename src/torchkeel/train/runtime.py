@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import random
@@ -86,13 +87,21 @@ def set_allocator(name: str) -> bool:
     Blocks up to 32 MB then come from the heap, and the heap top is returned only past 1 GB
     free. It applies to the whole process from then on. True when it was applied (Linux with
     glibc); elsewhere (macOS, musl, Windows) nothing changes."""
-    if name != "retain" or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc() if name == "retain" else None
+    if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (platform.libc_ver reads the interpreter's binary: once)."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def set_deterministic(enabled: bool) -> None:
