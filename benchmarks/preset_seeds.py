@@ -16,36 +16,22 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from speed import run_process  # noqa: E402  (wall time, peak RSS and CPU time of one process)
+
 PLAIN = REPO / "benchmarks" / "peers" / "sliced.py"  # with --bf16 --epochs 1: mnist_fast's plain reference
-
-
-def measure(cmd: list[str]) -> tuple[float, float, float, str]:
-    """Run ``cmd`` from the repository; its whole-process wall seconds, CPU seconds (user +
-    system, wait4's rusage), peak RSS in MB and stdout."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    with tempfile.TemporaryFile("w+") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed")
-        out.seek(0)
-        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
 
 
 def run_keel(config: str, seed: int, sets: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         overrides = [a for s in sets for a in ("--set", s)]
         cmd = [sys.executable, "-m", "torchkeel", "train", config, "-q", "--seed", str(seed), "--out-dir", out]
-        wall, cpu, rss, _ = measure([*cmd, *overrides])
+        _, wall, rss, cpu = run_process([*cmd, *overrides])
         summary = json.loads(next(Path(out).glob("*/summary.json")).read_text())
     return row("torchkeel", seed, summary["test"]["accuracy"], summary["train_seconds"], wall, cpu, rss)
 
@@ -53,7 +39,7 @@ def run_keel(config: str, seed: int, sets: list[str]) -> dict:
 def run_plain(seed: int, data: str) -> dict:
     cmd = [sys.executable, str(PLAIN), "--workload", "mnist", "--data", data, "--epochs", "1", "--bf16"]
     cmd += ["--seed", str(seed)]
-    wall, cpu, rss, stdout = measure(cmd)
+    stdout, wall, rss, cpu = run_process(cmd)
     result = json.loads(stdout.strip().splitlines()[-1])
     return row("plain", seed, result["test_accuracy"], result["train_seconds"], wall, cpu, rss)
 
