@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 import yaml
 from hypothesis import strategies as st
-from make_data import digit_images
+from make_data import digit_images, idx_bytes
 from PIL import Image
 
 from torchkeel.config import RunConfig, load_config, set_path, validate_config
@@ -347,14 +346,10 @@ def weights_seeds() -> list[bytes]:
 IDX_IMAGES = 30  # images in the seed files
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
 @functools.cache
 def idx_seeds() -> list[bytes]:
     images, labels = digit_images(IDX_IMAGES)
-    return [_idx_bytes(images), _idx_bytes(labels)]
+    return [idx_bytes(images), idx_bytes(labels)]
 
 
 def huge_idx() -> st.SearchStrategy[bytes]:

@@ -17,10 +17,14 @@ from PIL import Image
 def write_idx(path: Path, array: np.ndarray) -> None:
     """The IDX format of LeCun's MNIST files: magic (0, 0, 0x08 = ubyte, ndim), big-endian
     int32 dimensions, then the bytes."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(idx_bytes(array))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
+    return header + array.tobytes()
 
 
 def digit_images(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
