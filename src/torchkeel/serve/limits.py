@@ -1,0 +1,211 @@
+"""What the server bounds before a request reaches the app: the body's size, the time its
+headers and body take to arrive, and a JSON body's nesting depth and text encoding.
+
+    size     at most ``max_bytes`` (``keel serve --max-body-mb``, 8 MiB): 413
+    headers  complete within ``read_timeout`` s of the connection opening, or of the last
+             response on a kept-alive connection (``--read-timeout``, 30 s): the connection
+             is closed (there is no request yet to answer)
+    body     complete within ``read_timeout`` s of the headers: 408, and the connection closed
+    JSON     nested at most MAX_JSON_DEPTH deep, UTF-8, no unpaired surrogate escape: 400
+    hang-up  a client that disconnects before its body is complete: one log line
+
+The body is read whole here (it is bounded) and handed on to the app, so the app never
+meets a disconnect or a half-read body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+import numpy as np
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("torchkeel.serve")
+
+READ_TIMEOUT_S = 30.0
+# the deepest a request needs is 3 ({"rows": [{...}]}); Python's json recurses once per
+# level and fails near 1,000 (sys.getrecursionlimit), so the bound sits far below that
+MAX_JSON_DEPTH = 32
+
+# a JSON string, escapes included (Friedl's "unrolled loop": linear time, no backtracking)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a UTF-16 pair
+
+
+class RequestLimits:
+    """ASGI middleware: reads each HTTP request's body within the limits above, then runs
+    ``app`` with the body replayed; answers the request itself when a limit is broken."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = READ_TIMEOUT_S):
+        self.app, self.max_bytes, self.read_timeout = app, max_bytes, read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await send_json(send, 413, self._too_large())
+            return
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.read_timeout)
+        except BodyTooLarge:
+            await send_json(send, 413, self._too_large())
+            return
+        except ClientGone as e:
+            log.info("%s: the client disconnected after %d bytes of its body", _who(scope), e.received)
+            return
+        except asyncio.TimeoutError:  # noqa: UP041 - a distinct class before Python 3.11
+            log.info("%s: the body was not complete after %g s; closed", _who(scope), self.read_timeout)
+            await send_json(send, 408, f"the request body did not arrive within {self.read_timeout:g} s")
+            return
+        problem = json_problem(body) if _is_json(headers.get(b"content-type", b"")) else None
+        if problem is not None:
+            await send_json(send, 400, problem, close=False)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks, received = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone(received)
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self) -> str:
+        return f"request body too large: the limit is {self.max_bytes / 2**20:g} MiB"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    def __init__(self, received: int):
+        self.received = received
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it:
+    strings are cut out, then the brackets are summed (+1 open, -1 close) in C."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+    return int(np.cumsum(steps).max())
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why a JSON body is refused before parsing, or None. A body that is not JSON at all
+    is left to the app, which says so."""
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        return f"the JSON body is nested {depth} deep; at most {MAX_JSON_DEPTH} levels are accepted"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"the JSON body is not UTF-8 text (byte {e.start}): send it as UTF-8"
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(text):
+        return (
+            "the JSON body has an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not a character: send valid Unicode text"
+        )
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False  # not JSON: the app answers that
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _is_json(content_type: bytes) -> bool:
+    """application/json or any +json type; no content type counts too (FastAPI parses such a
+    body as JSON)."""
+    kind = content_type.split(b";")[0].strip().lower()
+    return kind in (b"", b"application/json") or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the disconnect, when it comes
+
+    return replay
+
+
+def _who(scope: Scope) -> str:
+    client = scope.get("client")
+    where = f"{client[0]}:{client[1]}" if client else "a client"
+    return f"{scope.get('method', '?')} {scope.get('path', '?')} from {where}"
+
+
+async def send_json(send: Send, status: int, message: str, close: bool = True) -> None:
+    """A JSON ``{"error": message}`` response sent straight through ASGI; ``close`` asks the
+    server to close the connection (the rest of the body is not read)."""
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, which waits for a request's headers for ever (its keep-alive
+    timeout applies only while no byte arrives), with a time limit for them: the connection
+    closes when the headers are not complete ``read_timeout`` s after it opened or after the
+    last response. The limit comes from ``config.read_timeout``, set by :func:`serve`."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        timeout = getattr(self.config, "read_timeout", READ_TIMEOUT_S)
+        self._header_timer = self.loop.call_later(timeout, self._drop_if_no_request)
+
+    def _disarm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+    def _drop_if_no_request(self) -> None:
+        import h11
+
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()  # headers incomplete (or never sent): nothing to answer
