@@ -81,15 +81,16 @@ def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mixed_table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An mlp on a CSV with a numeric column ("size") and a category column ("colour")."""
+    """An mlp regression on a CSV with a numeric column ("size") and a category column
+    ("colour") predicting "weight" (shared, read-only)."""
     cwd = tmp_path_factory.mktemp("mixed")
     colours = ["red", "green", "blue"]
-    lines = ["size,colour,label"] + [
-        f"{(i * 37 % 100) / 10:.1f},{colours[i % 3]},{'big' if i * 37 % 100 > 50 else 'small'}" for i in range(90)
+    lines = ["size,colour,weight"] + [
+        f"{i * 37 % 100 / 10:.1f},{colours[i % 3]},{i * 37 % 100 / 5 + i % 3}" for i in range(90)
     ]
     (cwd / "shapes.csv").write_text("\n".join(lines) + "\n")
     keel(
-        "train", "--data", "csv", "--set", "data.path=shapes.csv", "--set", "data.target=label", "--model", "mlp",
+        "train", "--data", "csv", "--set", "data.path=shapes.csv", "--set", "data.target=weight", "--model", "mlp",
         "--epochs", "2", "--set", "train.threads=1", "--set", "eval.report=false", "-q", cwd=cwd, check=True,
     )  # fmt: skip
     return (cwd / "runs" / "latest").resolve()

@@ -112,6 +112,13 @@ def test_table_numbers_must_be_finite(clients, body: bytes, shown: str):
     assert shown in response.json()["error"]
 
 
+def test_an_output_that_overflows_is_a_422(clients):
+    """3e38 is a float32, but the regression's last layer and its target scale overflow on it."""
+    response = clients["table"].post("/predict", json={"rows": [{"size": 2.0, "colour": "red"}, {"size": 3e38}]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "row 2: the model's output is not a finite number for this input"
+
+
 def test_table_values_a_csv_cell_could_hold_are_accepted(clients):
     rows = [{"size": None, "colour": None}, {"size": "n/a", "colour": 3}, {"size": "7.5", "colour": True}]
     response = clients["table"].post("/predict", json={"rows": rows})
