@@ -54,6 +54,12 @@ def test_json_nested_too_deep_is_refused_before_parsing(clients, kind: str):
     assert clients[kind].get("/health").status_code == 200
 
 
+def test_a_chunked_body_is_cut_off_at_the_size_limit(clients):
+    chunks = iter([b" " * 2**20] * 9)  # no Content-Length: 9 MiB in chunks, over the 8 MiB limit
+    response = clients["text"].post("/predict", content=chunks, headers=JSON)
+    assert response.status_code == 413 and "the limit is 8 MiB" in response.json()["error"], response.text
+
+
 @pytest.mark.parametrize(
     ("kind", "body"),
     [
