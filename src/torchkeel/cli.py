@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from torchkeel import __version__, cli_deploy, cli_evaluate, cli_inspect
-from torchkeel.cli_evaluate import OutDirOpt, RunArg, SetOpt, out
+from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def train(
             "with the config saved in it."
         ),
     ] = None,
+    model_code: ModelCodeOpt = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     nproc: Annotated[
@@ -120,11 +121,12 @@ def train(
 
         if nproc is None:
             raise KeelError("--nnodes, --node-rank and --rdzv-endpoint go with --nproc N (processes per node)")
-        launch(cfg, LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint), resume=resume, progress=not quiet)
+        options = LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint)
+        launch(cfg, options, resume=resume, progress=not quiet, model_code=model_code)
         return
     from torchkeel.experiment import train as run_training
 
-    run_training(cfg, out, resume=resume, progress=not quiet)
+    run_training(cfg, out, resume=resume, progress=not quiet, model_code=model_code)
 
 
 @app.command("eval")
@@ -142,6 +144,7 @@ def eval_(
         typer.Option(help="Attack budget per pixel, in [0, 1] pixel units (repeatable; default 0.1)."),
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Re-evaluate a trained run's model (rebuilt from model.json) on a split of its data.
 
@@ -152,9 +155,9 @@ def eval_(
 
     run_dir = resolve_run(run, out_dir)
     if attack is not None:
-        _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json)
+        _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json, model_code)
         return
-    metrics = evaluate_run(run_dir, split)
+    metrics = evaluate_run(run_dir, split, model_code)
     if as_json:
         print(json.dumps({"run": str(run_dir), "split": split, **metrics}))
         return
@@ -200,6 +203,7 @@ def predict(
             "(default 40 million).",
         ),
     ] = None,
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Predict the top-k classes (with probabilities), or values, for new inputs.
 
@@ -208,7 +212,8 @@ def predict(
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
-    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k, max_pixels=max_pixels)
+    run_dir = resolve_run(run, out_dir)
+    predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
     files, kind = files or [], predictor.spec.kind
     if not files and not text:
         raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind == "text" else ""))
@@ -264,7 +269,9 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
         _python_showwarning(message, category, *args, **kwargs)
 
 
-def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool) -> None:
+def _eval_attack(
+    run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool, model_code: str | None
+) -> None:
     from torchkeel.config import ATTACKS
     from torchkeel.errors import ConfigError, check_choice
     from torchkeel.evaluate.workflow import attack_run
@@ -272,7 +279,7 @@ def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps
     check_choice("attack", method, ATTACKS)
     if any(not 0.0 <= e <= 1.0 for e in eps):
         raise ConfigError(f"--eps must be in [0, 1] (pixel units), got {', '.join(f'{e:g}' for e in eps)}")
-    results = attack_run(run_dir, method, eps, steps, split)
+    results = attack_run(run_dir, method, eps, steps, split, model_code)
     if as_json:
         for r in results:
             print(json.dumps({"run": str(run_dir), "split": split, **r}))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from torchkeel.cli_evaluate import OutDirOpt, RunArg, out
+from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, out
 from torchkeel.errors import KeelError
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ def export_(
         typer.Option("--out", help="Folder for the exported files (default: RUN/export)."),
     ] = None,
     out_dir: OutDirOpt = Path("runs"),
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Export a trained model with its preprocessing metadata, verified against PyTorch.
 
@@ -117,7 +118,7 @@ def export_(
     from torchkeel.export.report import quant_table, summary_lines
     from torchkeel.runs import resolve_run
 
-    result = export_run(resolve_run(run, out_dir), format_, dest, quantize)
+    result = export_run(resolve_run(run, out_dir), format_, dest, quantize, model_code=model_code)
     for line in summary_lines(result):
         out.print(line, highlight=False)
     if result.quantized is not None:
@@ -139,6 +140,7 @@ def serve_(
     ] = 2.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body accepted (MiB).")] = 8.0,
     out_dir: OutDirOpt = Path("runs"),
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
 
@@ -152,7 +154,7 @@ def serve_(
     require("serve", "fastapi", "uvicorn", "multipart")
     from torchkeel.serve.app import check_servable, serve
 
-    check_servable(run_dir)
+    check_servable(run_dir, model_code)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
     serve(
@@ -164,4 +166,5 @@ def serve_(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_body_mb=max_body_mb,
+        model_code=model_code,
     )

@@ -28,7 +28,7 @@ from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
 from torchkeel.evaluate.workflow import after_training
-from torchkeel.models import GAN_MODELS, build, count_parameters
+from torchkeel.models import GAN_MODELS, build, count_parameters, rebuild
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
@@ -44,11 +44,13 @@ def train(
     resume: str | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    model_code: Any = None,
 ) -> Path:
     """Run the whole workflow for ``cfg``; return the run folder. ``resume`` (a run folder,
     name or ``latest``) continues that run with its own saved config from its newest good
     checkpoint, or from the start when it has none yet. ``on_epoch`` goes to :func:`fit`
-    (``keel tune`` prunes trials with it)."""
+    (``keel tune`` prunes trials with it). ``model_code``: on resume, the code of a custom
+    model, which a run folder's own config.yaml is never trusted to name (see models.rebuild)."""
     say = _Narrator(console)
     if resume is not None:
         run_dir = runs.resolve_run(resume, cfg.out_dir)
@@ -61,7 +63,10 @@ def train(
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
     runtime.seed_everything(cfg.seed)  # the model's initial weights depend on the seed
-    model = build(cfg.model, data.spec)
+    if resume is None:
+        model = build(cfg.model, data.spec)  # the user's own config: its custom target is theirs
+    else:
+        model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, run_dir.name)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
     if cfg.model.init_from and resume is None:
@@ -170,8 +175,11 @@ def save_model(run_dir: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec, 
     atomic.write_json(run_dir / "model.json", meta)
 
 
-def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, DataSpec, dict[str, Any]]:
-    """Rebuild a trained model from model.json and model.safetensors alone."""
+def load_model(
+    run_dir: Path, device: str | torch.device = "cpu", model_code: Any = None
+) -> tuple[nn.Module, DataSpec, dict[str, Any]]:
+    """Rebuild a trained model from model.json and model.safetensors alone. Nothing model.json
+    names is imported: a custom model needs ``model_code`` (see models.rebuild)."""
     meta_file, weights_file = run_dir / "model.json", run_dir / "model.safetensors"
     if not meta_file.is_file() or not weights_file.is_file():
         raise RunError(
@@ -181,11 +189,13 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         spec = DataSpec.from_dict(meta["spec"])
-        _check_weights_fit(meta["model"], spec, weights_file)
-        model = build(meta["model"], spec)
+        _check_weights_fit(meta["model"], spec, weights_file, model_code)
+        model = rebuild(meta["model"], spec, model_code, run_dir.name)
         model.load_state_dict(safetensors.torch.load_file(str(weights_file), device=str(device)))
     except RunError:
         raise
+    except KeelError as e:  # e.g. an unknown model name or option: the run's file, not the user's config
+        raise RunError(f"{run_dir.name}: model.json is damaged or edited: {e}") from None
     except Exception as e:  # a damaged or edited file: JSON, key, type, shape and safetensors errors
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise RunError(
@@ -194,13 +204,13 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
     return model.to(device).eval(), spec, meta
 
 
-def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: Path) -> None:
+def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: Path, model_code: Any) -> None:
     """Compare the model's tensor shapes, built on the meta device (no memory), with those in
     the weights file's header before building it for real: an edited model.json cannot make
     loading allocate more than the weights file holds."""
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors": nothing is allocated here
-        skeleton = build(model_cfg, spec)
+        skeleton = rebuild(model_cfg, spec, model_code, weights_file.parent.name)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     with safetensors.safe_open(str(weights_file), framework="pt") as f:
         stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
@@ -224,7 +234,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return validate_config(read_yaml(run_dir / "config.yaml"))
 
 
-def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
+def evaluate_run(run_dir: Path, split: str = "test", model_code: Any = None) -> dict[str, float]:
     """Re-evaluate a finished run on a split rebuilt from its own config and seed."""
     from torchkeel.evaluate.metrics import evaluate
     from torchkeel.train.losses import build_loss
@@ -232,7 +242,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, float]:
     cfg = load_run_config(run_dir)
     if cfg.model.name in GAN_MODELS:
         raise RunError(f"{run_dir.name} is a GAN run: its Frechet distances are in summary.json and metrics.jsonl")
-    model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device))
+    model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device), model_code)
     data = prepare_data(cfg, spec)
     part = data.splits().get(split)
     if part is None:

@@ -55,6 +55,15 @@ class ParamSpace(BaseModel):
             raise ValueError(f"{kind}: low must be above 0 (got {low})")
         return self
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` could have been drawn from this distribution."""
+        if self.kind == "choice":
+            return any(type(value) is type(c) and value == c for c in self.choice)
+        low, high = getattr(self, self.kind)
+        integer = self.kind in ("int", "log_int")
+        number = isinstance(value, builtins.int if integer else (builtins.int, float)) and not isinstance(value, bool)
+        return number and low <= value <= high
+
     @property
     def kind(self) -> str:
         return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)

@@ -238,7 +238,15 @@ def write_best_config(folder: Path, cfg: RunConfig, best: Any, study: Any) -> Pa
     """best.yaml: the config with the best trial's values, without the tune section."""
     raw = copy.deepcopy(cfg.to_dict())
     raw.pop("tune", None)
+    space = _tune_section(cfg).space
     for key, value in best.params.items():
+        # the study's database is a file like any other: it may only fill in the keys this
+        # config searches, with values from their ranges (a planted model.target would run code)
+        if key not in space or not space[key].contains(value):
+            raise ConfigError(
+                f"study '{study.study_name}': its best trial has {key}={_short(value)}, which this config's "
+                "tune.space does not allow; the study's database does not belong to this config"
+            )
         set_path(raw, key, value)
     raw["name"] = f"{study.study_name}-best"
     validate_config(raw)  # it must train as it stands

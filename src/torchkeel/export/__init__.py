@@ -64,8 +64,10 @@ def export_run(
     out_dir: str | Path | None = None,
     quantize: str | None = None,
     tolerance: float = TOLERANCE,
+    model_code: Any = None,
 ) -> ExportResult:
-    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``)."""
+    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``);
+    ``model_code``: a custom model's code (see models.rebuild)."""
     from torchkeel.experiment import load_model, refuse_gan
 
     check_choice("export format", fmt, FORMATS, ExportError)
@@ -76,7 +78,7 @@ def export_run(
     if fmt == "onnx":
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
-    model, spec, meta = load_model(run_dir, "cpu")
+    model, spec, meta = load_model(run_dir, "cpu", model_code)
     refuse_gan(meta, run_dir, "be exported")
     x, y, source = verification_inputs(run_dir, spec)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"

@@ -73,8 +73,10 @@ def create_app(
     max_wait_ms: float = 2.0,
     max_body_mb: float = 8.0,
     threads: int | None = None,
+    model_code: Any = None,
 ) -> FastAPI:
-    """The app for a finished run; raises a KeelError for a run it cannot serve."""
+    """The app for a finished run; raises a KeelError for a run it cannot serve.
+    ``model_code``: a custom model's code, which the run folder is never trusted to name."""
     run_dir = Path(run_dir)
     set_inference_threads(threads)
     gan = _gan_run(run_dir)
@@ -82,7 +84,7 @@ def create_app(
         from torchkeel.serve.gan_app import create_gan_app
 
         return create_gan_app(run_dir, *gan, read_run(run_dir).summary, max_body_mb)
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, model_cls=model_code)
     spec = predictor.spec
     kind = input_kind(spec.kind)
     predictor.top_k = max(spec.num_classes, 2)  # all classes; each request takes its top_k
@@ -206,12 +208,12 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
         torch.set_num_interop_threads(1)
 
 
-def check_servable(run_dir: Path) -> InputKind | None:
+def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
     """Fails (KeelError) for a run that cannot be served, before any server starts; None for
     a GAN run (served by serve/gan_app.py)."""
     from torchkeel.experiment import load_model
 
-    _, spec, meta = load_model(run_dir)
+    _, spec, meta = load_model(run_dir, "cpu", model_code)
     if _is_gan(meta):
         return None
     return input_kind(spec.kind)

@@ -52,10 +52,19 @@ class Predictor:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_run(cls, run_dir: Path, top_k: int = 3, device: str = "cpu", max_pixels: int | None = None) -> Predictor:
+    def from_run(
+        cls,
+        run_dir: Path,
+        top_k: int = 3,
+        device: str = "cpu",
+        max_pixels: int | None = None,
+        model_cls: Any = None,
+    ) -> Predictor:
+        """``model_cls``: for a run of your own model, its class (or target string): loading a
+        run never imports the code it names."""
         from torchkeel.experiment import load_model, refuse_gan
 
-        model, spec, meta = load_model(run_dir, device)
+        model, spec, meta = load_model(run_dir, device, model_cls)
         refuse_gan(meta, run_dir, "predict")
         return cls(model, spec, top_k, max_pixels)
 
