@@ -288,11 +288,13 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _sections_fit_the_model(self) -> RunConfig:
         # sections that only some models or data sets use are errors elsewhere, not ignored
-        from torchkeel.models import GAN_MODELS
+        from torchkeel.models import MODEL_TASKS
 
-        gan = self.model.name in GAN_MODELS
+        gan = self.model.name in MODEL_TASKS  # models that are not trained by fit() (the GAN)
         if self.train.gan is not None and not gan:
-            raise ConfigError(f"config: train.gan is for GAN models ({', '.join(GAN_MODELS)}), not '{self.model.name}'")
+            raise ConfigError(
+                f"config: train.gan is for GAN models ({', '.join(MODEL_TASKS)}), not '{self.model.name}'"
+            )
         if self.train.finetune is not None and gan:
             raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
         if self.data.series is not None and self.data.name not in SERIES_DATASETS:

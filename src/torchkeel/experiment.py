@@ -25,10 +25,11 @@ from torch import nn
 from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
-from torchkeel.data.bundle import DataSpec, Split
+from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import KeelError, RunError
 from torchkeel.evaluate.workflow import after_training
-from torchkeel.models import GAN_MODELS, build, count_parameters, rebuild
+from torchkeel.models import build, count_parameters, rebuild, task_name
+from torchkeel.tasks import Task, task_of
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
@@ -71,12 +72,9 @@ def train(
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
     if cfg.model.init_from and resume is None:
         _init_weights(model, cfg.model.init_from, say)
-    if cfg.model.name in GAN_MODELS:  # a GAN trains by its own loop (train/gan.py)
-        if resume is not None:
-            raise RunError("GAN runs cannot be resumed; start the run again")
-        from torchkeel.train.gan import train_gan_experiment
-
-        return train_gan_experiment(cfg, data, model, say, console, progress)
+    task = task_of(data.spec)
+    if task.loop != "fit":  # a task with its own loop (the GAN's, train/gan.py)
+        return LOOPS[task.loop](cfg, data, model, say, console, progress, resume=resume)
 
     t = cfg.train
     say.step(
@@ -138,6 +136,20 @@ def train(
     return run_dir
 
 
+def _gan_loop(
+    cfg: RunConfig, data: DataBundle, model: nn.Module, say: _Narrator, console: Console, progress: bool, resume: Any
+) -> Path:
+    from torchkeel.train.gan import train_gan_experiment
+
+    if resume is not None:
+        raise RunError("GAN runs cannot be resumed; start the run again")
+    return train_gan_experiment(cfg, data, model, say, console, progress)
+
+
+# the training loops of tasks whose step is not forward -> loss -> backward (Task.loop)
+LOOPS: dict[str, Callable[..., Path]] = {"gan": _gan_loop}
+
+
 def _start_run_folder(cfg: RunConfig, device: torch.device, spec: DataSpec) -> Path:
     run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
     atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -151,10 +163,8 @@ def prepare_data(cfg: RunConfig, fitted: DataSpec | None = None) -> DataBundle:
     """Load the data set; with ``loss: bce`` a two-class problem becomes one sigmoid logit.
     ``fitted``: a trained run's DataSpec, whose tokeniser a rebuilt text set reuses."""
     data = load(cfg.data, cfg.seed, fitted)
-    if cfg.train.loss == "bce" and data.spec.task == "classification" and data.spec.num_classes == 2:
-        data.spec.task = "binary"
-        as_float = {k: Split(v.x, v.y.float()) for k, v in data.splits().items()}
-        data = DataBundle(data.spec, as_float["train"], as_float.get("val"), as_float["test"])
+    data.spec.task = task_name(cfg.model.name, data.spec.task)  # a GAN generates from a labelled set
+    data = task_of(data.spec).prepare(data, cfg.train.loss)  # e.g. bce on two classes: one logit
     resolve_loss(cfg.train.loss, data.spec)  # a loss that cannot fit the task fails here
     return data
 
@@ -189,6 +199,7 @@ def load_model(
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         spec = DataSpec.from_dict(meta["spec"])
+        spec.task = task_name(meta["model"]["name"], spec.task)  # GAN runs saved before tasks had their own
         _check_weights_fit(meta["model"], spec, weights_file, model_code)
         model = rebuild(meta["model"], spec, model_code, run_dir.name)
         model.load_state_dict(safetensors.torch.load_file(str(weights_file), device=str(device)))
@@ -221,11 +232,12 @@ def _check_weights_fit(model_cfg: dict[str, Any], spec: DataSpec, weights_file: 
         )
 
 
-def refuse_gan(meta: dict[str, Any], run_dir: Path, action: str) -> None:
-    """GAN runs generate rather than predict: point ``action`` (predict, serve, export) at
-    ``keel sample``, the way to use them."""
-    if meta.get("model", {}).get("name") in GAN_MODELS:
-        raise RunError(f"{run_dir.name} is a GAN run: it cannot {action}; draw images with `keel sample {run_dir}`")
+def run_task(spec: DataSpec, use: str, run_dir: Path) -> Task:
+    """The task of a loaded run, after checking it can be used for ``use`` (predict, export,
+    eval, ...): a GAN run, say, points at ``keel sample``."""
+    task = task_of(spec)
+    task.require(use, run_dir.name)
+    return task
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -240,14 +252,13 @@ def evaluate_run(run_dir: Path, split: str = "test", model_code: Any = None) -> 
     from torchkeel.train.losses import build_loss
 
     cfg = load_run_config(run_dir)
-    if cfg.model.name in GAN_MODELS:
-        raise RunError(f"{run_dir.name} is a GAN run: its Frechet distances are in summary.json and metrics.jsonl")
     model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device), model_code)
+    run_task(spec, "eval", run_dir)
     data = prepare_data(cfg, spec)
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")
-    loss = build_loss(meta["loss"])
+    loss = build_loss(meta["loss"], spec=spec)
     return evaluate(model, part, spec, loss, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k, tta=cfg.eval.tta)
 
 

@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 
-TASKS = ("classification", "binary", "regression")
-
 
 @dataclass
 class DataSpec:
     """What a model and a predictor need to know about the data, JSON-serialisable.
 
     ``mean``/``std`` normalise inputs that were first scaled to [0, 1] (images: per channel;
-    tables: per feature). ``task`` is ``classification`` (one logit per class, softmax),
-    ``binary`` (one logit, sigmoid) or ``regression`` (``output_size`` real values).
+    tables: per feature). ``task`` names the kind of problem, a key of ``tasks.TASKS``
+    (classification, binary, regression, forecast, generate), which owns what differs.
     """
 
     name: str
@@ -35,9 +33,10 @@ class DataSpec:
 
     @property
     def output_size(self) -> int:
-        if self.task == "classification":
-            return self.num_classes
-        return 1 if self.task == "binary" else self.targets
+        """The model's output width, as the task defines it."""
+        from torchkeel.tasks import task_of
+
+        return task_of(self).output_size(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

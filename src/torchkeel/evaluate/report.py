@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from torchkeel import atomic
-from torchkeel.data.bundle import TASKS, DataBundle, DataSpec
+from torchkeel.data.bundle import DataBundle, DataSpec
 from torchkeel.evaluate import sections as common
 from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
@@ -104,7 +104,7 @@ def build_context(
     run_dir: Path, *, model: nn.Module | None, data: DataBundle | None, device: str | torch.device
 ) -> ReportContext:
     from torchkeel.experiment import load_model, load_run_config, prepare_data
-    from torchkeel.models import GAN_MODELS
+    from torchkeel.tasks import task_of
 
     cfg = load_run_config(run_dir)
     if model is None:
@@ -115,8 +115,8 @@ def build_context(
     # the test-split sections are for supervised models; a GAN run passes its generator and
     # gets the sections that read its files (sample grids, Fréchet curve)
     analysis, loss_fn = None, None
-    if spec.task in TASKS and cfg.model.name not in GAN_MODELS:
-        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec))  # no label smoothing: the loss as evaluated
+    if task_of(spec).accumulator is not None:  # a task that is evaluated on a test split
+        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec), spec=spec)  # no label smoothing: as evaluated
         analysis = analyse(
             model,
             data.test,

@@ -68,7 +68,7 @@ def export_run(
 ) -> ExportResult:
     """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``);
     ``model_code``: a custom model's code (see models.rebuild)."""
-    from torchkeel.experiment import load_model, refuse_gan
+    from torchkeel.experiment import load_model, run_task
 
     check_choice("export format", fmt, FORMATS, ExportError)
     if quantize is not None:
@@ -79,7 +79,7 @@ def export_run(
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
     model, spec, meta = load_model(run_dir, "cpu", model_code)
-    refuse_gan(meta, run_dir, "be exported")
+    run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, ValidationError, create_model
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
 from torchkeel.models.cnn import simple_cnn
@@ -52,7 +53,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "airbench": airbench,
 }
 
-KINDS = ("image", "table", "text", "series")
+KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
 
 # the kinds of data each model takes (DataSpec.kind); build() refuses the others
 ACCEPTS: dict[str, tuple[str, ...]] = {
@@ -75,8 +76,14 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "custom": KINDS,  # whatever the user's module takes
 }
 
-# models trained by their own loop (train/gan.py) rather than by fit()
-GAN_MODELS = ("dcgan",)
+# the task a model does when it is not the data's own: a GAN generates images from a labelled
+# set (and trains by its own loop, train/gan.py)
+MODEL_TASKS: dict[str, str] = {"dcgan": "generate"}
+
+
+def task_name(model_name: str, data_task: str) -> str:
+    """The task of a run: the model's own (MODEL_TASKS), else the data's."""
+    return MODEL_TASKS.get(model_name, data_task)
 
 
 def build(cfg: Any, spec: DataSpec) -> nn.Module:
@@ -165,7 +172,7 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "ACCEPTS",
-    "GAN_MODELS",
+    "MODEL_TASKS",
     "KINDS",
     "MODELS",
     "build",
@@ -173,4 +180,5 @@ __all__ = [
     "check_options",
     "count_parameters",
     "rebuild",
+    "task_name",
 ]

@@ -171,7 +171,7 @@ def describe(
     spec["extra"] = {k: v for k, v in spec["extra"].items() if isinstance(v, str | int | float | bool)}
     return {
         "run": run_dir.name,
-        "model": _model_config(run_dir),
+        "model": _model_json(run_dir).get("model", {}),
         "parameters": sum(p.numel() for p in predictor.model.parameters()),
         "spec": spec,
         "metrics": summary.get("test", {}),
@@ -193,10 +193,11 @@ def _table_columns(spec: DataSpec) -> list[str] | None:
     return list(TableEncoder.from_dict(spec.extra["table"]["encoder"]).columns)
 
 
-def _model_config(run_dir: Path) -> dict[str, Any]:
+def _model_json(run_dir: Path) -> dict[str, Any]:
     import json
 
-    return json.loads((run_dir / "model.json").read_text(encoding="utf-8")).get("model", {})
+    meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+    return meta if isinstance(meta, dict) else {}
 
 
 def set_inference_threads(threads: int | None, workers: int = 1) -> None:
@@ -220,16 +221,20 @@ def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
 
 
 def _is_gan(meta: dict[str, Any]) -> bool:
-    from torchkeel.models import GAN_MODELS
+    """Served by the generate server (serve/gan_app.py) rather than POST /predict."""
+    from torchkeel.models import task_name
+    from torchkeel.tasks import TASKS
 
-    return meta.get("model", {}).get("name") in GAN_MODELS
+    model, spec = meta.get("model") or {}, meta.get("spec") or {}
+    name = task_name(str(model.get("name", "")), str(spec.get("task", "")))
+    return name in TASKS and TASKS[name].server == "generate"
 
 
 def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
     """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
     from torchkeel.experiment import load_model
 
-    if not (run_dir / "model.json").is_file() or not _is_gan({"model": _model_config(run_dir)}):
+    if not (run_dir / "model.json").is_file() or not _is_gan(_model_json(run_dir)):
         return None  # not a GAN (or not finished: Predictor.from_run says so)
     model, spec, _ = load_model(run_dir)
     return model.eval(), spec

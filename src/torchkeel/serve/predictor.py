@@ -17,6 +17,7 @@ from torch import nn
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.images import normalise
 from torchkeel.errors import DataError
+from torchkeel.tasks import task_of
 
 # refuse images whose header declares more pixels than this before decoding them (a
 # decompression bomb is a small file that decodes to gigabytes); Predictor(max_pixels=...) and
@@ -29,20 +30,25 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 
 @dataclass
 class Prediction:
+    """One input's prediction: ``output`` is the task's JSON (``Task.decode``), e.g.
+    ``{"top": [{"class": "7", "probability": 0.98}, ...]}`` or ``{"value": [3.2]}``; the CLI,
+    the server and the page all show this same object."""
+
     source: str
-    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability)
-    value: list[float] | None = None  # regression outputs
+    output: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        """(class, probability) pairs, best first; empty for a task without classes."""
+        return [(c["class"], c["probability"]) for c in self.output.get("top", [])]
+
+    @property
+    def value(self) -> list[float] | None:
+        return self.output.get("value")
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source}
-        if self.value is not None:
-            d["value"] = self.value
-        else:
-            d["top"] = [{"class": c, "probability": p} for c, p in self.top]
-        if self.note:
-            d["note"] = self.note
-        return d
+        return {"source": self.source, **self.output} | ({"note": self.note} if self.note else {})
 
 
 class Predictor:
@@ -50,6 +56,7 @@ class Predictor:
         self.model, self.spec, self.top_k = model.eval(), spec, top_k
         self.max_pixels = max_pixels or MAX_PIXELS
         self.device = next(model.parameters()).device
+        self.task = task_of(spec)
 
     @classmethod
     def from_run(
@@ -62,10 +69,10 @@ class Predictor:
     ) -> Predictor:
         """``model_cls``: for a run of your own model, its class (or target string): loading a
         run never imports the code it names."""
-        from torchkeel.experiment import load_model, refuse_gan
+        from torchkeel.experiment import load_model, run_task
 
-        model, spec, meta = load_model(run_dir, device, model_cls)
-        refuse_gan(meta, run_dir, "predict")
+        model, spec, _ = load_model(run_dir, device, model_cls)
+        run_task(spec, "predict", run_dir)
         return cls(model, spec, top_k, max_pixels)
 
     @torch.inference_mode()
@@ -73,22 +80,8 @@ class Predictor:
         """``x``: (N, *input_shape), already preprocessed."""
         out = self.model(x.to(self.device)).float()
         notes = notes or [""] * len(sources)
-        if self.spec.task == "regression":
-            scale = self.spec.extra.get("target_scale")  # a standardised target: back to its units
-            out = out * scale["std"] + scale["mean"] if scale else out
-            return [Prediction(s, value=o.tolist(), note=n) for s, o, n in zip(sources, out, notes, strict=True)]
-        if self.spec.task == "binary":
-            p1 = torch.sigmoid(out.view(-1))
-            probs = torch.stack([1 - p1, p1], dim=1)
-        else:
-            probs = torch.softmax(out, dim=1)
-        k = min(self.top_k, probs.shape[1])
-        values, indices = probs.topk(k, dim=1)
-        classes = self.spec.classes or [str(i) for i in range(probs.shape[1])]
-        return [
-            Prediction(s, [(classes[i], float(v)) for v, i in zip(vs.tolist(), ix.tolist(), strict=True)], note=n)
-            for s, vs, ix, n in zip(sources, values, indices, notes, strict=True)
-        ]
+        outputs = self.task.decode(out, self.spec, self.top_k)  # the task's JSON per input
+        return [Prediction(s, o, n) for s, o, n in zip(sources, outputs, notes, strict=True)]
 
     def predict_images(self, paths: list[str | Path]) -> list[Prediction]:
         if self.spec.kind != "image":
@@ -120,7 +113,7 @@ class Predictor:
         results = self.predict_rows(frame, str(path))
         target = self.spec.extra["table"]["target"]
         table = frame.copy()
-        if self.spec.task == "regression":
+        if results and results[0].value is not None:  # values (regression), else classes
             table[f"predicted_{target}"] = [r.value[0] for r in results]
         else:
             table[f"predicted_{target}"] = [r.top[0][0] for r in results]

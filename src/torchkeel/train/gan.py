@@ -11,6 +11,7 @@ trained on the same data (``torchkeel.evaluate.frechet``; not Inception-FID).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -34,6 +35,7 @@ from torchkeel.data.loader import TensorLoader
 from torchkeel.errors import KeelError, TrainingError
 from torchkeel.evaluate.frechet import features, frechet_distance
 from torchkeel.models.gan import GAN
+from torchkeel.tasks.classify import MULTICLASS
 from torchkeel.train import runtime
 from torchkeel.train.progress import TrainProgress
 
@@ -221,10 +223,12 @@ def feature_classifier(data: DataBundle, cfg: RunConfig) -> tuple[nn.Module, flo
 
     g = cfg.train.gan or GanConfig()
     runtime.seed_everything(cfg.seed)
-    classifier = build("simple_cnn", data.spec)
+    # the GAN's data, as the labelled set it is: a classifier learns its features
+    labelled = dataclasses.replace(data, spec=dataclasses.replace(data.spec, task=MULTICLASS.name))
+    classifier = build("simple_cnn", labelled.spec)
     run = fit(
         classifier,
-        data,
+        labelled,
         epochs=g.classifier_epochs,
         batch_size=64,
         seed=cfg.seed,

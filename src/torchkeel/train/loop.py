@@ -24,9 +24,11 @@ from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.loader import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
-from torchkeel.evaluate.metrics import TrainMeter, evaluate
+from torchkeel.evaluate.metrics import evaluate
 from torchkeel.evaluate.tta import check_tta
 from torchkeel.models.airbench import fit_to_data
+from torchkeel.tasks import task_of
+from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
@@ -38,7 +40,7 @@ from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
 from torchkeel.train.resume import CheckpointSaver, last_checkpoint_note, resume_from, stop_with_checkpoint
 from torchkeel.train.signals import StopSignals
-from torchkeel.train.state import EarlyStopping, LoopState, logged_metrics
+from torchkeel.train.state import EarlyStopping, LoopState
 
 
 @dataclass
@@ -60,7 +62,8 @@ class Run:
         part = self.data.splits().get(split)
         if part is None:
             raise ConfigError(f"no '{split}' split in this data (splits: {', '.join(self.data.splits())})")
-        loss = build_loss(resolve_loss(self.config.train.loss, self.data.spec), 0.0)
+        spec = self.data.spec
+        loss = build_loss(resolve_loss(self.config.train.loss, spec), 0.0, spec=spec)
         names = metrics or self.config.eval.metrics
         return evaluate(
             self.model,
@@ -108,7 +111,9 @@ def fit(
     runtime.seed_everything(cfg.seed)
     device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU
     spec = data.spec
-    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device))
+    task = task_of(spec)  # what the loop asks: the batch loss, the running metrics, what is logged
+    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device), spec)
+    forward_loss = task.forward_loss
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
     check_tta(cfg.eval.tta, spec.kind)
 
@@ -131,7 +136,7 @@ def fit(
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * t.epochs
     lookahead = Lookahead(t.lookahead, optimizer, total_steps) if t.lookahead else None
-    logged = logged_metrics(spec.task, cfg.eval.metrics, val is not None)
+    logged = task.logged(cfg.eval.metrics, val is not None, spec)
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -151,7 +156,7 @@ def fit(
         if state.stopped_early:
             break
         model.train()
-        running = TrainMeter(spec, device)
+        running = task.train_meter(spec, device)
         if meter_totals is not None:  # resumed mid-epoch: this epoch's running totals so far
             running.totals.copy_(meter_totals)
             meter_totals = None
@@ -164,8 +169,7 @@ def fit(
             if augment is not None:
                 x = augment(x)
             with runtime.autocast(device, t.precision):
-                out = forward(x)  # (B, output_size)
-                loss = loss_fn(out, y)
+                out, loss = forward_loss(forward, x, y, loss_fn)  # out: (B, output_size) for most tasks
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             grad_norm = None

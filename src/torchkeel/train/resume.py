@@ -14,7 +14,7 @@ from torch import nn
 
 from torchkeel.config import CheckpointConfig
 from torchkeel.errors import ConfigError, RunError, TrainingInterrupted
-from torchkeel.evaluate.metrics import TrainMeter
+from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.signals import StopSignals
