@@ -113,25 +113,3 @@ class TuneConfig(BaseModel):
         from torchkeel.config import LOWER_IS_BETTER
 
         return self.metric.split("/")[-1] in LOWER_IS_BETTER
-
-
-def check_space_keys(raw: dict[str, Any], space: dict[str, ParamSpace]) -> None:
-    """Raise ConfigError naming the first space key the config does not accept: an unknown
-    key, or a range end or choice the key refuses (e.g. dropout 1.5)."""
-    import copy
-
-    from torchkeel.config import set_path, validate_config
-    from torchkeel.errors import ConfigError
-
-    base = {k: v for k, v in raw.items() if k != "tune"}
-    for key, dist in space.items():
-        for value in dist.extremes():
-            trial = copy.deepcopy(base)
-            set_path(trial, key, value)
-            try:
-                validate_config(trial)
-            except ConfigError as e:
-                # a ConfigError passes through pydantic unchanged, so the message stays one line
-                raise ConfigError(
-                    f"config: tune.space '{key}' = {value!r}: {str(e).removeprefix('config: ')}"
-                ) from None

@@ -20,7 +20,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from torchkeel.config import AugmentConfig
+from torchkeel.config_data import AugmentConfig
 from torchkeel.data.bundle import DataSpec
 
 Augment = Callable[[torch.Tensor], torch.Tensor]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, Split
 from torchkeel.data.decode import ImageFiles, batches_of, chunks, read_header
 from torchkeel.data.images import image_spec, normalise

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchkeel.config import DataConfig, TextConfig
+from torchkeel.config_data import DataConfig, TextConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.frames import read_frame, require_columns
 from torchkeel.data.splits import holdout_indices

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from torchkeel.config import TextConfig
+from torchkeel.config_data import TextConfig
 from torchkeel.errors import DataError
 
 PAD, UNK = "<pad>", "<unk>"

@@ -22,7 +22,7 @@ from torch import nn
 from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
-from torchkeel.data.loader import make_loader
+from torchkeel.data.stream import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import evaluate
 from torchkeel.evaluate.tta import check_tta
