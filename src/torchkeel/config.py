@@ -28,22 +28,7 @@ from torchkeel.search_space import ParamSpace, TuneConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-LOSSES = ("auto", "cross_entropy", "mse", "bce")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it, else fp32
-METRICS = (
-    "accuracy",
-    "top_k_accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "ece",  # expected calibration error, 15 bins
-    "roc_auc",  # binary tasks
-    "pr_auc",  # binary tasks: average precision
-    "mse",
-    "rmse",
-    "mae",
-    "r2",
-)
 # metrics where smaller is better (early stopping's and tune's "auto" direction)
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
 LOGGERS = ("tensorboard", "mlflow")
@@ -219,7 +204,9 @@ class TrainConfig(Strict):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        return _choice("loss", name, LOSSES)
+        from torchkeel.tasks import all_losses  # every registered task's losses
+
+        return _choice("loss", name, all_losses())
 
     @field_validator("precision")
     @classmethod
@@ -266,7 +253,9 @@ class EvalConfig(Strict):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
-        return [_choice("metric", n, METRICS) for n in names]
+        from torchkeel.tasks import all_metrics  # every registered task's metrics
+
+        return [_choice("metric", n, all_metrics()) for n in names]
 
 
 class RunConfig(Strict):

@@ -53,11 +53,13 @@ class DataSpec:
 
 @dataclass
 class Split:
-    """Inputs ``x`` (N, *input_shape) and targets ``y``: int64 (N,) class indices, or
-    float32 (N,) for binary, or float32 (N, targets) for regression."""
+    """Inputs ``x`` (N, *input_shape) and targets ``y``, as the task defines them: a tensor
+    (int64 (N,) class indices, float32 (N,) for binary, float32 (N, targets) for regression),
+    sliced on the device as it is; or a ``data.ragged.Ragged`` of one variable-size target per
+    sample, gathered per batch and collated by the task."""
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: Any  # torch.Tensor | Ragged
 
     def __len__(self) -> int:
         return len(self.x)
