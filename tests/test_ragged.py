@@ -87,3 +87,44 @@ def test_two_processes_train_a_ragged_target_task_as_one(tmp_path: Path):
     two = safetensors.torch.load_file(str(tmp_path / "two" / "world2.safetensors"))
     for key, value in one.items():
         torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+class _SelfLossNet(torch.nn.Module):
+    """Like torchvision's detectors: in training mode, given targets, it returns its losses."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.net = keel.models.build("mlp", spec)
+        self.calls = 0
+
+    def forward(self, x, targets=None):
+        out = self.net(x)
+        if self.training and targets is not None:
+            self.calls += 1
+            from ragged_task import multi_hot
+
+            return {"bce": torch.nn.functional.binary_cross_entropy_with_logits(out, multi_hot(targets, out.shape[1]))}
+        return out
+
+
+def _model_loss(forward, x, y, loss_fn):
+    losses = forward(x, y)
+    return None, sum(losses.values())
+
+
+def test_a_task_whose_model_returns_its_loss_trains_by_the_same_loop():
+    import dataclasses
+
+    from ragged_task import MULTILABEL
+
+    from torchkeel.tasks import TASKS
+
+    TASKS.setdefault(
+        "multilabel_self", dataclasses.replace(MULTILABEL, name="multilabel_self", forward_loss=_model_loss)
+    )
+    data = tag_data()
+    data.spec.task = "multilabel_self"
+    model = _SelfLossNet(data.spec)
+    run = keel.fit(model, data, metrics=["f1"], **OPTIONS)
+    assert model.calls == len(run.history) * -(-len(data.train) // OPTIONS["batch_size"])
+    assert run.history[-1]["train/loss"] < run.history[0]["train/loss"] and run.evaluate("test", ["f1"])["f1"] > 0.8
