@@ -32,6 +32,7 @@ PREFIX = "step-"
 FORMAT = "torchkeel-checkpoint-1"
 QUARANTINE_SUFFIX = ".corrupt"
 METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
+WRITER_THREAD = "torchkeel-checkpoint-writer"
 
 
 def save_checkpoint(
@@ -118,7 +119,7 @@ class CheckpointWriter:
             raise WriteError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
         args = (step, tensors, metadata, dict(files or {}))
         # not a daemon: however training ends, the interpreter finishes this write before exiting
-        self._thread = threading.Thread(target=self._write, args=args)
+        self._thread = threading.Thread(target=self._write, args=args, name=WRITER_THREAD)
         self._thread.start()
 
     def _write(
@@ -158,6 +159,14 @@ class CheckpointWriter:
             raise error
 
     close = wait
+
+
+def wait_for_writes() -> None:
+    """Let every checkpoint write in flight finish, e.g. before deciding that a failed run
+    has no checkpoint (its own errors stay with its writer)."""
+    for thread in threading.enumerate():
+        if thread.name == WRITER_THREAD and thread is not threading.current_thread():
+            thread.join()
 
 
 @dataclass
