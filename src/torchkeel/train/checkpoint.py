@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -215,12 +216,33 @@ def newest_good_checkpoint(folder: Path, report: Callable[[str], None] | None = 
         try:
             return read_checkpoint(path)
         except CheckpointError as e:
-            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            aside = set_aside(path)
+            where = f"moved it aside to {aside.name} and " if aside is not None else ""
+            report(f"{e}; {where}trying the previous checkpoint")
+    return None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint to ``<name>.corrupt`` (``<name>.2.corrupt``, ... when that
+    name is taken: a step checkpointed again after a resume can be damaged again). It is
+    evidence: no later rename replaces it, and rotation (``prune_checkpoints``) only lists
+    ``step-*.safetensors``. None when it cannot be renamed."""
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}{'' if n == 1 else f'.{n}'}{QUARANTINE_SUFFIX}")
+        try:
+            os.link(path, aside)  # fails if ``aside`` exists: never replaces earlier evidence
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: a checked rename instead
+            if aside.exists():
+                continue
             try:
                 path.replace(aside)
-                report(f"{e}; moved it aside to {aside.name} and trying the previous checkpoint")
             except OSError:
-                report(f"{e}; trying the previous checkpoint")
+                return None
+            return aside
+        path.unlink(missing_ok=True)
+        return aside
     return None
 
 
