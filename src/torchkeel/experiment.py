@@ -26,7 +26,7 @@ from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
-from torchkeel.errors import RunError
+from torchkeel.errors import RunError, TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
@@ -104,6 +104,12 @@ def train(
             )
             if cfg.train.finetune is not None:
                 run = _finetune(run, cfg, run_dir, say, console, progress, stop)
+        if stop.received:  # a signal after fit's last look is not lost: the final checkpoint is written
+            raise TrainingInterrupted(
+                f"training stopped by {stop.name} as it ended; checkpoint written: continue with "
+                f"`keel train --resume {run_dir}`",
+                stop.exit_code,
+            )
     except BaseException:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
         if resume is None and dist.is_main():
             _discard_if_empty(run_dir)
