@@ -171,3 +171,30 @@ def test_resume_refuses_a_different_batch_size(tmp_path):
     keel.fit(model, data, run_dir=tmp_path, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="steps per epoch"):
         keel.fit(model, data, resume=tmp_path / "checkpoint", epochs=2, batch_size=64, progress=False)
+
+
+def test_checkpoints_set_aside_as_corrupt_are_never_rotated_away(tmp_path):
+    """The same step checkpointed again after each resume and damaged again: three files set
+    aside, then training goes on through many rotations (keep: 2), and all three remain."""
+    data = keel.data.load("digits")
+    options = {"checkpoint": {"every_steps": 5, "min_seconds": 3600, "keep": 2}, "progress": False, "batch_size": 64}
+    folder = tmp_path / "checkpoint"
+    keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=1, **options)
+    damaged = []
+    for _ in range(3):
+        newest = ckpt.list_checkpoints(folder)[-1]
+        raw = bytearray(newest.read_bytes())
+        raw[-9] ^= 0xFF  # one flipped bit in the last tensor's data
+        newest.write_bytes(bytes(raw))
+        damaged.append(bytes(raw))
+        # resumes from the one before (setting the damaged one aside) and writes that step again
+        keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=1, resume=folder, **options)
+    keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=3, resume=folder, **options)
+    aside = sorted(folder.glob("*.corrupt"))
+    assert [p.name for p in aside] == [
+        f"{newest.name}.2.corrupt",
+        f"{newest.name}.3.corrupt",
+        f"{newest.name}.corrupt",
+    ]
+    assert sorted(p.read_bytes() for p in aside) == sorted(damaged)  # each one as it was found
+    assert len(ckpt.list_checkpoints(folder)) == 2  # rotation went on around them

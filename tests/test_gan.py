@@ -153,6 +153,13 @@ def test_keel_sample_writes_a_grid(gan_run):
     assert image.size == (4 * 10 + 2, 3 * 10 + 2) and image.mode == "L"
     assert sample_png(gan_run, 12, seed=0, nrow=4) == out.read_bytes()  # same seed, same grid
     assert sample_png(gan_run, 12, seed=1, nrow=4) != out.read_bytes()
+    # the grid is not replaced without --force, and the run's own files never are
+    again = keel("sample", str(gan_run), "--out", str(out), "--seed", "1", cwd=gan_run.parent.parent)
+    assert_one_line_error(again, "already exists", "--force")
+    assert sample_png(gan_run, 12, seed=0, nrow=4) == out.read_bytes()
+    weights = gan_run / "model.safetensors"
+    over = keel("sample", str(gan_run), "--out", str(weights), "--force", cwd=gan_run.parent.parent)
+    assert_one_line_error(over, "is an input")
 
 
 def test_gan_run_errors(gan_run, trained_run):

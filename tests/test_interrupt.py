@@ -73,6 +73,60 @@ def test_a_second_signal_stops_at_once():
         time.sleep(1)  # the handler raises before this ends
 
 
+def test_a_signal_is_not_lost_with_another_exception():
+    """keel tune catches a pruned or diverged trial and goes on: a Ctrl-C that arrived while
+    that exception ended training must still stop the study."""
+    ending = r"SIGTERM \(as it was ending with ValueError: pruned"
+    with pytest.raises(TrainingInterrupted, match=ending) as e, StopSignals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise ValueError("pruned")
+    assert e.value.exit_code == 143 and isinstance(e.value.__cause__, ValueError)
+    with pytest.raises(ValueError), StopSignals():  # no signal: the exception goes on as it was
+        raise ValueError("pruned")
+
+
+def test_a_signal_after_the_last_steps_check_is_not_lost(tmp_path):
+    """SIGINT during the last epoch's on_epoch hook (keel tune reports to its database there),
+    after the loop's last look at the flag: fit still stops with the final checkpoint."""
+    data = keel.data.load("digits")
+
+    def interrupt(record: dict) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    model = keel.models.build("mlp", data.spec)
+    with pytest.raises(TrainingInterrupted) as stopped, StopSignals() as stop:
+        keel.fit(model, data, epochs=1, run_dir=tmp_path, stop=stop, on_epoch=interrupt, progress=False)
+    assert stopped.value.exit_code == 130 and f"keel train --resume {tmp_path}" in str(stopped.value)
+    [saved] = ckpt.list_checkpoints(tmp_path / "checkpoint")
+    assert ckpt.read_checkpoint(saved).state["epoch"] == 1  # the final one: a resume only evaluates
+
+
+def test_a_signal_after_fit_returned_stops_keel_train(tmp_path, monkeypatch):
+    """The few steps between fit's return and the handlers' restoration: the flag is still
+    looked at, so `keel train` exits 130 instead of finishing as if nothing had arrived."""
+    from rich.console import Console
+
+    from torchkeel import experiment, runs
+    from torchkeel.config import validate_config
+
+    real_fit = experiment.fit
+
+    def fit_then_signal(*args, **kwargs):
+        run = real_fit(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(experiment, "fit", fit_then_signal)
+    cfg = validate_config(
+        {"model": {"name": "mlp"}, "train": {"epochs": 1}, "eval": {"report": False}, "out_dir": str(tmp_path)}
+    )
+    with pytest.raises(TrainingInterrupted) as stopped:
+        experiment.train(cfg, Console(quiet=True), progress=False)
+    assert stopped.value.exit_code == 130 and "keel train --resume" in str(stopped.value)
+    [run] = runs.find_runs(tmp_path)  # kept, with its final checkpoint, for the resume
+    assert ckpt.list_checkpoints(run / "checkpoint") and not (run / "summary.json").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # `keel train` in a subprocess, killed and resumed
 

@@ -191,6 +191,7 @@ def predict(
             "--output", "-o", help="Table models: the predictions CSV to write (default: INPUT.predictions.csv)."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing predictions file.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
@@ -220,7 +221,7 @@ def predict(
     if text and kind != "text":
         raise KeelError(f"--text is for text models; this one takes {kind} data")
     if kind == "table":
-        _predict_tables(predictor, files, output, as_json)
+        _predict_tables(predictor, files, output, as_json, force)
         return
     if kind == "text":
         results = (predictor.predict_texts(text) if text else []) + (
@@ -232,11 +233,19 @@ def predict(
         _print_prediction(r, as_json)
 
 
-def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool) -> None:
+def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool, force: bool) -> None:
+    from torchkeel.atomic import check_output
+    from torchkeel.serve.predictor import predictions_path
+
     if output is not None and len(files) > 1:
         raise KeelError("--output takes one input file; give the files one at a time")
+    outputs = [predictions_path(path, output) for path in files]
+    for i, written in enumerate(outputs):  # every output checked before any is written
+        check_output(written, "--output", inputs=files, force=force)
+        if written in outputs[:i]:
+            raise KeelError(f"{files[i]} would write {written}, as an earlier input does; predict them one at a time")
     for path in files:
-        written, results = predictor.predict_table(path, output)
+        written, results = predictor.predict_table(path, output, force=force)
         if as_json:
             for r in results:
                 print(json.dumps(r.to_dict()))

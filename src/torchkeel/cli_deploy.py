@@ -78,16 +78,17 @@ def sample(
         typer.Option(help="Class index to generate (class-conditional GANs; default: classes in turn)."),
     ] = None,
     nrow: Annotated[int, typer.Option(min=1, help="Images per row of the grid.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     out_dir: OutDirOpt = Path("runs"),
 ) -> None:
     """Draw samples from a trained GAN run and save them as one PNG grid."""
     from torchkeel import atomic
-    from torchkeel.runs import resolve_run
+    from torchkeel.runs import RUN_INPUTS, resolve_run
     from torchkeel.train.gan import sample_png
 
-    if not out_file.parent.is_dir():
-        raise KeelError(f"--out: folder {out_file.parent} does not exist")
-    png = sample_png(resolve_run(run, out_dir), n, seed=seed, label=label, nrow=nrow)
+    run_dir = resolve_run(run, out_dir)
+    atomic.check_output(out_file, "--out", inputs=[run_dir / name for name in RUN_INPUTS], force=force)
+    png = sample_png(run_dir, n, seed=seed, label=label, nrow=nrow)
     atomic.write_bytes(out_file, png)
     out.print(f"{n} samples -> {out_file}", highlight=False)
 
@@ -105,6 +106,7 @@ def export_(
         Optional[Path],  # noqa: UP045
         typer.Option("--out", help="Folder for the exported files (default: RUN/export)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export of this format.")] = False,
     out_dir: OutDirOpt = Path("runs"),
     model_code: ModelCodeOpt = None,
 ) -> None:
@@ -118,7 +120,7 @@ def export_(
     from torchkeel.export.report import quant_table, summary_lines
     from torchkeel.runs import resolve_run
 
-    result = export_run(resolve_run(run, out_dir), format_, dest, quantize, model_code=model_code)
+    result = export_run(resolve_run(run, out_dir), format_, dest, quantize, force=force, model_code=model_code)
     for line in summary_lines(result):
         out.print(line, highlight=False)
     if result.quantized is not None:

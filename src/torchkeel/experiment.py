@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import KeelError, RunError
+from torchkeel.errors import KeelError, RunError, TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import build, count_parameters, rebuild, task_name
 from torchkeel.tasks import Task, task_of
@@ -87,8 +87,8 @@ def train(
         say.detail(dist.describe(t.batch_size))
     if resume is None:
         run_dir = dist.run_on_main(lambda: _start_run_folder(cfg, device, data.spec))  # DDP: rank 0 makes it
-    say.detail(f"run folder {run_dir}")
     try:
+        say.detail(f"run folder {run_dir}")
         # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
         with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
             checkpoint = _resume_point(run_dir, say) if resume is not None else None
@@ -107,7 +107,13 @@ def train(
             )
             if cfg.train.finetune is not None:
                 run = _finetune(run, cfg, run_dir, say, console, progress, stop)
-    except KeelError:
+        if stop.received:  # a signal after fit's last look is not lost: the final checkpoint is written
+            raise TrainingInterrupted(
+                f"training stopped by {stop.name} as it ended; checkpoint written: continue with "
+                f"`keel train --resume {run_dir}`",
+                stop.exit_code,
+            )
+    except BaseException:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
         if resume is None and dist.is_main():
             _discard_if_empty(run_dir)
         raise
@@ -152,10 +158,11 @@ LOOPS: dict[str, Callable[..., Path]] = {"gan": _gan_loop}
 
 def _start_run_folder(cfg: RunConfig, device: torch.device, spec: DataSpec) -> Path:
     run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
-    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
-    atomic.write_json(run_dir / "env.json", runtime.environment(device) | dist.environment())
-    # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
-    atomic.write_json(run_dir / FITTED_SPEC, spec.to_dict())
+    with discarded_on_failure(run_dir):
+        atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+        atomic.write_json(run_dir / "env.json", runtime.environment(device) | dist.environment())
+        # the preprocessing learnt from train (tokeniser, column statistics): a resume reuses it
+        atomic.write_json(run_dir / FITTED_SPEC, spec.to_dict())
     return run_dir
 
 
@@ -334,8 +341,21 @@ class _Narrator:
         self.console.print(f"       [bold yellow]warning:[/] {escape(text)}", highlight=False)
 
 
+@contextmanager
+def discarded_on_failure(run_dir: Path) -> Iterator[None]:
+    """However the block fails (any exception, KeyboardInterrupt included), a run folder
+    without a checkpoint is removed before the failure goes on."""
+    try:
+        yield
+    except BaseException:
+        _discard_if_empty(run_dir)
+        raise
+
+
 def _discard_if_empty(run_dir: Path) -> None:
-    """A run that failed before its first checkpoint has nothing worth keeping."""
+    """A run that failed before its first checkpoint has nothing worth keeping: its folder goes
+    and ``latest`` points at the newest run left (README, "A run that fails or is interrupted")."""
+    ckpt.wait_for_writes()  # a checkpoint still being written when training failed counts
     if not ckpt.list_checkpoints(run_dir / "checkpoint"):
         shutil.rmtree(run_dir, ignore_errors=True)
         runs.point_latest(run_dir.parent)

@@ -19,6 +19,8 @@ from typing import Any
 from torchkeel.errors import RunError, WriteError
 
 LATEST = "latest"
+# what loading a trained run reads: no command's output may replace one of them
+RUN_INPUTS = ("config.yaml", "model.json", "model.safetensors", "data.json")
 
 
 def create_run(out_dir: str | Path, name: str) -> Path:

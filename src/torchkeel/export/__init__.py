@@ -64,10 +64,13 @@ def export_run(
     out_dir: str | Path | None = None,
     quantize: str | None = None,
     tolerance: float = TOLERANCE,
+    force: bool = False,
     model_code: Any = None,
 ) -> ExportResult:
-    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``);
-    ``model_code``: a custom model's code (see models.rebuild)."""
+    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``). Other
+    formats of the same run share a folder; replacing an earlier export of this format, or
+    exporting into another run's export folder, takes ``force``. ``model_code``: a custom
+    model's code (see models.rebuild)."""
     from torchkeel.experiment import load_model, run_task
 
     check_choice("export format", fmt, FORMATS, ExportError)
@@ -83,6 +86,7 @@ def export_run(
     x, y, source = verification_inputs(run_dir, spec)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
+    _check_destination(out, run_dir, fmt, quantize, force)
     form, dynamic = FORMATS[fmt], dynamic_axes(spec)
     example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1
 
@@ -108,8 +112,33 @@ def export_run(
     write_metadata(out, run_dir, spec, meta, result, facts)
     write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
-        shutil.copyfile(tokenizer, out / tokenizer.name)
+        if out.resolve() != run_dir.resolve():  # --out RUN: it is there already
+            shutil.copyfile(tokenizer, out / tokenizer.name)
     return result
+
+
+def _check_destination(out: Path, run_dir: Path, fmt: str, quantize: str | None, force: bool) -> None:
+    """Without ``force``, refuse to replace an earlier export of this format in ``out``, or to
+    mix this run into the export of another run; never write over the run's own files."""
+    from torchkeel.runs import RUN_INPUTS
+
+    suffix = FORMATS[fmt].suffix
+    for name in [f"model{suffix}"] + ([f"model.int8{suffix}"] if quantize else []):
+        atomic.check_output(out / name, "--out", inputs=[run_dir / n for n in RUN_INPUTS], force=force)
+    other = _previous_export(out).get("source_run", run_dir.name)
+    if other != run_dir.name and not force:
+        raise ExportError(
+            f"--out {out} holds the export of another run, {other}: choose another folder, or add --force to replace it"
+        )
+
+
+def _previous_export(out: Path) -> dict[str, Any]:
+    """The preprocess.json an earlier export left in ``out`` ({} when none or unreadable)."""
+    try:
+        doc = json.loads((out / "preprocess.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def quantized_copy(
@@ -188,8 +217,8 @@ def write_metadata(
 ) -> None:
     """preprocess.json: the same preprocessing for every format; ``models`` lists each file
     exported to this folder with how it was verified."""
-    path = out / "preprocess.json"
-    models = json.loads(path.read_text(encoding="utf-8")).get("models", {}) if path.is_file() else {}
+    path, previous = out / "preprocess.json", _previous_export(out)
+    models = previous.get("models", {}) if previous.get("source_run") == run_dir.name else {}
     models[result.model_file.name] = {
         "format": result.format,
         **facts,

@@ -101,25 +101,30 @@ class Predictor:
             p for at in range(0, len(x), 4096) for p in self.predict_batch(x[at : at + 4096], names[at : at + 4096])
         ]
 
-    def predict_table(self, path: str | Path, output: str | Path | None = None) -> tuple[Path, list[Prediction]]:
-        """Predict every row of a CSV/TSV/JSON-lines/Parquet file; write the rows with
-        ``predicted_<target>`` (and ``probability``) columns added to ``output`` as CSV
-        (default: ``<input>.predictions.csv`` beside the input)."""
+    def predict_table(
+        self, path: str | Path, output: str | Path | None = None, force: bool = False
+    ) -> tuple[Path, list[Prediction]]:
+        """Predict every row of a CSV/TSV/JSON-lines/Parquet file; write the rows, their values
+        exactly as in the file, with ``predicted_<target>`` (and ``probability``) columns added
+        to ``output`` as CSV (default: ``<input>.predictions.csv`` beside the input). The input
+        is never written over; an existing ``output`` only with ``force``."""
         from torchkeel import atomic
-        from torchkeel.data.frames import read_frame
+        from torchkeel.data.frames import read_frame, read_verbatim
 
         path = Path(path)
-        frame = read_frame(path, "predict")
-        results = self.predict_rows(frame, str(path))
+        output = predictions_path(path, output)
+        atomic.check_output(output, "--output", inputs=[path], force=force)
+        results = self.predict_rows(read_frame(path, "predict"), str(path))
+        table = read_verbatim(path)
+        if len(table) != len(results):  # both readers skip the same blank lines; a guard all the same
+            raise DataError(f"{path}: its rows could not be read the same way twice; save it as plain CSV")
         target = self.spec.extra["table"]["target"]
-        table = frame.copy()
         if results and results[0].value is not None:  # values (regression), else classes
-            table[f"predicted_{target}"] = [r.value[0] for r in results]
+            _add_column(table, f"predicted_{target}", [r.value[0] for r in results])
         else:
-            table[f"predicted_{target}"] = [r.top[0][0] for r in results]
-            table["probability"] = [round(r.top[0][1], 6) for r in results]
-        output = Path(output) if output is not None else path.with_name(f"{path.stem}.predictions.csv")
-        atomic.write_text(output, table.to_csv(index=False))
+            _add_column(table, f"predicted_{target}", [r.top[0][0] for r in results])
+            _add_column(table, "probability", [round(r.top[0][1], 6) for r in results])
+        atomic.write_text(output, table.to_csv(index=False, lineterminator="\n"))
         return output, results
 
     def predict_texts(self, texts: list[str], sources: list[str] | None = None) -> list[Prediction]:
@@ -145,6 +150,21 @@ class Predictor:
         if not texts:
             raise DataError(f"no text in {', '.join(map(str, paths))}: give one text per line")
         return self.predict_texts(texts, sources)
+
+
+def predictions_path(path: Path, output: str | Path | None = None) -> Path:
+    """Where ``predict_table`` writes: ``output``, or ``<input>.predictions.csv`` beside it."""
+    return Path(output) if output is not None else path.with_name(f"{path.stem}.predictions.csv")
+
+
+def _add_column(table: Any, name: str, values: list[Any]) -> None:
+    """A new last column; a name the user's file already has gets a suffix (_2, _3, ...)
+    rather than replacing the user's column."""
+    taken, unique, n = set(map(str, table.columns)), name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name}_{n}"
+    table[unique] = values
 
 
 def text_inputs(texts: list[str], spec: DataSpec) -> torch.Tensor:

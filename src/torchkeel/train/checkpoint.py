@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ PREFIX = "step-"
 FORMAT = "torchkeel-checkpoint-1"
 QUARANTINE_SUFFIX = ".corrupt"
 METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
+WRITER_THREAD = "torchkeel-checkpoint-writer"
 
 
 def save_checkpoint(
@@ -118,7 +120,7 @@ class CheckpointWriter:
             raise WriteError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
         args = (step, tensors, metadata, dict(files or {}))
         # not a daemon: however training ends, the interpreter finishes this write before exiting
-        self._thread = threading.Thread(target=self._write, args=args)
+        self._thread = threading.Thread(target=self._write, args=args, name=WRITER_THREAD)
         self._thread.start()
 
     def _write(
@@ -158,6 +160,14 @@ class CheckpointWriter:
             raise error
 
     close = wait
+
+
+def wait_for_writes() -> None:
+    """Let every checkpoint write in flight finish, e.g. before deciding that a failed run
+    has no checkpoint (its own errors stay with its writer)."""
+    for thread in threading.enumerate():
+        if thread.name == WRITER_THREAD and thread is not threading.current_thread():
+            thread.join()
 
 
 @dataclass
@@ -206,12 +216,33 @@ def newest_good_checkpoint(folder: Path, report: Callable[[str], None] | None = 
         try:
             return read_checkpoint(path)
         except CheckpointError as e:
-            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            aside = set_aside(path)
+            where = f"moved it aside to {aside.name} and " if aside is not None else ""
+            report(f"{e}; {where}trying the previous checkpoint")
+    return None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint to ``<name>.corrupt`` (``<name>.2.corrupt``, ... when that
+    name is taken: a step checkpointed again after a resume can be damaged again). It is
+    evidence: no later rename replaces it, and rotation (``prune_checkpoints``) only lists
+    ``step-*.safetensors``. None when it cannot be renamed."""
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}{'' if n == 1 else f'.{n}'}{QUARANTINE_SUFFIX}")
+        try:
+            os.link(path, aside)  # fails if ``aside`` exists: never replaces earlier evidence
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: a checked rename instead
+            if aside.exists():
+                continue
             try:
                 path.replace(aside)
-                report(f"{e}; moved it aside to {aside.name} and trying the previous checkpoint")
             except OSError:
-                report(f"{e}; trying the previous checkpoint")
+                return None
+            return aside
+        path.unlink(missing_ok=True)
+        return aside
     return None
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import io
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from torchkeel.config import GanConfig, RunConfig
 from torchkeel.data.bundle import DataBundle, DataSpec
 from torchkeel.data.images import normalise
 from torchkeel.data.loader import TensorLoader
-from torchkeel.errors import KeelError, TrainingError
+from torchkeel.errors import TrainingError
 from torchkeel.evaluate.frechet import features, frechet_distance
 from torchkeel.models.gan import GAN
 from torchkeel.tasks.classify import MULTICLASS
@@ -284,7 +283,7 @@ def train_gan_experiment(
 ) -> Path:
     """Steps 3-6 of ``keel train`` for a GAN: feature classifier, GAN loop, run folder."""
     from torchkeel import runs
-    from torchkeel.experiment import result_table, save_model
+    from torchkeel.experiment import discarded_on_failure, result_table, save_model
 
     if cfg.train.gan is None:
         cfg.train.gan = GanConfig()  # config.yaml records the GAN settings in force
@@ -299,15 +298,11 @@ def train_gan_experiment(
         f"batch {t.batch_size}, {t.epochs} epochs on {device}",
     )
     run_dir = runs.create_run(cfg.out_dir, cfg.name or f"{cfg.data.name}-{cfg.model.name}")
-    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
-    atomic.write_json(run_dir / "env.json", runtime.environment(device))
-    say.detail(f"run folder {run_dir}")
-    try:
+    with discarded_on_failure(run_dir):  # a GAN run writes no checkpoint: a failed one keeps nothing
+        atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+        atomic.write_json(run_dir / "env.json", runtime.environment(device))
+        say.detail(f"run folder {run_dir}")
         run = fit_gan(gan, data, cfg, feature_net=feature_net, run_dir=run_dir, console=console, progress=progress)
-    except KeelError:  # nothing worth keeping: a GAN run writes no checkpoint to resume from
-        shutil.rmtree(run_dir, ignore_errors=True)
-        runs.point_latest(run_dir.parent)
-        raise
 
     say.step("6/6", "Evaluate", "Frechet distance in the classifier's feature space (not Inception-FID)")
     save_model(run_dir, run.model, cfg, data.spec, loss="adversarial")

@@ -226,6 +226,8 @@ def fit(
         lookahead.finish()  # the final weights are the average
     if stopper is not None and stopper.best_weights is not None:
         model.load_state_dict(stopper.best_weights)
+    if stop is not None and stop.received:  # arrived after the last epoch's check (in on_epoch, say)
+        stop_with_checkpoint(stop, saver, state, None)
     train_seconds = time.perf_counter() - t_start
     return Run(
         model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early, state.nan_skips, compile_seconds
