@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +50,13 @@ def train(
     checkpoint, or from the start when it has none yet. ``on_epoch`` goes to :func:`fit`
     (``keel tune`` prunes trials with it)."""
     say = _Narrator(console)
+    resume_dir = None
     if resume is not None:
-        run_dir = runs.resolve_run(resume, cfg.out_dir)
-        cfg = load_run_config(run_dir)
+        resume_dir = runs.resolve_run(resume, cfg.out_dir)
+        cfg = load_run_config(resume_dir)
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
-    data = prepare_data(cfg, fitted_spec(run_dir) if resume is not None else None)
+    data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
     if data.spec.mean is not None and data.spec.kind == "image":
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
@@ -67,11 +68,9 @@ def train(
     if cfg.model.init_from and resume is None:
         _init_weights(model, cfg.model.init_from, say)
     if cfg.model.name in GAN_MODELS:  # a GAN trains by its own loop (train/gan.py)
-        if resume is not None:
-            raise RunError("GAN runs cannot be resumed; start the run again")
         from torchkeel.train.gan import train_gan_experiment
 
-        return train_gan_experiment(cfg, data, model, say, console, progress)
+        return train_gan_experiment(cfg, data, model, say, console, progress, resume_dir)
 
     t = cfg.train
     say.step(
@@ -82,32 +81,22 @@ def train(
     )
     if dist.active():
         say.detail(dist.describe(t.batch_size))
-    if resume is None:
-        run_dir = dist.run_on_main(lambda: _start_run_folder(cfg, device, data.spec))  # DDP: rank 0 makes it
-    say.detail(f"run folder {run_dir}")
-    try:
-        # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
-        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
-            checkpoint = _resume_point(run_dir, say) if resume is not None else None
-            if resume is not None and checkpoint is None and cfg.model.init_from:
-                _init_weights(model, cfg.model.init_from, say)
-            run = fit(
-                model,
-                data,
-                cfg,
-                run_dir=run_dir,
-                resume=checkpoint,
-                console=console,
-                progress=progress,
-                stop=stop,
-                on_epoch=on_epoch,
-            )
-            if cfg.train.finetune is not None:
-                run = _finetune(run, cfg, run_dir, say, console, progress, stop)
-    except KeelError:
-        if resume is None and dist.is_main():
-            _discard_if_empty(run_dir)
-        raise
+    with run_session(cfg, resume_dir, device, data.spec, say) as (run_dir, checkpoint, stop):
+        if resume_dir is not None and checkpoint is None and cfg.model.init_from:
+            _init_weights(model, cfg.model.init_from, say)
+        run = fit(
+            model,
+            data,
+            cfg,
+            run_dir=run_dir,
+            resume=checkpoint,
+            console=console,
+            progress=progress,
+            stop=stop,
+            on_epoch=on_epoch,
+        )
+        if cfg.train.finetune is not None:
+            run = _finetune(run, cfg, run_dir, say, console, progress, stop)
 
     say.step("6/6", "Evaluate", "test split")
     test = run.evaluate("test")
@@ -131,6 +120,26 @@ def train(
     after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
     console.print(result_table(test, summary, run_dir))
     return run_dir
+
+
+@contextmanager
+def run_session(
+    cfg: RunConfig, resume_dir: Path | None, device: torch.device, spec: DataSpec, say: _Narrator
+) -> Iterator[tuple[Path, ckpt.Checkpoint | None, StopSignals]]:
+    """What every training loop runs inside: a new run folder (under DDP rank 0 makes it), or
+    ``resume_dir``, locked against a second `--resume` of it, with SIGINT/SIGTERM ending in a
+    checkpoint. Yields the folder, the checkpoint to resume from (None: from the start) and
+    the StopSignals for the loop. A KeelError inside discards a new folder with no checkpoint."""
+    run_dir = resume_dir or dist.run_on_main(lambda: _start_run_folder(cfg, device, spec))
+    say.detail(f"run folder {run_dir}")
+    try:
+        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
+            checkpoint = _resume_point(run_dir, say) if resume_dir is not None else None
+            yield run_dir, checkpoint, stop
+    except KeelError:
+        if resume_dir is None and dist.is_main():
+            _discard_if_empty(run_dir)
+        raise
 
 
 def _start_run_folder(cfg: RunConfig, device: torch.device, spec: DataSpec) -> Path:
