@@ -1,5 +1,6 @@
 """Stopped any way, resumed, same weights: SIGINT/SIGTERM in-process, and `keel train` in a
-subprocess killed with SIGKILL at random steps and in the middle of a checkpoint write."""
+subprocess killed with SIGKILL at random steps and in the middle of a checkpoint write; the
+same for a GAN run."""
 
 from __future__ import annotations
 
@@ -132,6 +133,10 @@ def test_a_signal_after_fit_returned_stops_keel_train(tmp_path, monkeypatch):
 
 # 40 steps per epoch; a checkpoint every 10 steps so kills land between checkpoints too
 TRAIN_ARGS = ["train", "-q", "--seed", "3", "--set", "train.checkpoint.every_steps=10"]
+# a small DCGAN: 39 steps per epoch (batch 32), a 1-epoch feature classifier, few Frechet samples
+GAN_ARGS = [*TRAIN_ARGS, "--model", "dcgan", "--set", "model.width=16", "--set", "train.threads=1"]
+GAN_ARGS += ["--set", "train.gan.classifier_epochs=1", "--set", "train.gan.grid=16"]
+GAN_ARGS += ["--set", "train.gan.frechet_samples=64"]
 # os.fsync made slow (0.4 s) so the kill can land while a checkpoint's temporary file exists
 SLOW_FSYNC = (
     "import os, sys, time; fsync = os.fsync; os.fsync = lambda fd: (time.sleep(0.4), fsync(fd))[1]; "
@@ -142,13 +147,13 @@ SLOW_FSYNC = (
 class KilledRun:
     """One run folder under ``out``, started, stopped and resumed by the test."""
 
-    def __init__(self, out: Path, epochs: int, rng: random.Random):
-        self.out, self.epochs, self.rng = out, epochs, rng
+    def __init__(self, out: Path, epochs: int, rng: random.Random, train_args: list[str] = TRAIN_ARGS):
+        self.out, self.epochs, self.rng, self.train_args = out, epochs, rng, train_args
         self.kills: list[str] = []  # what each stop hit, for the report
 
     def start(self, *, slow_fsync: bool = False) -> subprocess.Popen:
         first = not (self.out / "latest").exists()
-        args = [*TRAIN_ARGS, "--epochs", str(self.epochs)] if first else ["train", "-q", "--resume", "latest"]
+        args = [*self.train_args, "--epochs", str(self.epochs)] if first else ["train", "-q", "--resume", "latest"]
         program = ["-c", SLOW_FSYNC] if slow_fsync else ["-m", "torchkeel"]
         return subprocess.Popen(
             [sys.executable, *program, *args, "--out-dir", str(self.out)],
@@ -219,9 +224,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2"}
 
 
-def _reference(tmp_path: Path, epochs: int) -> Path:
+def _reference(tmp_path: Path, epochs: int, train_args: list[str] = TRAIN_ARGS) -> Path:
     out = tmp_path / "uninterrupted"
-    args = [*TRAIN_ARGS, "--epochs", str(epochs), "--out-dir", str(out)]
+    args = [*train_args, "--epochs", str(epochs), "--out-dir", str(out)]
     subprocess.run(
         [sys.executable, "-m", "torchkeel", *args], cwd=tmp_path, env=_env(), check=True, capture_output=True
     )
@@ -250,6 +255,21 @@ def test_keel_train_killed_three_ways_resumes_to_identical_weights(tmp_path):
     print(f"kill points: {run.kills}")
     assert len(run.kills) == 3
     _assert_same_run(_reference(tmp_path, epochs=3), resumed)
+
+
+@pytest.mark.slow  # ~40 s of CPU; the default run resumes GANs in-process (tests/test_gan.py)
+def test_keel_train_of_a_gan_killed_and_stopped_resumes_to_identical_weights(tmp_path):
+    """A GAN run (its own loop, two networks, two optimisers) SIGKILLed mid-epoch after a
+    checkpoint, then stopped by Ctrl-C (checkpoint, exit 130), resumed to the end: the
+    weights and the Frechet distance of the run never interrupted, bit for bit."""
+    rng = random.Random(11)
+    run = KilledRun(tmp_path / "killed", epochs=2, rng=rng, train_args=GAN_ARGS)
+    run.kill_after_step(rng.randrange(10, 30))  # SIGKILL in epoch 1
+    assert run.kill_after_step(max(run.steps()) + 10, signal.SIGINT) == 130  # Ctrl-C: checkpoint, exit 130
+    resumed = run.finish()
+    print(f"kill points: {run.kills}")
+    assert len(run.kills) == 2 and len(list((resumed / "samples").iterdir())) == 2
+    _assert_same_run(_reference(tmp_path, epochs=2, train_args=GAN_ARGS), resumed)
 
 
 @pytest.mark.slow

@@ -53,12 +53,13 @@ def train(
     (``keel tune`` prunes trials with it). ``model_code``: on resume, the code of a custom
     model, which a run folder's own config.yaml is never trusted to name (see models.rebuild)."""
     say = _Narrator(console)
+    resume_dir = None
     if resume is not None:
-        run_dir = runs.resolve_run(resume, cfg.out_dir)
-        cfg = load_run_config(run_dir)
+        resume_dir = runs.resolve_run(resume, cfg.out_dir)
+        cfg = load_run_config(resume_dir)
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
-    data = prepare_data(cfg, fitted_spec(run_dir) if resume is not None else None)
+    data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
     if data.spec.mean is not None and data.spec.kind == "image":
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
@@ -67,14 +68,14 @@ def train(
     if resume is None:
         model = build(cfg.model, data.spec)  # the user's own config: its custom target is theirs
     else:
-        model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, run_dir.name)
+        model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, resume_dir.name)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
     if cfg.model.init_from and resume is None:
         _init_weights(model, cfg.model.init_from, say)
     task = task_of(data.spec)
-    if task.loop != "fit":  # a task with its own loop (the GAN's, train/gan.py)
-        return LOOPS[task.loop](cfg, data, model, say, console, progress, resume=resume)
+    if task.loop != "fit":  # a task with its own loop (the GAN's, train/gan.py), in the same run machinery
+        return LOOPS[task.loop](cfg, data, model, say, console, progress, resume_dir)
 
     t = cfg.train
     say.step(
@@ -85,38 +86,28 @@ def train(
     )
     if dist.active():
         say.detail(dist.describe(t.batch_size))
-    if resume is None:
-        run_dir = dist.run_on_main(lambda: _start_run_folder(cfg, device, data.spec))  # DDP: rank 0 makes it
-    try:
-        say.detail(f"run folder {run_dir}")
-        # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
-        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
-            checkpoint = _resume_point(run_dir, say) if resume is not None else None
-            if resume is not None and checkpoint is None and cfg.model.init_from:
-                _init_weights(model, cfg.model.init_from, say)
-            run = fit(
-                model,
-                data,
-                cfg,
-                run_dir=run_dir,
-                resume=checkpoint,
-                console=console,
-                progress=progress,
-                stop=stop,
-                on_epoch=on_epoch,
-            )
-            if cfg.train.finetune is not None:
-                run = _finetune(run, cfg, run_dir, say, console, progress, stop)
+    with run_session(cfg, resume_dir, device, data.spec, say) as (run_dir, checkpoint, stop):
+        if resume_dir is not None and checkpoint is None and cfg.model.init_from:
+            _init_weights(model, cfg.model.init_from, say)
+        run = fit(
+            model,
+            data,
+            cfg,
+            run_dir=run_dir,
+            resume=checkpoint,
+            console=console,
+            progress=progress,
+            stop=stop,
+            on_epoch=on_epoch,
+        )
+        if cfg.train.finetune is not None:
+            run = _finetune(run, cfg, run_dir, say, console, progress, stop)
         if stop.received:  # a signal after fit's last look is not lost: the final checkpoint is written
             raise TrainingInterrupted(
                 f"training stopped by {stop.name} as it ended; checkpoint written: continue with "
                 f"`keel train --resume {run_dir}`",
                 stop.exit_code,
             )
-    except BaseException:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
-        if resume is None and dist.is_main():
-            _discard_if_empty(run_dir)
-        raise
 
     say.step("6/6", "Evaluate", "test split")
     test = run.evaluate("test")
@@ -143,17 +134,42 @@ def train(
 
 
 def _gan_loop(
-    cfg: RunConfig, data: DataBundle, model: nn.Module, say: _Narrator, console: Console, progress: bool, resume: Any
+    cfg: RunConfig,
+    data: DataBundle,
+    model: nn.Module,
+    say: _Narrator,
+    console: Console,
+    progress: bool,
+    resume_dir: Path | None,
 ) -> Path:
     from torchkeel.train.gan import train_gan_experiment
 
-    if resume is not None:
-        raise RunError("GAN runs cannot be resumed; start the run again")
-    return train_gan_experiment(cfg, data, model, say, console, progress)
+    return train_gan_experiment(cfg, data, model, say, console, progress, resume_dir)
 
 
 # the training loops of tasks whose step is not forward -> loss -> backward (Task.loop)
 LOOPS: dict[str, Callable[..., Path]] = {"gan": _gan_loop}
+
+
+@contextmanager
+def run_session(
+    cfg: RunConfig, resume_dir: Path | None, device: torch.device, spec: DataSpec, say: _Narrator
+) -> Iterator[tuple[Path, ckpt.Checkpoint | None, StopSignals]]:
+    """What every training loop runs inside: a new run folder (under DDP rank 0 makes it), or
+    ``resume_dir``, locked against a second `--resume` of it, with SIGINT/SIGTERM ending in a
+    checkpoint. Yields the folder, the checkpoint to resume from (None: from the start) and
+    the StopSignals for the loop. However the block fails (any exception, KeyboardInterrupt
+    included), a new folder with no checkpoint is removed before the failure goes on."""
+    run_dir = resume_dir or dist.run_on_main(lambda: _start_run_folder(cfg, device, spec))
+    say.detail(f"run folder {run_dir}")
+    try:
+        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
+            checkpoint = _resume_point(run_dir, say) if resume_dir is not None else None
+            yield run_dir, checkpoint, stop
+    except BaseException:
+        if resume_dir is None and dist.is_main():
+            _discard_if_empty(run_dir)
+        raise
 
 
 def _start_run_folder(cfg: RunConfig, device: torch.device, spec: DataSpec) -> Path:

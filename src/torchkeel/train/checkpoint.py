@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,39 +35,53 @@ QUARANTINE_SUFFIX = ".corrupt"
 METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
 WRITER_THREAD = "torchkeel-checkpoint-writer"
 
+# one optimiser (supervised training) or several by name (a GAN's discriminator and generator)
+Optimizers = torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer]
+# each rank's RNG states under torch.distributed, in rank order: rng.rng_state()'s (tensors, JSON)
+RankRNG = list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
 
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     state: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write model, optimiser, RNG states, the JSON-able loop ``state`` and ``extra``
+    """Write model, optimiser(s), RNG states, the JSON-able loop ``state`` and ``extra``
     tensors (e.g. the best weights kept for early stopping) to ``path``."""
     write_snapshot(path, *snapshot(model, optimizer, state, extra))
 
 
 def snapshot(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     state: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
+    rng: RankRNG | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Copies of everything a checkpoint holds, safe to write while training goes on."""
+    """Copies of everything a checkpoint holds, safe to write while training goes on.
+    ``rng``: every rank's RNG states (distributed training); this process's when None."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    opt_tensors, opt_meta = _optimizer_state(optimizer)
     tensors.update(opt_tensors)
-    rng_tensors, rng_meta = rng_state()
+    rng_tensors, rng_meta = _rng_entries(rng or [rng_state()])
     tensors.update(rng_tensors)
     tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
-    metadata = {
-        "format": FORMAT,
-        "state": json.dumps(state),
-        "optimizer": json.dumps(opt_meta),
-        "rng": json.dumps(rng_meta),
-    }
+    metadata = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)} | rng_meta
     return saveable(tensors, copy=True), metadata
+
+
+def _rng_entries(ranks: RankRNG) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rank 0's (or the only process's) RNG states as ``rng.*`` tensors with their JSON in
+    ``rng``; rank r's, when there are more, as ``rank<r>.rng.*`` with theirs in ``rng_ranks``."""
+    (tensors, meta), others = ranks[0], ranks[1:]
+    tensors, metadata = dict(tensors), {"rng": json.dumps(meta)}
+    for r, (rank_tensors, _) in enumerate(others, start=1):
+        tensors.update({f"rank{r}.{k}": v for k, v in rank_tensors.items()})
+    if others:
+        metadata["rng_ranks"] = json.dumps({str(r): m for r, (_, m) in enumerate(others, start=1)})
+    return tensors, metadata
 
 
 def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -105,13 +119,14 @@ class CheckpointWriter:
         self,
         step: int,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizers,
         state: dict[str, Any],
         extra: dict[str, torch.Tensor] | None = None,
         files: dict[Path, str] | None = None,
+        rng: RankRNG | None = None,
     ) -> None:
         """Snapshot now, write later; ``files`` (path -> text) are written first, atomically."""
-        tensors, metadata = snapshot(model, optimizer, state, extra)  # copies, taken now
+        tensors, metadata = snapshot(model, optimizer, state, extra, rng)  # copies, taken now
         self._last = time.monotonic()
         self.wait()
         try:
@@ -195,7 +210,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         checksums = json.loads(metadata["checksums"])
         state = json.loads(metadata["state"])
-        json.loads(metadata["optimizer"]), json.loads(metadata["rng"])
+        json.loads(metadata["optimizer"]), json.loads(metadata["rng"]), json.loads(metadata.get("rng_ranks", "{}"))
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"checkpoint {path.name} has damaged metadata ({type(e).__name__}: {e})") from None
     if not isinstance(checksums, dict) or checksums.pop(METADATA_KEY, None) != _metadata_digest(metadata):
@@ -249,29 +264,41 @@ def set_aside(path: Path) -> Path | None:
 def restore(
     checkpoint: Checkpoint,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     restore_rng: bool = True,
+    rank: int = 0,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load a verified checkpoint into ``model`` (and ``optimizer``, and the RNGs); return the
-    loop state and the extra tensors."""
+    """Load a verified checkpoint into ``model`` (and ``optimizer``, and the RNGs of process
+    ``rank``); return the loop state and the extra tensors."""
     tensors, metadata = checkpoint.tensors, checkpoint.metadata
     device = next(model.parameters()).device
     try:
         model.load_state_dict(_strip(tensors, "model."))
         if optimizer is not None:
-            optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(metadata["optimizer"]), device))
+            _load_optimizer_state(optimizer, tensors, json.loads(metadata["optimizer"]), device)
     except (RuntimeError, KeyError, ValueError) as e:
         first = str(e).strip().splitlines()[0]
         raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {first}") from None
     if restore_rng:
-        set_rng_state(tensors, json.loads(metadata["rng"]))
+        _restore_rng(checkpoint, rank)
     return checkpoint.state, _strip(tensors, "extra.")
+
+
+def _restore_rng(checkpoint: Checkpoint, rank: int) -> None:
+    """Rank ``rank``'s own RNG states. A rank the checkpoint holds none of (it was taken by
+    fewer processes, or by a version that saved rank 0's alone) takes rank 0's."""
+    tensors, metadata = checkpoint.tensors, checkpoint.metadata
+    ranks = json.loads(metadata.get("rng_ranks", "{}"))
+    if rank and str(rank) in ranks:
+        set_rng_state(_strip(tensors, f"rank{rank}."), ranks[str(rank)])
+    else:
+        set_rng_state(tensors, json.loads(metadata["rng"]))
 
 
 def load_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     restore_rng: bool = True,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Verify and load ``path`` into ``model`` (and ``optimizer``); return the loop state and
@@ -311,14 +338,39 @@ def saveable(tensors: dict[str, torch.Tensor], copy: bool = False) -> dict[str, 
     return out
 
 
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_state(optimizer: Optimizers) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One optimiser as ``optim.<param id>.<key>`` tensors; named ones (a GAN's two) as
+    ``optim.<name>.<param id>.<key>``, their JSON keyed by name."""
+    if not isinstance(optimizer, Mapping):
+        return _flatten_optimizer(optimizer.state_dict(), "optim.")
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, opt in optimizer.items():
+        flat, meta[name] = _flatten_optimizer(opt.state_dict(), f"optim.{name}.")
+        tensors.update(flat)
+    return tensors, meta
+
+
+def _load_optimizer_state(
+    optimizer: Optimizers, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device
+) -> None:
+    if not isinstance(optimizer, Mapping):
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta, device, "optim."))
+        return
+    if set(meta) != set(optimizer):
+        raise KeyError(f"the checkpoint has optimisers {sorted(meta)}, this run {sorted(optimizer)}")
+    for name, opt in optimizer.items():
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta[name], device, f"optim.{name}."))
+
+
+def _flatten_optimizer(sd: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     state_meta: dict[str, dict[str, Any]] = {}
     for pid, pstate in sd["state"].items():
         state_meta[str(pid)] = {}
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{pid}.{key}"] = value
+                tensors[f"{prefix}{pid}.{key}"] = value
                 state_meta[str(pid)][key] = None  # marks a tensor entry
             else:
                 state_meta[str(pid)][key] = value
@@ -326,12 +378,13 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
 
 
 def _unflatten_optimizer(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device, prefix: str
 ) -> dict[str, Any]:
     state = {}
     for pid, entries in meta["state"].items():
         state[int(pid)] = {
-            key: tensors[f"optim.{pid}.{key}"].to(device) if value is None else value for key, value in entries.items()
+            key: tensors[f"{prefix}{pid}.{key}"].to(device) if value is None else value
+            for key, value in entries.items()
         }
     # JSON turned tuples (betas, ...) into lists; "params" is the one real list
     groups = [

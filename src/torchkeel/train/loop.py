@@ -38,7 +38,13 @@ from torchkeel.train.lookahead import Lookahead
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
-from torchkeel.train.resume import CheckpointSaver, last_checkpoint_note, resume_from, stop_with_checkpoint
+from torchkeel.train.resume import (
+    CheckpointSaver,
+    last_checkpoint_note,
+    resume_from,
+    stop_requested,
+    stop_with_checkpoint,
+)
 from torchkeel.train.signals import StopSignals
 from torchkeel.train.state import EarlyStopping, LoopState
 
@@ -108,7 +114,7 @@ def fit(
     runtime.set_threads(t.threads)
     runtime.set_allocator(t.allocator)
     runtime.set_deterministic(t.deterministic)
-    runtime.seed_everything(cfg.seed)
+    runtime.seed_everything(dist.rank_seed(cfg.seed))  # DDP: one stream per rank; rank 0's is cfg.seed's
     device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU
     spec = data.spec
     task = task_of(spec)  # what the loop asks: the batch loss, the running metrics, what is logged
@@ -140,8 +146,10 @@ def fit(
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
-    writes = run_dir is not None and dist.is_main()  # one writer of the run folder: rank 0
-    saver = None if not writes else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
+    # DDP: a saver on every rank (each hands rank 0 its RNG states); rank 0 alone writes
+    saver = None
+    if run_dir is not None:
+        saver = CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
     state, meter_totals = LoopState(steps_per_epoch=steps_per_epoch), None
     if resume is not None:
         state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
@@ -188,11 +196,12 @@ def fit(
                 lookahead.step(state.global_step)
             if t.compile and compile_seconds is None:
                 compile_seconds = time.perf_counter() - t_start
-            if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
+            at_log = state.batch % t.log_every == 0 or state.batch == steps_per_epoch
+            if at_log:
                 _log_step(state, bar, guard, running, lr, loader.batch_size, saver)
-            if saver is not None and state.batch < steps_per_epoch and saver.due(state):
+            if saver is not None and state.batch < steps_per_epoch and saver.due(state, sync_point=at_log):
                 saver.save(state, running)
-            if stop is not None and stop.received:
+            if stop_requested(stop, sync_point=at_log):
                 stop_with_checkpoint(stop, saver, state, running)
 
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
@@ -213,7 +222,7 @@ def fit(
         final = state.epoch == t.epochs or state.stopped_early
         if saver is not None and saver.due(state, epoch_end=True, final=final):
             saver.save(state)
-        if stop is not None and stop.received:
+        if stop_requested(stop):
             stop_with_checkpoint(stop, saver, state, None)
         loggers.log_epoch(record, state.steps)
         if on_epoch is not None:
@@ -221,7 +230,7 @@ def fit(
 
     loggers.close()
     if saver is not None:
-        saver.writer.close()
+        saver.close()
     if lookahead is not None:
         lookahead.finish()  # the final weights are the average
     if stopper is not None and stopper.best_weights is not None:
@@ -272,7 +281,7 @@ def _log_step(
     and a failed background checkpoint write surfaced now rather than at the next one."""
     values = guard.check(state.epoch, lambda: last_checkpoint_note(saver))
     if saver is not None:
-        saver.writer.poll()
+        saver.poll()
     if values is None:  # every step since the last log point was skipped
         return
     record = {"step": state.global_step, "epoch": state.epoch + 1, "train/batch_loss": values.loss, "lr": lr}
