@@ -26,7 +26,7 @@ from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
-from torchkeel.errors import RunError, TrainingInterrupted
+from torchkeel.errors import RunError, StopRequested, TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
@@ -110,8 +110,8 @@ def train(
                 f"`keel train --resume {run_dir}`",
                 stop.exit_code,
             )
-    except BaseException:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
-        if resume is None and dist.is_main():
+    except BaseException as e:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
+        if resume is None and dist.is_main() and not isinstance(e, StopRequested):
             _discard_if_empty(run_dir)
         raise
 
