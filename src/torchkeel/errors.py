@@ -47,6 +47,11 @@ class TrainingInterrupted(TrainingError):
         self.exit_code = exit_code
 
 
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an ``on_epoch`` hook to end training on purpose (``keel tune`` prunes a trial
+    this way): unlike a failure, it leaves the run folder as it is."""
+
+
 class ExportError(KeelError):
     """A model that cannot be exported, or an export that does not match the model."""
 

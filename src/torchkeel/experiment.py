@@ -26,7 +26,7 @@ from torchkeel import __version__, atomic, runs
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import KeelError, RunError, TrainingInterrupted
+from torchkeel.errors import KeelError, RunError, StopRequested, TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import build, count_parameters, rebuild, task_name
 from torchkeel.tasks import Task, task_of
@@ -166,8 +166,8 @@ def run_session(
         with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
             checkpoint = _resume_point(run_dir, say) if resume_dir is not None else None
             yield run_dir, checkpoint, stop
-    except BaseException:
-        if resume_dir is None and dist.is_main():
+    except BaseException as e:  # any failure (MemoryError, a bug, a second Ctrl-C) before a checkpoint
+        if resume_dir is None and dist.is_main() and not isinstance(e, StopRequested):  # a pruned trial stays
             _discard_if_empty(run_dir)
         raise
 

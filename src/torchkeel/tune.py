@@ -30,7 +30,7 @@ from rich.console import Console
 
 from torchkeel import atomic
 from torchkeel.config import RunConfig, set_path, validate_config
-from torchkeel.errors import ConfigError, TrainingError, TrainingInterrupted
+from torchkeel.errors import ConfigError, StopRequested, TrainingError, TrainingInterrupted
 from torchkeel.search_space import ParamSpace, TuneConfig
 
 HEARTBEAT_SECONDS = 60
@@ -176,9 +176,9 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
     try:
         train(trial_cfg, Console(quiet=True), progress=False, on_epoch=_reporter(trial, tune.metric, values))
         state = "COMPLETE"
-    except optuna.TrialPruned:
+    except StopRequested as e:  # pruned: the run folder stays, with trial.json
         state = "PRUNED"
-        raise
+        raise optuna.TrialPruned(str(e)) from None
     except KeyboardInterrupt:
         shown_state = "interrupted"  # optuna records it as failed
         raise
@@ -197,8 +197,7 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
 
 
 def _reporter(trial: Any, metric: str, values: list[float]):
-    """The per-epoch hook given to fit: report the metric, raise TrialPruned when told."""
-    import optuna
+    """The per-epoch hook given to fit: report the metric, stop the trial when the pruner says so."""
 
     def on_epoch(record: dict[str, Any]) -> None:
         if metric not in record:
@@ -207,7 +206,7 @@ def _reporter(trial: Any, metric: str, values: list[float]):
         values.append(float(record[metric]))
         trial.report(values[-1], step=record["epoch"])
         if trial.should_prune():
-            raise optuna.TrialPruned(f"{metric} {values[-1]:.4f} at epoch {record['epoch']} is below the median")
+            raise StopRequested(f"{metric} {values[-1]:.4f} at epoch {record['epoch']} is below the median")
 
     return on_epoch
 
