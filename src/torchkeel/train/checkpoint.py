@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +110,6 @@ class CheckpointWriter:
 
     def __init__(self, folder: Path, keep: int = 2):
         self.folder, self.keep = folder, keep
-        self._last = time.monotonic()  # training start counts as the last checkpoint
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -127,7 +125,6 @@ class CheckpointWriter:
     ) -> None:
         """Snapshot now, write later; ``files`` (path -> text) are written first, atomically."""
         tensors, metadata = snapshot(model, optimizer, state, extra, rng)  # copies, taken now
-        self._last = time.monotonic()
         self.wait()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -157,9 +154,6 @@ class CheckpointWriter:
             self._error = WriteError(f"checkpoint at step {step} failed, training stopped: {e}; {kept}")
         except BaseException as e:  # re-raised in the training thread
             self._error = e
-
-    def seconds_since_last(self) -> float:
-        return time.monotonic() - self._last
 
     def poll(self) -> None:
         """Raise a failed background write now, without waiting for one in progress."""
