@@ -150,7 +150,7 @@ def eval_(
 
     With --attack: clean vs. adversarial accuracy, recorded in robustness.json and the report.
     """
-    from torchkeel.experiment import evaluate_run
+    from torchkeel.run_model import evaluate_run
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)

@@ -71,7 +71,7 @@ def export_run(
     formats of the same run share a folder; replacing an earlier export of this format, or
     exporting into another run's export folder, takes ``force``. ``model_code``: a custom
     model's code (see models.rebuild)."""
-    from torchkeel.experiment import load_model, run_task
+    from torchkeel.run_model import load_model, run_task
 
     check_choice("export format", fmt, FORMATS, ExportError)
     if quantize is not None:
@@ -178,7 +178,7 @@ def dynamic_axes(spec: DataSpec) -> DynamicAxes:
 def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The run's test split rebuilt from its config and seed; when the data set's files are not
     on this machine, seeded random inputs of the right shape and type (no labels)."""
-    from torchkeel.experiment import load_run_config, prepare_data
+    from torchkeel.run_model import load_run_config, prepare_data
 
     try:
         test = prepare_data(load_run_config(run_dir), spec).test  # a text set reuses the run's tokeniser

@@ -212,7 +212,7 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
 def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
     """Fails (KeelError) for a run that cannot be served, before any server starts; None for
     a GAN run (served by serve/gan_app.py)."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
     _, spec, meta = load_model(run_dir, "cpu", model_code)
     if _is_gan(meta):
@@ -232,7 +232,7 @@ def _is_gan(meta: dict[str, Any]) -> bool:
 
 def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
     """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
     if not (run_dir / "model.json").is_file() or not _is_gan(_model_json(run_dir)):
         return None  # not a GAN (or not finished: Predictor.from_run says so)

@@ -69,7 +69,7 @@ class Predictor:
     ) -> Predictor:
         """``model_cls``: for a run of your own model, its class (or target string): loading a
         run never imports the code it names."""
-        from torchkeel.experiment import load_model, run_task
+        from torchkeel.run_model import load_model, run_task
 
         model, spec, _ = load_model(run_dir, device, model_cls)
         run_task(spec, "predict", run_dir)
