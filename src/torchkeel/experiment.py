@@ -17,6 +17,7 @@ from torch import nn
 from torchkeel import atomic, runs
 from torchkeel.config import RunConfig
 from torchkeel.data import DataBundle, fitted_spec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
 from torchkeel.models import build, count_parameters, rebuild
@@ -61,7 +62,7 @@ def train(
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
-    if data.spec.mean is not None and data.spec.kind == "image":
+    if data.spec.mean is not None and kind_of(data.spec).pixels:
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
     runtime.seed_everything(cfg.seed)  # the model's initial weights depend on the seed
