@@ -150,7 +150,7 @@ def eval_(
 
     With --attack: clean vs. adversarial accuracy, recorded in robustness.json and the report.
     """
-    from torchkeel.experiment import evaluate_run
+    from torchkeel.run_model import evaluate_run
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)
@@ -215,15 +215,17 @@ def predict(
 
     run_dir = resolve_run(run, out_dir)
     predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
-    files, kind = files or [], predictor.spec.kind
+    from torchkeel.data.kinds import kind_of
+
+    files, kind = files or [], kind_of(predictor.spec)
     if not files and not text:
-        raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind == "text" else ""))
-    if text and kind != "text":
-        raise KeelError(f"--text is for text models; this one takes {kind} data")
-    if kind == "table":
+        raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind.token_ids else ""))
+    if text and not kind.token_ids:
+        raise KeelError(f"--text is for text models; this one takes {kind.name} data")
+    if kind.features:  # table rows: a file of rows in, the rows with predictions out
         _predict_tables(predictor, files, output, as_json, force)
         return
-    if kind == "text":
+    if kind.token_ids:
         results = (predictor.predict_texts(text) if text else []) + (
             predictor.predict_text_files(files) if files else []
         )

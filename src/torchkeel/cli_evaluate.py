@@ -82,8 +82,8 @@ def lr_find(
     """
     from torchkeel import atomic
     from torchkeel.config import load_config
-    from torchkeel.experiment import prepare_data
     from torchkeel.models import build
+    from torchkeel.run_model import prepare_data
     from torchkeel.train import lr_find as finder
     from torchkeel.train import runtime
 

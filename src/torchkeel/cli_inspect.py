@@ -40,10 +40,11 @@ def data(
     cfg = load_config(name_or_config if is_config else None, set_, shortcuts)
     from torchkeel.data import load
     from torchkeel.data.describe import describe, render, write_sample_grid
+    from torchkeel.data.kinds import kind_of
 
     bundle = load(cfg.data, cfg.seed)
     info = describe(bundle)
-    if bundle.spec.kind == "image" and not no_grid:
+    if kind_of(bundle.spec).pixels and not no_grid:
         info["grid"] = str(write_sample_grid(bundle, grid or Path(f"{bundle.spec.name}-samples.png"), cfg.seed))
     if as_json:
         print(json.dumps(info))

@@ -81,10 +81,13 @@ class DataBundle:
 
     def summary(self) -> str:
         sizes = " / ".join(f"{len(s):,} {k}" for k, s in self.splits().items())
+        from torchkeel.data.kinds import kind_of
+
+        kind = kind_of(self.spec)
         shape = "x".join(str(d) for d in self.spec.input_shape)
-        if self.spec.kind == "text":
+        if kind.token_ids:
             shape = f"{shape} token ids (vocabulary {self.spec.extra.get('vocab_size', '?'):,})"
-        elif self.spec.kind == "table":
+        elif kind.features:
             shape = f"{shape} features"
         what = f"{self.spec.num_classes} classes" if self.spec.classes else self.spec.task
         return f"{self.spec.name}: {sizes}; input {shape}; {what}"

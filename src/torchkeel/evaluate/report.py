@@ -103,7 +103,7 @@ def write_report(
 def build_context(
     run_dir: Path, *, model: nn.Module | None, data: DataBundle | None, device: str | torch.device
 ) -> ReportContext:
-    from torchkeel.experiment import load_model, load_run_config, prepare_data
+    from torchkeel.run_model import load_model, load_run_config, prepare_data
     from torchkeel.tasks import task_of
 
     cfg = load_run_config(run_dir)

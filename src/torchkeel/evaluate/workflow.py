@@ -81,7 +81,7 @@ def attack_run(
     """``keel eval RUN --attack``: attack the saved model, record it, rebuild the report."""
     from torchkeel.evaluate.attack import check_attackable
     from torchkeel.evaluate.report import write_report
-    from torchkeel.experiment import load_model, load_run_config, prepare_data
+    from torchkeel.run_model import load_model, load_run_config, prepare_data
     from torchkeel.train import runtime
 
     cfg = load_run_config(run_dir)
@@ -96,7 +96,7 @@ def attack_run(
 def report_run(run_dir: Path, console: Console | None = None, model_code: Any = None) -> Path:
     """``keel report RUN``: rebuild report.html from the saved model and the run's data."""
     from torchkeel.evaluate.report import write_report
-    from torchkeel.experiment import load_model, load_run_config
+    from torchkeel.run_model import load_model, load_run_config
     from torchkeel.train import runtime
 
     cfg = load_run_config(run_dir)
@@ -110,7 +110,7 @@ def explain_run(
     """``keel explain RUN FILE...``: saliency and Grad-CAM images in ``out_dir``
     (default: the run's ``explain/`` folder)."""
     from torchkeel.evaluate.explain import explain_images
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
     model, spec, _ = load_model(run_dir, "cpu", model_code)
     return explain_images(model, spec, files, out_dir or run_dir / "explain")

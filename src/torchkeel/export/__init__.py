@@ -24,21 +24,17 @@ import torch
 
 from torchkeel import __version__, atomic
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ExportError, KeelError, check_choice
 from torchkeel.export.formats import FORMATS, DynamicAxes, Runner
 from torchkeel.export.quantize import QUANTIZERS, QuantReport, compare
 from torchkeel.extras import require
+from torchkeel.tasks import task_of
 
 TOLERANCE = 1e-4  # max |exported - PyTorch| over the verification outputs, fp32
 QUANTIZE = ("dynamic",)
 VERIFY_LIMIT = 1024  # test inputs used to verify
 SAMPLES_KEPT = 8  # inputs stored in sample_inputs.safetensors
-
-OUTPUT_MEANING = {
-    "classification": "logits: softmax over the last axis gives the probabilities of 'classes', in order",
-    "binary": "one logit: sigmoid gives the probability of classes[1]",
-    "regression": "the predicted values",
-}
 
 
 @dataclass
@@ -71,7 +67,7 @@ def export_run(
     formats of the same run share a folder; replacing an earlier export of this format, or
     exporting into another run's export folder, takes ``force``. ``model_code``: a custom
     model's code (see models.rebuild)."""
-    from torchkeel.experiment import load_model, run_task
+    from torchkeel.run_model import load_model, run_task
 
     check_choice("export format", fmt, FORMATS, ExportError)
     if quantize is not None:
@@ -172,13 +168,13 @@ def _save(save: Any, model: torch.nn.Module, example: torch.Tensor, file: Path, 
 
 def dynamic_axes(spec: DataSpec) -> DynamicAxes:
     """The batch is always free; so is the sequence length of token ids."""
-    return {0: "batch", 1: "length"} if spec.kind == "text" else {0: "batch"}
+    return {0: "batch", 1: "length"} if kind_of(spec).token_ids else {0: "batch"}
 
 
 def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The run's test split rebuilt from its config and seed; when the data set's files are not
     on this machine, seeded random inputs of the right shape and type (no labels)."""
-    from torchkeel.experiment import load_run_config, prepare_data
+    from torchkeel.run_model import load_run_config, prepare_data
 
     try:
         test = prepare_data(load_run_config(run_dir), spec).test  # a text set reuses the run's tokeniser
@@ -188,7 +184,7 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
         reason = f"random inputs (test data unavailable: {e})"
     g = torch.Generator().manual_seed(0)
     n = 64
-    if spec.kind == "text":
+    if kind_of(spec).token_ids:
         vocab = int(spec.extra.get("vocab_size", 2))
         x = torch.randint(2, max(vocab, 3), (n, *spec.input_shape), generator=g)
     else:
@@ -229,7 +225,7 @@ def write_metadata(
     }
     if result.quantized is not None:
         models[result.quantized.file.name] = {"format": result.format, "quantized": "dynamic int8 (Linear, LSTM)"}
-    text = spec.kind == "text"
+    text = kind_of(spec).token_ids
     doc = {
         "format": "torchkeel-export-1",
         "torchkeel": __version__,
@@ -243,7 +239,7 @@ def write_metadata(
             "shape": ["batch", "length"] if text else ["batch", *spec.input_shape],
             "dtype": "int64" if text else "float32",
         },
-        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": OUTPUT_MEANING[spec.task]},
+        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": task_of(spec).export_output},
         "preprocess": preprocess_steps(spec),
         "tokenizer_files": sorted(p.name for p in run_dir.glob("tokenizer*.json")),
         "spec": spec.to_dict(),
@@ -255,7 +251,7 @@ def write_metadata(
 
 def preprocess_steps(spec: DataSpec) -> dict[str, Any]:
     """What ``serve.predictor`` does to a raw input, spelled out for other runtimes."""
-    if spec.kind == "image":
+    if kind_of(spec).pixels:
         c, h, w = spec.input_shape
         return {
             "decode": "grey (L)" if c == 1 else "RGB",

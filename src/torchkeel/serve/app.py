@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from torchkeel import __version__
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
@@ -186,7 +187,7 @@ def describe(
 
 def _table_columns(spec: DataSpec) -> list[str] | None:
     """The columns a table model's rows must have (None for other models)."""
-    if spec.kind != "table":
+    if not kind_of(spec).features:
         return None
     from torchkeel.data.table_encoder import TableEncoder
 
@@ -212,15 +213,15 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
 def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
     """Fails (KeelError) for a run that cannot be served, before any server starts; None for
     a GAN run (served by serve/gan_app.py)."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
     _, spec, meta = load_model(run_dir, "cpu", model_code)
-    if _is_gan(meta):
+    if _generates(meta):
         return None
     return input_kind(spec.kind)
 
 
-def _is_gan(meta: dict[str, Any]) -> bool:
+def _generates(meta: dict[str, Any]) -> bool:
     """Served by the generate server (serve/gan_app.py) rather than POST /predict."""
     from torchkeel.models import task_name
     from torchkeel.tasks import TASKS
@@ -232,9 +233,9 @@ def _is_gan(meta: dict[str, Any]) -> bool:
 
 def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
     """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
-    if not (run_dir / "model.json").is_file() or not _is_gan(_model_json(run_dir)):
+    if not (run_dir / "model.json").is_file() or not _generates(_model_json(run_dir)):
         return None  # not a GAN (or not finished: Predictor.from_run says so)
     model, spec, _ = load_model(run_dir)
     return model.eval(), spec

@@ -16,6 +16,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.images import normalise
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
 from torchkeel.tasks import task_of
 
@@ -69,7 +70,7 @@ class Predictor:
     ) -> Predictor:
         """``model_cls``: for a run of your own model, its class (or target string): loading a
         run never imports the code it names."""
-        from torchkeel.experiment import load_model, run_task
+        from torchkeel.run_model import load_model, run_task
 
         model, spec, _ = load_model(run_dir, device, model_cls)
         run_task(spec, "predict", run_dir)
@@ -83,9 +84,12 @@ class Predictor:
         outputs = self.task.decode(out, self.spec, self.top_k)  # the task's JSON per input
         return [Prediction(s, o, n) for s, o, n in zip(sources, outputs, notes, strict=True)]
 
+    def _require_kind(self, capability: str, what: str) -> None:
+        if not getattr(kind_of(self.spec), capability):
+            raise DataError(f"this model takes {self.spec.kind} data, not {what}")
+
     def predict_images(self, paths: list[str | Path]) -> list[Prediction]:
-        if self.spec.kind != "image":
-            raise DataError(f"this model takes {self.spec.kind} data, not image files")
+        self._require_kind("pixels", "image files")
         images, notes = zip(*(load_image(p, self.spec, self.max_pixels) for p in paths), strict=True)
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
         return self.predict_batch(x, [str(p) for p in paths], list(notes))
@@ -93,8 +97,7 @@ class Predictor:
     def predict_rows(self, frame: Any, source: str = "rows") -> list[Prediction]:
         """Table models: one prediction per row of a pandas DataFrame, whose columns are
         encoded with the train split's statistics stored in the DataSpec."""
-        if self.spec.kind != "table":
-            raise DataError(f"this model takes {self.spec.kind} data, not table rows")
+        self._require_kind("features", "table rows")
         x = table_inputs(frame, self.spec, source)  # (N, features)
         names = [f"{source}:{i + 2}" for i in range(len(frame))]  # the row's line in a CSV with a header
         return [
@@ -129,8 +132,7 @@ class Predictor:
 
     def predict_texts(self, texts: list[str], sources: list[str] | None = None) -> list[Prediction]:
         """Text models: tokenised with the run's own tokeniser, truncated/padded to its length."""
-        if self.spec.kind != "text":
-            raise DataError(f"this model takes {self.spec.kind} data, not text")
+        self._require_kind("token_ids", "text")
         x = text_inputs(texts, self.spec)  # (N, L) token ids
         sources = sources or [t if len(t) <= 60 else t[:57] + "..." for t in texts]
         return self.predict_batch(x, sources)

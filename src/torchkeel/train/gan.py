@@ -302,7 +302,7 @@ def feature_classifier(data: DataBundle, cfg: RunConfig) -> tuple[nn.Module, flo
 def sample_png(run_dir: Path, n: int, seed: int = 0, label: int | None = None, nrow: int = 8) -> bytes:
     """``n`` samples of a trained GAN run as a PNG grid (``keel sample``)."""
     from torchkeel.errors import RunError
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
     model, spec, meta = load_model(run_dir)
     if not isinstance(model, GAN):
@@ -349,7 +349,8 @@ def train_gan_experiment(
 ) -> Path:
     """Steps 3-6 of ``keel train`` for a GAN: feature classifier, GAN loop, run folder;
     ``resume_dir``: continue that run from its newest good checkpoint."""
-    from torchkeel.experiment import result_table, run_session, save_model
+    from torchkeel.run_model import result_table, save_model
+    from torchkeel.train.session import run_session
 
     if cfg.train.gan is None:
         cfg.train.gan = GanConfig()  # config.yaml records the GAN settings in force
