@@ -28,10 +28,12 @@ from torchkeel.data import FITTED_SPEC, DataBundle, fitted_spec, load
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.errors import KeelError, RunError
 from torchkeel.evaluate.workflow import after_training
+from torchkeel.memory import allocation_errors
 from torchkeel.models import GAN_MODELS, build, count_parameters
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
+from torchkeel.train.footprint import check_images_fit, check_training_fits
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
 from torchkeel.train.signals import StopSignals
@@ -54,14 +56,18 @@ def train(
         run_dir = runs.resolve_run(resume, cfg.out_dir)
         cfg = load_run_config(run_dir)
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
+    check_images_fit(cfg, device)  # before a slow decoding pass over an image folder
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg, fitted_spec(run_dir) if resume is not None else None)
     say.detail(data.summary())
     if data.spec.mean is not None and data.spec.kind == "image":
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
+    train_batch = min(dist.local_batch_size(cfg.train.batch_size), len(data.train) if data.train is not None else 1)
+    check_training_fits(cfg, data, device, train_batch)  # on the meta device: before anything is allocated
     runtime.seed_everything(cfg.seed)  # the model's initial weights depend on the seed
-    model = build(cfg.model, data.spec)
+    with allocation_errors("building the model"):
+        model = build(cfg.model, data.spec)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
     if cfg.model.init_from and resume is None:
@@ -87,7 +93,8 @@ def train(
     say.detail(f"run folder {run_dir}")
     try:
         # the lock keeps a second `--resume` of this run out; SIGINT/SIGTERM end with a checkpoint
-        with runs.lock_run(run_dir) if dist.is_main() else nullcontext(), StopSignals() as stop:
+        lock = runs.lock_run(run_dir) if dist.is_main() else nullcontext()
+        with lock, StopSignals() as stop, allocation_errors("training"):
             checkpoint = _resume_point(run_dir, say) if resume is not None else None
             if resume is not None and checkpoint is None and cfg.model.init_from:
                 _init_weights(model, cfg.model.init_from, say)

@@ -20,6 +20,7 @@ from typing import Any
 from torchkeel.errors import DataWarning, KeelError, RunError, WriteError
 
 LATEST = "latest"
+_WARNED: set[tuple[str, int]] = set()  # metrics files already warned about (file, damaged lines)
 
 
 def create_run(out_dir: str | Path, name: str) -> Path:
@@ -131,8 +132,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             records.append(record)
         else:
             bad += 1
-    if bad:
-        warnings.warn(f"{file}: skipped {bad} damaged line(s) that are not JSON records", DataWarning)
+    if bad and (str(file), bad) not in _WARNED:
+        _WARNED.add((str(file), bad))  # once per file: compare reads a run's records many times
+        warnings.warn(f"{file}: skipped {bad} damaged line(s) that are not JSON records", DataWarning, stacklevel=2)
     return records
 
 

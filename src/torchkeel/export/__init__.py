@@ -65,7 +65,7 @@ def _export_folder(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ExportError(f"--out {out}: cannot create the folder ({e.strerror}); give a folder you can write") from None
+        raise ExportError(f"--out {out}: cannot create the folder ({e.strerror}); give a writable folder") from None
     return out
 
 
