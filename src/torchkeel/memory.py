@@ -25,12 +25,12 @@ CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: a container's limit and its curren
 def available_bytes(device: Any = "cpu") -> int | None:
     """Bytes that can still be allocated on ``device`` (a torch.device or its type), or None
     where we cannot tell (Apple's MPS, a system without /proc and sysconf)."""
-    kind = getattr(device, "type", str(device).split(":")[0])
-    if kind == "cuda":
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    if device_type == "cuda":
         import torch
 
         return int(torch.cuda.mem_get_info(device)[0])
-    if kind != "cpu":
+    if device_type != "cpu":
         return None
     host = _meminfo_available()
     host = _sysconf_available() if host is None else host
