@@ -341,3 +341,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:  # a backstop: the estimates (torchkeel.memory) come first
+        from torchkeel.memory import allocation_message, is_allocation_error
+
+        if not is_allocation_error(e):
+            raise
+        err.print(f"[bold red]error:[/] {escape(allocation_message(e, 'running'))}", highlight=False)
+        sys.exit(2)

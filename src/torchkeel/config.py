@@ -9,6 +9,7 @@ checked by importing those registries only when a config is validated.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware h
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
 LOGGERS = ("tensorboard", "mlflow")
 ATTACKS = ("fgsm", "pgd")
+# train.device: auto, or a kind with an optional index (torch.device's form, checked before torch sees it)
+DEVICE_FORM = re.compile(r"auto|(cpu|cuda|mps)(:\d{1,4})?")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N from 0) or mps"
 
 
 from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema is one namespace)
@@ -216,8 +220,8 @@ class TrainConfig(Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, name: str) -> str:
-        kind = name.split(":")[0]
-        _choice("device", kind, ("auto", "cpu", "cuda", "mps"))
+        if not DEVICE_FORM.fullmatch(name):
+            raise ValueError(f"unknown device {name[:40]!r}; use {DEVICE_FORMS}")
         return name
 
 

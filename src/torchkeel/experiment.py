@@ -20,6 +20,7 @@ from torchkeel.data import DataBundle, fitted_spec
 from torchkeel.data.kinds import kind_of
 from torchkeel.errors import TrainingInterrupted
 from torchkeel.evaluate.workflow import after_training
+from torchkeel.memory import allocation_errors
 from torchkeel.models import build, count_parameters, rebuild
 from torchkeel.run_model import (  # noqa: F401  (re-exported: the Python API's run helpers)
     evaluate_run,
@@ -33,6 +34,7 @@ from torchkeel.run_model import (  # noqa: F401  (re-exported: the Python API's 
 from torchkeel.tasks import task_of
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
+from torchkeel.train.footprint import check_images_fit, check_training_fits
 from torchkeel.train.loop import Run, fit
 from torchkeel.train.losses import resolve_loss
 from torchkeel.train.session import run_session
@@ -59,17 +61,21 @@ def train(
         resume_dir = runs.resolve_run(resume, cfg.out_dir)
         cfg = load_run_config(resume_dir)
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
+    check_images_fit(cfg, device)  # before a slow decoding pass over an image folder
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
     if data.spec.mean is not None and kind_of(data.spec).pixels:
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
+    train_batch = min(dist.local_batch_size(cfg.train.batch_size), len(data.train) if data.train is not None else 1)
+    check_training_fits(cfg, data, device, train_batch)  # on the meta device: before anything is allocated
     runtime.seed_everything(cfg.seed)  # the model's initial weights depend on the seed
-    if resume is None:
-        model = build(cfg.model, data.spec)  # the user's own config: its custom target is theirs
-    else:
-        model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, resume_dir.name)
+    with allocation_errors("building the model"):
+        if resume is None:
+            model = build(cfg.model, data.spec)  # the user's own config: its custom target is theirs
+        else:
+            model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, resume_dir.name)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
     if cfg.model.init_from and resume is None:
@@ -87,7 +93,8 @@ def train(
     )
     if dist.active():
         say.detail(dist.describe(t.batch_size))
-    with run_session(cfg, resume_dir, device, data.spec, say) as (run_dir, checkpoint, stop):
+    session = run_session(cfg, resume_dir, device, data.spec, say)
+    with session as (run_dir, checkpoint, stop), allocation_errors("training"):
         if resume_dir is not None and checkpoint is None and cfg.model.init_from:
             _init_weights(model, cfg.model.init_from, say)
         run = fit(

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import string
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -30,7 +28,7 @@ from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
-from torchkeel.runs import read_metrics
+from torchkeel.runs import read_json, read_metrics
 from torchkeel.train.losses import build_loss, resolve_loss
 
 REPORT_FILE = "report.html"
@@ -129,8 +127,8 @@ def build_context(
     return ReportContext(
         run_dir=run_dir,
         config=cfg,
-        env=_read_json(run_dir / "env.json"),
-        summary=_read_json(run_dir / "summary.json"),
+        env=read_json(run_dir / "env.json"),
+        summary=read_json(run_dir / "summary.json"),
         records=read_metrics(run_dir),
         model=model.eval(),
         spec=spec,
@@ -142,11 +140,7 @@ def build_context(
 
 
 def _saved_spec(run_dir: Path) -> DataSpec:
-    return DataSpec.from_dict(_read_json(run_dir / "model.json")["spec"])
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return DataSpec.from_dict(read_json(run_dir / "model.json")["spec"])
 
 
 def _render_safely(render: Render, ctx: ReportContext, console: Console | None) -> Section:

@@ -54,6 +54,17 @@ class ExportResult:
         return self.model_file.parent
 
 
+def _export_folder(out: Path) -> Path:
+    """The folder the export goes to, made if missing; a file there is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; --out takes a folder (the export writes model files into it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create the folder ({e.strerror}); give a writable folder") from None
+    return out
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",
@@ -80,8 +91,7 @@ def export_run(
     model, spec, meta = load_model(run_dir, "cpu", model_code)
     run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
-    out = Path(out_dir) if out_dir is not None else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _export_folder(Path(out_dir) if out_dir is not None else run_dir / "export")
     _check_destination(out, run_dir, fmt, quantize, force)
     form, dynamic = FORMATS[fmt], dynamic_axes(spec)
     example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1

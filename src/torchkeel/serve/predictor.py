@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.decode import allow_pixels
 from torchkeel.data.images import normalise
 from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
@@ -208,6 +209,7 @@ def decode_image(
     from PIL import Image
 
     c, h, w = spec.input_shape
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():  # Pillow warns above its own limit; ours comes first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

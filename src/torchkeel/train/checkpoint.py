@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from torchkeel import atomic
-from torchkeel.errors import CheckpointError, RunError, WriteError
+from torchkeel.errors import CheckpointError, RunError, WriteError, one_line
 from torchkeel.train.rng import rng_state, set_rng_state
 
 PREFIX = "step-"
@@ -271,8 +271,8 @@ def restore(
         if optimizer is not None:
             _load_optimizer_state(optimizer, tensors, json.loads(metadata["optimizer"]), device)
     except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {first}") from None
+        reason = one_line(str(e)) or type(e).__name__  # torch lists every mismatch on its own line
+        raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {reason}") from None
     if restore_rng:
         _restore_rng(checkpoint, rank)
     return checkpoint.state, _strip(tensors, "extra.")
