@@ -44,8 +44,6 @@ METRICS = (
     "mae",
     "r2",
 )
-# metrics where smaller is better (early stopping's and tune's "auto" direction)
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
 LOGGERS = ("tensorboard", "mlflow")
 ATTACKS = ("fgsm", "pgd")
 
