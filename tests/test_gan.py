@@ -253,7 +253,8 @@ def test_gan_run_gets_its_report_and_refuses_predict_and_export(gan_run):
     cwd = gan_run.parent.parent
     digit = cwd / "digit.png"
     Image.new("L", (8, 8)).save(digit)
-    for args in (("predict", str(gan_run), str(digit)), ("export", str(gan_run))):
+    refused = (("predict", str(gan_run), str(digit)), ("export", str(gan_run)), ("explain", str(gan_run), str(digit)))
+    for args in refused:
         assert_one_line_error(keel(*args, cwd=cwd), "is a GAN run")
 
 

@@ -49,6 +49,16 @@ def test_tune_section_is_validated(tune, fragment):
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("metric", "minimize"),
+    [("val/loss", True), ("val/rmse", True), ("val/accuracy", False), ("val/r2", False), ("train/g_loss", True)],
+)
+def test_auto_direction_comes_from_the_tasks(metric, minimize):
+    """A GAN's losses are minimised as every task's lower-is-better metrics are."""
+    cfg = validate_config({"tune": {"space": SPACE, "metric": metric}})
+    assert cfg.tune.minimize() is minimize
+
+
 def test_sampled_configs_stay_in_the_space():
     cfg = validate_config({"tune": {"space": SPACE, "metric": "val/accuracy"}})
     params = {"train.optimizer.lr": 0.02, "model.dropout": 0.3, "train.batch_size": 64, "model.hidden": 40}

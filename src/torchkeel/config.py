@@ -30,8 +30,6 @@ from torchkeel.search_space import ParamSpace, TuneConfig
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it, else fp32
-# metrics where smaller is better (early stopping's and tune's "auto" direction)
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
 LOGGERS = ("tensorboard", "mlflow")
 ATTACKS = ("fgsm", "pgd")
 # train.device: auto, or a kind with an optional index (torch.device's form, checked before torch sees it)

@@ -78,7 +78,8 @@ class TuneConfig(BaseModel):
     space: dict[str, ParamSpace] = Field(description="dotted config key -> distribution")
     metric: str = Field("val/loss", description="per-epoch key of metrics.jsonl to optimise, e.g. val/accuracy")
     direction: Literal["auto", "maximize", "minimize"] = Field(
-        "auto", description="auto: minimize loss, mse, rmse, mae, ece; maximize the rest"
+        "auto",
+        description="auto: minimize what a task marks lower-is-better (loss, rmse, frechet...), maximize the rest",
     )
     trials: int = Field(20, ge=1, description="finished trials the study aims at (keel tune --trials)")
     pruner: Literal["median", "none"] = Field("median", description="stop trials worse than the median")
@@ -110,6 +111,6 @@ class TuneConfig(BaseModel):
     def minimize(self) -> bool:
         if self.direction != "auto":
             return self.direction == "minimize"
-        from torchkeel.config import LOWER_IS_BETTER
+        from torchkeel.tasks import lower_is_better
 
-        return self.metric.split("/")[-1] in LOWER_IS_BETTER
+        return lower_is_better(self.metric)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from torchkeel import atomic
-from torchkeel.config import LOWER_IS_BETTER, flatten
+from torchkeel.config import flatten
 from torchkeel.errors import ConfigError, DataWarning, RunError, unknown_choice
 from torchkeel.runs import RunInfo, read_metrics, read_run
+from torchkeel.tasks import lower_is_better
 
-SMALLER_FIRST = (*LOWER_IS_BETTER, "train_seconds")
+SMALLER_FIRST = ("train_seconds",)  # summary numbers where less is better; metrics ask the tasks
 
 
 def run_value(info: RunInfo, metric: str) -> float | None:
@@ -45,7 +46,7 @@ def sort_runs(infos: list[RunInfo], metric: str) -> list[RunInfo]:
     """Best first (lowest for loss-like metrics and time); runs without the metric last."""
     if all(run_value(i, metric) is None for i in infos):
         raise ConfigError("--sort: " + unknown_choice("metric", metric, sortable_metrics(infos) or ["accuracy"]))
-    lower = metric.split("/")[-1] in SMALLER_FIRST
+    lower = lower_is_better(metric) or metric.split("/")[-1] in SMALLER_FIRST
     sign = 1.0 if lower else -1.0
 
     def key(info: RunInfo) -> tuple[int, float]:

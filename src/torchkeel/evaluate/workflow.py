@@ -69,7 +69,7 @@ def attack_model(
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")
-    loss_fn = build_loss(loss)  # the training loss, without label smoothing
+    loss_fn = build_loss(loss, spec=data.spec)  # the training loss, without label smoothing
     results = [robustness(model, part, data.spec, loss_fn, method, e, steps=steps, seed=seed) for e in eps]
     record_results(run_dir, results, split)
     return results
@@ -110,7 +110,8 @@ def explain_run(
     """``keel explain RUN FILE...``: saliency and Grad-CAM images in ``out_dir``
     (default: the run's ``explain/`` folder)."""
     from torchkeel.evaluate.explain import explain_images
-    from torchkeel.run_model import load_model
+    from torchkeel.run_model import load_model, run_task
 
     model, spec, _ = load_model(run_dir, "cpu", model_code)
+    run_task(spec, "explain", run_dir)  # a GAN run points at `keel sample`
     return explain_images(model, spec, files, out_dir or run_dir / "explain")

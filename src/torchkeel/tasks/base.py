@@ -75,6 +75,10 @@ class Task:
     refusal_hint: str = ""  # added to a refusal by `require`; {run} is the run's name
     # (chosen names, spec) -> the metrics computed for this data (two-class AUCs, say)
     adjust_metrics: Callable[[list[str], DataSpec], list[str]] | None = None
+    # the report sections this task adds to the common ones, by key (evaluate/report.py SECTIONS)
+    report_sections: tuple[str, ...] = ()
+    # a sample's target is a class index: the report shows the class balance and each image's class
+    class_targets: bool = False
 
     def resolve_loss(self, name: str, spec: DataSpec) -> str:
         """``auto`` becomes the task's loss; a loss that cannot fit is a ConfigError."""

@@ -208,6 +208,8 @@ def _task(one_logit: bool, **facts: Any) -> Task:
         probabilities=partial(probabilities, one_logit=one_logit),
         train_metrics=("accuracy",),
         adjust_metrics=metric_names,
+        report_sections=("confusion", "per-class", "wrong", "calibration", "robustness"),
+        class_targets=True,
         **facts,
     )
 

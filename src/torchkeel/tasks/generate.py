@@ -23,4 +23,6 @@ GENERATE = Task(
     loop="gan",
     server="generate",
     refusal_hint="; draw images with `keel sample {run}`",
+    report_sections=("gan",),  # sample grids per epoch and the Fréchet curve
+    class_targets=True,  # the labelled images it learns from (a conditional GAN is given them)
 )

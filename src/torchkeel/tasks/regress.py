@@ -79,4 +79,5 @@ REGRESS = Task(
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=decode,
     export_output="the predicted values",
+    report_sections=("regression",),
 )
