@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import torchkeel as keel
-from torchkeel.errors import CheckpointError, ConfigError
+from torchkeel.errors import CheckpointError, ConfigError, RunError
 from torchkeel.train import checkpoint as ckpt
 
 
@@ -37,6 +37,36 @@ def test_round_trip_model_optimizer_rng(tmp_path):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][pid][key]))
     assert torch.equal(torch.rand(3), expected[0])
     assert (np.random.rand(), random.random()) == expected[1:]
+
+
+def test_named_optimizers_round_trip_and_must_match(tmp_path):
+    """Two optimisers by name (a GAN's), each restored into its own; a checkpoint of one
+    optimiser does not load into named ones, nor the other way round."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"d": torch.nn.Linear(3, 1), "g": torch.nn.Linear(2, 3)})
+    opts = {name: torch.optim.Adam(model[name].parameters(), lr=0.01, betas=(0.5, 0.9)) for name in ("d", "g")}
+    for _ in range(2):
+        model["d"](model["g"](torch.randn(4, 2))).sum().backward()
+        opts["d"].step()
+    opts["g"].step()
+    path = tmp_path / "c.safetensors"
+    ckpt.save_checkpoint(path, model, opts, {"epoch": 1})
+
+    other = torch.nn.ModuleDict({"d": torch.nn.Linear(3, 1), "g": torch.nn.Linear(2, 3)})
+    other_opts = {name: torch.optim.Adam(other[name].parameters(), lr=0.01) for name in ("d", "g")}
+    ckpt.load_checkpoint(path, other, other_opts)
+    for name in ("d", "g"):
+        a, b = opts[name].state_dict(), other_opts[name].state_dict()
+        assert a["param_groups"] == b["param_groups"] and a["param_groups"][0]["betas"] == (0.5, 0.9)
+        for pid, entries in a["state"].items():
+            assert all(torch.equal(v, b["state"][pid][k]) for k, v in entries.items()), (name, pid)
+    with pytest.raises(RunError, match="does not fit"):
+        ckpt.load_checkpoint(path, other, torch.optim.Adam(other.parameters()))
+    with pytest.raises(RunError, match="does not fit"):
+        ckpt.load_checkpoint(path, other, {"d": other_opts["d"]})
+    ckpt.save_checkpoint(path, other, torch.optim.Adam(other.parameters()), {})
+    with pytest.raises(RunError, match="does not fit"):
+        ckpt.load_checkpoint(path, other, other_opts)
 
 
 def test_checkpoint_file_is_not_a_pickle(tmp_path):
@@ -171,3 +201,30 @@ def test_resume_refuses_a_different_batch_size(tmp_path):
     keel.fit(model, data, run_dir=tmp_path, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="steps per epoch"):
         keel.fit(model, data, resume=tmp_path / "checkpoint", epochs=2, batch_size=64, progress=False)
+
+
+def test_checkpoints_set_aside_as_corrupt_are_never_rotated_away(tmp_path):
+    """The same step checkpointed again after each resume and damaged again: three files set
+    aside, then training goes on through many rotations (keep: 2), and all three remain."""
+    data = keel.data.load("digits")
+    options = {"checkpoint": {"every_steps": 5, "min_seconds": 3600, "keep": 2}, "progress": False, "batch_size": 64}
+    folder = tmp_path / "checkpoint"
+    keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=1, **options)
+    damaged = []
+    for _ in range(3):
+        newest = ckpt.list_checkpoints(folder)[-1]
+        raw = bytearray(newest.read_bytes())
+        raw[-9] ^= 0xFF  # one flipped bit in the last tensor's data
+        newest.write_bytes(bytes(raw))
+        damaged.append(bytes(raw))
+        # resumes from the one before (setting the damaged one aside) and writes that step again
+        keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=1, resume=folder, **options)
+    keel.fit(keel.models.build("mlp", data.spec), data, run_dir=tmp_path, epochs=3, resume=folder, **options)
+    aside = sorted(folder.glob("*.corrupt"))
+    assert [p.name for p in aside] == [
+        f"{newest.name}.2.corrupt",
+        f"{newest.name}.3.corrupt",
+        f"{newest.name}.corrupt",
+    ]
+    assert sorted(p.read_bytes() for p in aside) == sorted(damaged)  # each one as it was found
+    assert len(ckpt.list_checkpoints(folder)) == 2  # rotation went on around them

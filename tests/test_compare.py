@@ -50,6 +50,20 @@ def test_runs_sort(two_runs):
     assert_one_line_error(keel("runs", "--sort", "acuracy", cwd=cwd), "did you mean 'accuracy'")
 
 
+def test_runs_sort_puts_the_lowest_frechet_first(tmp_path: Path):
+    """GAN runs are ranked by Fréchet distance, where lower is better (the generate task says so)."""
+    from torchkeel.evaluate.compare import sort_runs
+    from torchkeel.runs import read_run
+
+    infos = []
+    for name, frechet in (("worse", 9.0), ("better", 2.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("{}")
+        (tmp_path / name / "summary.json").write_text(json.dumps({"test": {"frechet": frechet}}))
+        infos.append(read_run(tmp_path / name))
+    assert [i.path.name for i in sort_runs(infos, "frechet")] == ["better", "worse"]
+
+
 def test_compare(two_runs):
     cwd, good, bad = two_runs
     proc = keel("compare", good.name, bad.name, "--plot", "both.png", cwd=cwd, check=True)

@@ -1,6 +1,7 @@
 """`keel train --nproc 2` on the CPU (gloo) through torchrun: the same loss curve and final
 weights as one process at the same global batch; a rank that dies fails the job cleanly, and
-resuming on 2 processes ends bit-identical to the run that was never interrupted."""
+resuming on 2 processes ends bit-identical to the run that was never interrupted. Each rank
+draws from its own RNG streams, checkpointed and resumed per rank."""
 
 from __future__ import annotations
 
@@ -170,3 +171,88 @@ def test_two_nodes_meet_at_the_rendezvous(one_and_two, tmp_path: Path, fixed_ran
         assert written[0].parent.parent.name == "node0"
     for key, value in _weights(two).items():
         assert torch.equal(_weights(written[0])[key], value), key
+
+
+# --------------------------------------------------------------------------------------------
+# per-rank RNG streams: `fit` on 2 gloo processes started by torch.multiprocessing
+
+RANK_OPTIONS = {
+    "epochs": 2,
+    "batch_size": 32,  # 40 steps per epoch, 16 samples per rank
+    "threads": 1,
+    "seed": 5,
+    "progress": False,
+    "checkpoint": {"every_steps": 10, "min_seconds": 3600, "keep": 100},
+}
+
+
+def _rank_worker(rank: int, world: int, folder: str) -> None:
+    """One rank: an uninterrupted run; a resume from its mid-epoch checkpoint at step 30; a
+    run that rank 1 alone signals (SIGTERM) at its 15th step, resumed. Every rank's weights and
+    RNG state at the end go to ``rank<r>.safetensors`` for the test to compare."""
+    import torch.distributed as tdist
+
+    import torchkeel as keel_lib
+    from torchkeel.errors import TrainingInterrupted
+    from torchkeel.train.signals import StopSignals
+
+    out = Path(folder)
+    tdist.init_process_group("gloo", init_method=f"file://{out / 'rendezvous'}", rank=rank, world_size=world)
+    data = keel_lib.data.load("digits")
+
+    def model():
+        torch.manual_seed(0)
+        return keel_lib.models.build({"name": "mlp", "dropout": 0.5}, data.spec)  # per-rank dropout masks
+
+    def signal_at(net, call):
+        calls = [0]
+
+        def hook(*_):
+            calls[0] += 1
+            if calls[0] == call and rank == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        net.register_forward_pre_hook(hook)
+        return net
+
+    def keep(name, run):
+        results[f"rng.{name}"] = torch.get_rng_state()
+        results.update({f"{name}.{k}": v for k, v in run.model.state_dict().items()})
+
+    results = {}
+    keep("full", keel_lib.fit(model(), data, run_dir=out / "full", **RANK_OPTIONS))
+    tdist.barrier()  # rank 0 has written the checkpoints
+    mid_epoch = out / "full" / "checkpoint" / "step-000000030.safetensors"
+    keep("resumed", keel_lib.fit(model(), data, resume=mid_epoch, **RANK_OPTIONS))
+    try:
+        with StopSignals() as stop:
+            keel_lib.fit(signal_at(model(), 15), data, run_dir=out / "stopped", stop=stop, **RANK_OPTIONS)
+    except TrainingInterrupted as e:
+        (out / f"stopped{rank}.txt").write_text(str(e))
+    keep("after_stop", keel_lib.fit(model(), data, resume=out / "stopped" / "checkpoint", **RANK_OPTIONS))
+    safetensors.torch.save_file({k: v.contiguous() for k, v in results.items()}, str(out / f"rank{rank}.safetensors"))
+    tdist.destroy_process_group()
+
+
+def test_each_rank_checkpoints_and_resumes_its_own_rng_streams(tmp_path: Path):
+    import torch.multiprocessing
+
+    from torchkeel.train import checkpoint as ckpt
+
+    torch.multiprocessing.spawn(_rank_worker, args=(2, str(tmp_path)), nprocs=2)
+    ranks = [safetensors.torch.load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
+    assert not torch.equal(ranks[0]["rng.full"], ranks[1]["rng.full"])  # one stream per rank
+    saved = ckpt.read_checkpoint(tmp_path / "full" / "checkpoint" / "step-000000030.safetensors")
+    assert not torch.equal(saved.tensors["rng.torch"], saved.tensors["rank1.rng.torch"])  # both ranks' states
+    for r, result in enumerate(ranks):
+        assert torch.equal(result["rng.resumed"], result["rng.full"]), f"rank {r}'s RNG after the resume"
+        full = {k.removeprefix("full."): v for k, v in result.items() if k.startswith("full.")}
+        assert full
+        for k, v in full.items():
+            assert torch.equal(result[f"resumed.{k}"], v), (r, k)
+            assert torch.equal(result[f"after_stop.{k}"], v), (r, k)
+    # the SIGTERM reached rank 1 alone; both ranks stopped at the next log point (step 20) together
+    assert "by SIGTERM at step 20 " in (tmp_path / "stopped1.txt").read_text()
+    assert "at step 20 " in (tmp_path / "stopped0.txt").read_text()
+    [stopped] = ckpt.list_checkpoints(tmp_path / "stopped" / "checkpoint")[1:]
+    assert ckpt.read_checkpoint(stopped).state["global_step"] == 20

@@ -1,11 +1,16 @@
-"""DCGAN: the Fréchet distance against scipy, the GAN loop on digits, keel sample."""
+"""DCGAN: the Fréchet distance against scipy, the GAN loop on digits, its checkpoints and
+exact resume, keel sample."""
 
 import io
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import scipy.linalg
 import torch
 from conftest import assert_one_line_error, keel
@@ -14,10 +19,12 @@ from rich.console import Console
 
 import torchkeel as keel_pkg
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import RunError
+from torchkeel.errors import RunError, TrainingInterrupted
 from torchkeel.evaluate.frechet import frechet_distance
 from torchkeel.experiment import evaluate_run, load_run_config, save_model, train
+from torchkeel.train import checkpoint as ckpt
 from torchkeel.train.gan import feature_classifier, fit_gan, from_tanh_range, grid_png, sample_png, to_tanh_range
+from torchkeel.train.signals import StopSignals
 
 
 def _scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -122,6 +129,56 @@ def test_conditional_gan_trains_and_samples_one_class(digits, tmp_path):
         sample_png(tmp_path, 4, label=10)
 
 
+def test_gan_resumes_mid_epoch_to_identical_weights_and_history(digits, tmp_path):
+    """A conditional GAN (its fake labels come from the global RNG too), checkpointed every 5
+    steps, resumed from a mid-epoch checkpoint into a differently initialised GAN: the same
+    weights, bit for bit, and the same per-epoch records as the run never stopped."""
+    settings = ["model.name=dcgan", "model.conditional=true", "model.width=16", "train.threads=1"]
+    cfg = keel_pkg.load_config(None, [*settings, "train.gan.frechet_samples=64", "train.gan.grid=16"])
+    options = {"epochs": 2, "batch_size": 64, "progress": False}
+    options["checkpoint"] = {"every_steps": 5, "min_seconds": 3600, "keep": 100}  # 19 steps per epoch
+
+    def gan(seed):
+        torch.manual_seed(seed)
+        return keel_pkg.models.build(cfg.model, digits.spec)
+
+    features = torch.nn.Flatten()
+    full = fit_gan(gan(0), digits, cfg, feature_net=features, run_dir=tmp_path, **options)
+    saved = ckpt.list_checkpoints(tmp_path / "checkpoint")
+    assert [int(p.stem.split("-")[1]) for p in saved] == [5, 10, 15, 20, 25, 30, 35, 38]
+    mid = ckpt.read_checkpoint(saved[2])  # step 15, epoch 1
+    assert {"optim.discriminator.0.exp_avg", "optim.generator.0.exp_avg", "extra.meter.totals"} <= mid.tensors.keys()
+    resumed = fit_gan(gan(1), digits, cfg, feature_net=features, resume=mid, **options)
+    _assert_same_weights(full.model, resumed.model)
+
+    def without_seconds(history):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+    assert without_seconds(resumed.history) == without_seconds(full.history)
+
+    # Ctrl-C during the generator's 12th training forward pass: that step ends with a checkpoint, exit code 130
+    stopped_dir, signalled, calls = tmp_path / "stopped", gan(0), []  # the same start as full
+
+    def interrupt(*_):  # a forward pre-hook: returns None, so the inputs pass unchanged
+        calls.append(1)
+        if len(calls) == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    signalled.generator.register_forward_pre_hook(interrupt)
+    with pytest.raises(TrainingInterrupted) as stopped, StopSignals() as stop:
+        fit_gan(signalled, digits, cfg, feature_net=features, run_dir=stopped_dir, stop=stop, **options)
+    assert stopped.value.exit_code == 130 and "by SIGINT at step 12 " in str(stopped.value)
+    again = fit_gan(gan(3), digits, cfg, feature_net=features, resume=stopped_dir / "checkpoint", **options)
+    _assert_same_weights(full.model, again.model)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert without_seconds(records) == without_seconds(full.history)  # written with the last checkpoint
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k  # bit for bit
+
+
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("gan")
@@ -153,6 +210,13 @@ def test_keel_sample_writes_a_grid(gan_run):
     assert image.size == (4 * 10 + 2, 3 * 10 + 2) and image.mode == "L"
     assert sample_png(gan_run, 12, seed=0, nrow=4) == out.read_bytes()  # same seed, same grid
     assert sample_png(gan_run, 12, seed=1, nrow=4) != out.read_bytes()
+    # the grid is not replaced without --force, and the run's own files never are
+    again = keel("sample", str(gan_run), "--out", str(out), "--seed", "1", cwd=gan_run.parent.parent)
+    assert_one_line_error(again, "already exists", "--force")
+    assert sample_png(gan_run, 12, seed=0, nrow=4) == out.read_bytes()
+    weights = gan_run / "model.safetensors"
+    over = keel("sample", str(gan_run), "--out", str(weights), "--force", cwd=gan_run.parent.parent)
+    assert_one_line_error(over, "is an input")
 
 
 def test_gan_run_errors(gan_run, trained_run):
@@ -161,8 +225,25 @@ def test_gan_run_errors(gan_run, trained_run):
         sample_png(gan_run, 4, label=3)
     with pytest.raises(RunError, match="is a GAN run"):
         evaluate_run(gan_run)
-    with pytest.raises(RunError, match="cannot be resumed"):
+    with pytest.raises(RunError, match="has finished"):
         train(load_run_config(gan_run), Console(quiet=True), resume=str(gan_run))
+
+
+def test_keel_train_resume_continues_a_gan_run(gan_run, tmp_path):
+    """The finished run copied and unfinished: `--resume` takes its last checkpoint (both
+    networks, both optimisers) and ends with the same weights and Frechet distance."""
+    run = tmp_path / gan_run.name
+    shutil.copytree(gan_run, run)
+    for name in ("summary.json", "model.safetensors", "model.json"):
+        (run / name).unlink()
+    out = io.StringIO()
+    train(load_run_config(run), Console(file=out, width=300), resume=str(run), progress=False)
+    assert f"resuming {run.name} from step-" in out.getvalue()
+    before = safetensors.torch.load_file(str(gan_run / "model.safetensors"))
+    after = safetensors.torch.load_file(str(run / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"] == json.loads((gan_run / "summary.json").read_text())["test"]
 
 
 def test_gan_run_gets_its_report_and_refuses_predict_and_export(gan_run):
@@ -172,7 +253,8 @@ def test_gan_run_gets_its_report_and_refuses_predict_and_export(gan_run):
     cwd = gan_run.parent.parent
     digit = cwd / "digit.png"
     Image.new("L", (8, 8)).save(digit)
-    for args in (("predict", str(gan_run), str(digit)), ("export", str(gan_run))):
+    refused = (("predict", str(gan_run), str(digit)), ("export", str(gan_run)), ("explain", str(gan_run), str(digit)))
+    for args in refused:
         assert_one_line_error(keel(*args, cwd=cwd), "is a GAN run")
 
 

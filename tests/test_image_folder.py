@@ -14,8 +14,8 @@ from PIL import Image
 
 from torchkeel.config import DataConfig
 from torchkeel.data import load
-from torchkeel.data.loader import TensorLoader, make_loader
-from torchkeel.data.stream import StreamLoader, StreamSplit
+from torchkeel.data.loader import TensorLoader
+from torchkeel.data.stream import StreamLoader, StreamSplit, make_loader
 from torchkeel.errors import DataError, DataWarning
 
 

@@ -1,5 +1,6 @@
 """Stopped any way, resumed, same weights: SIGINT/SIGTERM in-process, and `keel train` in a
-subprocess killed with SIGKILL at random steps and in the middle of a checkpoint write."""
+subprocess killed with SIGKILL at random steps and in the middle of a checkpoint write; the
+same for a GAN run."""
 
 from __future__ import annotations
 
@@ -73,11 +74,69 @@ def test_a_second_signal_stops_at_once():
         time.sleep(1)  # the handler raises before this ends
 
 
+def test_a_signal_is_not_lost_with_another_exception():
+    """keel tune catches a pruned or diverged trial and goes on: a Ctrl-C that arrived while
+    that exception ended training must still stop the study."""
+    ending = r"SIGTERM \(as it was ending with ValueError: pruned"
+    with pytest.raises(TrainingInterrupted, match=ending) as e, StopSignals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise ValueError("pruned")
+    assert e.value.exit_code == 143 and isinstance(e.value.__cause__, ValueError)
+    with pytest.raises(ValueError), StopSignals():  # no signal: the exception goes on as it was
+        raise ValueError("pruned")
+
+
+def test_a_signal_after_the_last_steps_check_is_not_lost(tmp_path):
+    """SIGINT during the last epoch's on_epoch hook (keel tune reports to its database there),
+    after the loop's last look at the flag: fit still stops with the final checkpoint."""
+    data = keel.data.load("digits")
+
+    def interrupt(record: dict) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    model = keel.models.build("mlp", data.spec)
+    with pytest.raises(TrainingInterrupted) as stopped, StopSignals() as stop:
+        keel.fit(model, data, epochs=1, run_dir=tmp_path, stop=stop, on_epoch=interrupt, progress=False)
+    assert stopped.value.exit_code == 130 and f"keel train --resume {tmp_path}" in str(stopped.value)
+    [saved] = ckpt.list_checkpoints(tmp_path / "checkpoint")
+    assert ckpt.read_checkpoint(saved).state["epoch"] == 1  # the final one: a resume only evaluates
+
+
+def test_a_signal_after_fit_returned_stops_keel_train(tmp_path, monkeypatch):
+    """The few steps between fit's return and the handlers' restoration: the flag is still
+    looked at, so `keel train` exits 130 instead of finishing as if nothing had arrived."""
+    from rich.console import Console
+
+    from torchkeel import experiment, runs
+    from torchkeel.config import validate_config
+
+    real_fit = experiment.fit
+
+    def fit_then_signal(*args, **kwargs):
+        run = real_fit(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(experiment, "fit", fit_then_signal)
+    cfg = validate_config(
+        {"model": {"name": "mlp"}, "train": {"epochs": 1}, "eval": {"report": False}, "out_dir": str(tmp_path)}
+    )
+    with pytest.raises(TrainingInterrupted) as stopped:
+        experiment.train(cfg, Console(quiet=True), progress=False)
+    assert stopped.value.exit_code == 130 and "keel train --resume" in str(stopped.value)
+    [run] = runs.find_runs(tmp_path)  # kept, with its final checkpoint, for the resume
+    assert ckpt.list_checkpoints(run / "checkpoint") and not (run / "summary.json").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # `keel train` in a subprocess, killed and resumed
 
 # 40 steps per epoch; a checkpoint every 10 steps so kills land between checkpoints too
 TRAIN_ARGS = ["train", "-q", "--seed", "3", "--set", "train.checkpoint.every_steps=10"]
+# a small DCGAN: 39 steps per epoch (batch 32), a 1-epoch feature classifier, few Frechet samples
+GAN_ARGS = [*TRAIN_ARGS, "--model", "dcgan", "--set", "model.width=16", "--set", "train.threads=1"]
+GAN_ARGS += ["--set", "train.gan.classifier_epochs=1", "--set", "train.gan.grid=16"]
+GAN_ARGS += ["--set", "train.gan.frechet_samples=64"]
 # os.fsync made slow (0.4 s) so the kill can land while a checkpoint's temporary file exists
 SLOW_FSYNC = (
     "import os, sys, time; fsync = os.fsync; os.fsync = lambda fd: (time.sleep(0.4), fsync(fd))[1]; "
@@ -88,13 +147,13 @@ SLOW_FSYNC = (
 class KilledRun:
     """One run folder under ``out``, started, stopped and resumed by the test."""
 
-    def __init__(self, out: Path, epochs: int, rng: random.Random):
-        self.out, self.epochs, self.rng = out, epochs, rng
+    def __init__(self, out: Path, epochs: int, rng: random.Random, train_args: list[str] = TRAIN_ARGS):
+        self.out, self.epochs, self.rng, self.train_args = out, epochs, rng, train_args
         self.kills: list[str] = []  # what each stop hit, for the report
 
     def start(self, *, slow_fsync: bool = False) -> subprocess.Popen:
         first = not (self.out / "latest").exists()
-        args = [*TRAIN_ARGS, "--epochs", str(self.epochs)] if first else ["train", "-q", "--resume", "latest"]
+        args = [*self.train_args, "--epochs", str(self.epochs)] if first else ["train", "-q", "--resume", "latest"]
         program = ["-c", SLOW_FSYNC] if slow_fsync else ["-m", "torchkeel"]
         return subprocess.Popen(
             [sys.executable, *program, *args, "--out-dir", str(self.out)],
@@ -165,9 +224,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2"}
 
 
-def _reference(tmp_path: Path, epochs: int) -> Path:
+def _reference(tmp_path: Path, epochs: int, train_args: list[str] = TRAIN_ARGS) -> Path:
     out = tmp_path / "uninterrupted"
-    args = [*TRAIN_ARGS, "--epochs", str(epochs), "--out-dir", str(out)]
+    args = [*train_args, "--epochs", str(epochs), "--out-dir", str(out)]
     subprocess.run(
         [sys.executable, "-m", "torchkeel", *args], cwd=tmp_path, env=_env(), check=True, capture_output=True
     )
@@ -196,6 +255,21 @@ def test_keel_train_killed_three_ways_resumes_to_identical_weights(tmp_path):
     print(f"kill points: {run.kills}")
     assert len(run.kills) == 3
     _assert_same_run(_reference(tmp_path, epochs=3), resumed)
+
+
+@pytest.mark.slow  # ~40 s of CPU; the default run resumes GANs in-process (tests/test_gan.py)
+def test_keel_train_of_a_gan_killed_and_stopped_resumes_to_identical_weights(tmp_path):
+    """A GAN run (its own loop, two networks, two optimisers) SIGKILLed mid-epoch after a
+    checkpoint, then stopped by Ctrl-C (checkpoint, exit 130), resumed to the end: the
+    weights and the Frechet distance of the run never interrupted, bit for bit."""
+    rng = random.Random(11)
+    run = KilledRun(tmp_path / "killed", epochs=2, rng=rng, train_args=GAN_ARGS)
+    run.kill_after_step(rng.randrange(10, 30))  # SIGKILL in epoch 1
+    assert run.kill_after_step(max(run.steps()) + 10, signal.SIGINT) == 130  # Ctrl-C: checkpoint, exit 130
+    resumed = run.finish()
+    print(f"kill points: {run.kills}")
+    assert len(run.kills) == 2 and len(list((resumed / "samples").iterdir())) == 2
+    _assert_same_run(_reference(tmp_path, epochs=2, train_args=GAN_ARGS), resumed)
 
 
 @pytest.mark.slow

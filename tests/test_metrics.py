@@ -137,12 +137,28 @@ def test_binned_auc_is_exact_when_scores_are_distinct_bins():
     assert got["pr_auc"] == pytest.approx(sk.average_precision_score(y, out.view(-1)), abs=1e-12)
 
 
-def test_auc_is_only_for_binary_and_nan_without_both_classes():
+def test_auc_is_for_two_classes_always_and_nan_without_both_classes():
     from torchkeel.evaluate.metrics import metrics_for
 
-    assert metrics_for("classification", ["accuracy", "roc_auc", "ece", "mse"]) == ["accuracy", "ece"]
-    assert metrics_for("binary", ["roc_auc", "r2"]) == ["roc_auc"]
-    assert metrics_for("regression", ["accuracy", "r2"]) == ["r2"]
+    ten = _spec("classification", list("0123456789"))
+    assert metrics_for(ten, ["accuracy", "roc_auc", "ece", "mse"]) == ["accuracy", "ece"]
+    # two classes, either head: ROC-AUC and PR-AUC without asking
+    assert metrics_for(_spec("classification", ["no", "yes"]), ["accuracy"]) == ["accuracy", "roc_auc", "pr_auc"]
+    assert metrics_for(_spec("binary", ["n", "y"]), ["roc_auc", "r2"]) == ["roc_auc", "pr_auc"]
+    assert metrics_for(_spec("regression", None), ["accuracy", "r2"]) == ["r2"]
     acc = MetricAccumulator(_spec("binary", ["n", "y"]), ["roc_auc"], torch.device("cpu"))
     got = _feed(acc, torch.randn(10, 1), torch.ones(10), 1)
     assert np.isnan(got["roc_auc"])
+
+
+def test_two_logit_classification_gets_the_binary_aucs():
+    """A target column with two values trains a two-logit softmax head; its ROC-AUC and PR-AUC
+    come from z1 - z0 (monotone in p1) and match scikit-learn's on p1."""
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 2, (400,), generator=g)
+    out = torch.randn(400, 2, generator=g) + y[:, None] * torch.tensor([0.0, 1.0])
+    got = _feed(MetricAccumulator(_spec("classification", ["no", "yes"]), ["accuracy"], torch.device("cpu")), out, y)
+    p1 = torch.softmax(out, 1)[:, 1]
+    assert got["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p1), abs=1e-3)
+    assert got["pr_auc"] == pytest.approx(sk.average_precision_score(y, p1), abs=1e-3)

@@ -71,7 +71,8 @@ def test_keel_train_a_custom_module_then_predict(tmp_path: Path):
     assert meta["model"] == {"name": "custom", "target": "my_net.py:TinyNet", "kwargs": {"width": 12}}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["parameters"] == 12 * 9 + 12 + 48 * 10 + 10
-    proc = keel("eval", "latest", "--json", cwd=tmp_path, check=True)  # rebuilt from model.json
+    assert_one_line_error(keel("eval", "latest", cwd=tmp_path), "--model-code my_net.py:TinyNet")
+    proc = keel("eval", "latest", "--json", "--model-code", "my_net.py:TinyNet", cwd=tmp_path, check=True)
     assert json.loads(proc.stdout)["accuracy"] == summary["test"]["accuracy"]
 
 

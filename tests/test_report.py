@@ -4,6 +4,7 @@ Chromium with no console errors and an image in every figure section."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,9 @@ def test_binary_table_report(table_runs):
     assert evaluation["roc_auc"] > 0.9 and 0 <= evaluation["ece"] < 0.5
 
 
-def test_gan_section_plugs_in(trained_run: Path, tmp_path: Path):
-    """The GAN section's contract: samples/*.png grids and a Fréchet series in metrics.jsonl."""
-    from torchkeel.evaluate.report import write_report
-
-    run = copy_run(trained_run, tmp_path)
+def _with_gan_files(run: Path) -> Path:
+    """``run`` with what a GAN run writes beside its model: samples/*.png grids per epoch and a
+    Fréchet series in metrics.jsonl."""
     (run / "samples").mkdir()
     for epoch in range(1, 4):
         pixels = np.random.default_rng(epoch).integers(0, 255, (32, 32, 3), dtype=np.uint8)
@@ -97,6 +96,40 @@ def test_gan_section_plugs_in(trained_run: Path, tmp_path: Path):
         if "seconds" in r:
             r["val/frechet"] = 100.0 / r["epoch"]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def _as_task(run: Path, task: str) -> Path:
+    """The run's model.json says its model does ``task`` (a GAN run's says "generate")."""
+    meta = json.loads((run / "model.json").read_text())
+    meta["spec"]["task"] = task
+    (run / "model.json").write_text(json.dumps(meta))
+    return run
+
+
+def _section_ids(report: Path) -> list[str]:
+    return re.findall(r'<section id="([^"]+)"', report.read_text())
+
+
+def test_the_task_chooses_its_sections_not_the_files_in_the_run(trained_run: Path, tmp_path: Path):
+    """A classifier's run folder with sample grids in it is still a classifier's report; a run
+    whose task is generate gets the GAN section and none of the test-split ones."""
+    from torchkeel.evaluate.report import write_report
+
+    classifier = _with_gan_files(copy_run(trained_run, tmp_path / "classifier"))
+    write_report(classifier)
+    assert "gan" not in _section_ids(classifier / "report.html")
+    assert "confusion" in _section_ids(classifier / "report.html")
+    generator = _as_task(_with_gan_files(copy_run(trained_run, tmp_path / "generator")), "generate")
+    write_report(generator)
+    assert _section_ids(generator / "report.html") == ["run", "data", "curves", "lr", "gan"]
+
+
+def test_gan_section_plugs_in(trained_run: Path, tmp_path: Path):
+    """The GAN section's contract: samples/*.png grids and a Fréchet series in metrics.jsonl."""
+    from torchkeel.evaluate.report import write_report
+
+    run = _as_task(_with_gan_files(copy_run(trained_run, tmp_path)), "generate")
     write_report(run)
     page = _check_page(run / "report.html", {"gan"})
     gan = next(s for s in page["sections"] if s["id"] == "gan")

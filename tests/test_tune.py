@@ -49,6 +49,16 @@ def test_tune_section_is_validated(tune, fragment):
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("metric", "minimize"),
+    [("val/loss", True), ("val/rmse", True), ("val/accuracy", False), ("val/r2", False), ("train/g_loss", True)],
+)
+def test_auto_direction_comes_from_the_tasks(metric, minimize):
+    """A GAN's losses are minimised as every task's lower-is-better metrics are."""
+    cfg = validate_config({"tune": {"space": SPACE, "metric": metric}})
+    assert cfg.tune.minimize() is minimize
+
+
 def test_sampled_configs_stay_in_the_space():
     cfg = validate_config({"tune": {"space": SPACE, "metric": "val/accuracy"}})
     params = {"train.optimizer.lr": 0.02, "model.dropout": 0.3, "train.batch_size": 64, "model.hidden": 40}
@@ -110,6 +120,30 @@ def _tune_config(tmp_path: Path) -> Path:
     return path
 
 
+def _interrupt_during_a_trial(proc: subprocess.Popen, runs_dir: Path, first: int, last: int) -> None:
+    """Ctrl-C while trial ``first`` or a later one is running, never after the study's end. The
+    process is paused (SIGSTOP) while the test looks: when the newest trial's folder has no
+    summary.json yet, that trial is still inside training, so the SIGINT sent before SIGCONT
+    lands in it however loaded the machine is."""
+    for number in range(first, last + 1):
+        _wait_for(lambda n=number: any(runs_dir.glob(f"*-trial{n:04d}")), proc)
+        proc.send_signal(signal.SIGSTOP)
+        _wait_for(lambda: _process_state(proc.pid) == "T", proc)
+        unfinished = not (next(runs_dir.glob(f"*-trial{number:04d}")) / "summary.json").exists()
+        if unfinished:
+            proc.send_signal(signal.SIGINT)  # pending while stopped, delivered on SIGCONT
+        proc.send_signal(signal.SIGCONT)
+        if unfinished:
+            return
+    raise AssertionError("every trial finished before the test could interrupt one")
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -133,9 +167,7 @@ def test_tune_runs_resumes_after_interruption_and_its_best_config_trains(tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Ctrl-C while the second trial is running (its run folder exists, it has not finished)
-    _wait_for(lambda: any(runs_dir.glob("*-trial0001")), proc)
-    proc.send_signal(signal.SIGINT)
+    _interrupt_during_a_trial(proc, runs_dir, first=1, last=2)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, (stdout, stderr)
     assert "run the same command again to resume" in stdout and "Traceback" not in stderr, (stdout, stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,33 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def check_output(path: str | Path, option: str, *, inputs: Iterable[str | Path] = (), force: bool = False) -> None:
+    """Refuse to write ``path`` (named by the command's ``option``) when it is one of the
+    command's ``inputs`` (the same path, a link to it or a hard link: never, even with
+    ``force``), a folder, or an existing file the user did not allow replacing with ``--force``."""
+    path = Path(path)
+    for source in map(Path, inputs):
+        if _same_file(path, source):
+            raise WriteError(
+                f"{option} {path} is an input of this command; inputs are never overwritten: choose another file"
+            )
+    if path.is_dir():
+        raise WriteError(f"{option} {path} is a folder: give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise WriteError(f"{option} {path} already exists: choose another file, or add --force to replace it")
+    if not path.parent.is_dir():
+        raise WriteError(f"{option} {path}: folder {path.parent} does not exist")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts, case-insensitive file systems
+    except OSError:  # one of them does not exist
+        return False
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

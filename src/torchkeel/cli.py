@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from torchkeel import __version__, cli_deploy, cli_evaluate, cli_inspect
-from torchkeel.cli_evaluate import OutDirOpt, RunArg, SetOpt, out
+from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def train(
             "with the config saved in it."
         ),
     ] = None,
+    model_code: ModelCodeOpt = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     nproc: Annotated[
@@ -120,11 +121,12 @@ def train(
 
         if nproc is None:
             raise KeelError("--nnodes, --node-rank and --rdzv-endpoint go with --nproc N (processes per node)")
-        launch(cfg, LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint), resume=resume, progress=not quiet)
+        options = LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint)
+        launch(cfg, options, resume=resume, progress=not quiet, model_code=model_code)
         return
     from torchkeel.experiment import train as run_training
 
-    run_training(cfg, out, resume=resume, progress=not quiet)
+    run_training(cfg, out, resume=resume, progress=not quiet, model_code=model_code)
 
 
 @app.command("eval")
@@ -142,19 +144,20 @@ def eval_(
         typer.Option(help="Attack budget per pixel, in [0, 1] pixel units (repeatable; default 0.1)."),
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Re-evaluate a trained run's model (rebuilt from model.json) on a split of its data.
 
     With --attack: clean vs. adversarial accuracy, recorded in robustness.json and the report.
     """
-    from torchkeel.experiment import evaluate_run
+    from torchkeel.run_model import evaluate_run
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)
     if attack is not None:
-        _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json)
+        _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json, model_code)
         return
-    metrics = evaluate_run(run_dir, split)
+    metrics = evaluate_run(run_dir, split, model_code)
     if as_json:
         print(json.dumps({"run": str(run_dir), "split": split, **metrics}))
         return
@@ -188,6 +191,7 @@ def predict(
             "--output", "-o", help="Table models: the predictions CSV to write (default: INPUT.predictions.csv)."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing predictions file.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
@@ -200,6 +204,7 @@ def predict(
             "(default 40 million).",
         ),
     ] = None,
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Predict the top-k classes (with probabilities), or values, for new inputs.
 
@@ -208,16 +213,19 @@ def predict(
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
-    predictor = Predictor.from_run(resolve_run(run, out_dir), top_k=top_k, max_pixels=max_pixels)
-    files, kind = files or [], predictor.spec.kind
+    run_dir = resolve_run(run, out_dir)
+    predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
+    from torchkeel.data.kinds import kind_of
+
+    files, kind = files or [], kind_of(predictor.spec)
     if not files and not text:
-        raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind == "text" else ""))
-    if text and kind != "text":
-        raise KeelError(f"--text is for text models; this one takes {kind} data")
-    if kind == "table":
-        _predict_tables(predictor, files, output, as_json)
+        raise KeelError("give inputs to predict: files" + (" or --text TEXT" if kind.token_ids else ""))
+    if text and not kind.token_ids:
+        raise KeelError(f"--text is for text models; this one takes {kind.name} data")
+    if kind.features:  # table rows: a file of rows in, the rows with predictions out
+        _predict_tables(predictor, files, output, as_json, force)
         return
-    if kind == "text":
+    if kind.token_ids:
         results = (predictor.predict_texts(text) if text else []) + (
             predictor.predict_text_files(files) if files else []
         )
@@ -227,11 +235,19 @@ def predict(
         _print_prediction(r, as_json)
 
 
-def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool) -> None:
+def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool, force: bool) -> None:
+    from torchkeel.atomic import check_output
+    from torchkeel.serve.predictor import predictions_path
+
     if output is not None and len(files) > 1:
         raise KeelError("--output takes one input file; give the files one at a time")
+    outputs = [predictions_path(path, output) for path in files]
+    for i, written in enumerate(outputs):  # every output checked before any is written
+        check_output(written, "--output", inputs=files, force=force)
+        if written in outputs[:i]:
+            raise KeelError(f"{files[i]} would write {written}, as an earlier input does; predict them one at a time")
     for path in files:
-        written, results = predictor.predict_table(path, output)
+        written, results = predictor.predict_table(path, output, force=force)
         if as_json:
             for r in results:
                 print(json.dumps(r.to_dict()))
@@ -264,7 +280,9 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
         _python_showwarning(message, category, *args, **kwargs)
 
 
-def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool) -> None:
+def _eval_attack(
+    run_dir: Path, split: str, method: str, eps: list[float], steps: int, as_json: bool, model_code: str | None
+) -> None:
     from torchkeel.config import ATTACKS
     from torchkeel.errors import ConfigError, check_choice
     from torchkeel.evaluate.workflow import attack_run
@@ -272,7 +290,7 @@ def _eval_attack(run_dir: Path, split: str, method: str, eps: list[float], steps
     check_choice("attack", method, ATTACKS)
     if any(not 0.0 <= e <= 1.0 for e in eps):
         raise ConfigError(f"--eps must be in [0, 1] (pixel units), got {', '.join(f'{e:g}' for e in eps)}")
-    results = attack_run(run_dir, method, eps, steps, split)
+    results = attack_run(run_dir, method, eps, steps, split, model_code)
     if as_json:
         for r in results:
             print(json.dumps({"run": str(run_dir), "split": split, **r}))
@@ -323,3 +341,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:  # a backstop: the estimates (torchkeel.memory) come first
+        from torchkeel.memory import allocation_message, is_allocation_error
+
+        if not is_allocation_error(e):
+            raise
+        err.print(f"[bold red]error:[/] {escape(allocation_message(e, 'running'))}", highlight=False)
+        sys.exit(2)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from torchkeel.cli_evaluate import OutDirOpt, RunArg, out
+from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, out
 from torchkeel.errors import KeelError
 
 if TYPE_CHECKING:
@@ -78,16 +78,17 @@ def sample(
         typer.Option(help="Class index to generate (class-conditional GANs; default: classes in turn)."),
     ] = None,
     nrow: Annotated[int, typer.Option(min=1, help="Images per row of the grid.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     out_dir: OutDirOpt = Path("runs"),
 ) -> None:
     """Draw samples from a trained GAN run and save them as one PNG grid."""
     from torchkeel import atomic
-    from torchkeel.runs import resolve_run
+    from torchkeel.runs import RUN_INPUTS, resolve_run
     from torchkeel.train.gan import sample_png
 
-    if not out_file.parent.is_dir():
-        raise KeelError(f"--out: folder {out_file.parent} does not exist")
-    png = sample_png(resolve_run(run, out_dir), n, seed=seed, label=label, nrow=nrow)
+    run_dir = resolve_run(run, out_dir)
+    atomic.check_output(out_file, "--out", inputs=[run_dir / name for name in RUN_INPUTS], force=force)
+    png = sample_png(run_dir, n, seed=seed, label=label, nrow=nrow)
     atomic.write_bytes(out_file, png)
     out.print(f"{n} samples -> {out_file}", highlight=False)
 
@@ -105,7 +106,9 @@ def export_(
         Optional[Path],  # noqa: UP045
         typer.Option("--out", help="Folder for the exported files (default: RUN/export)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export of this format.")] = False,
     out_dir: OutDirOpt = Path("runs"),
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Export a trained model with its preprocessing metadata, verified against PyTorch.
 
@@ -117,7 +120,7 @@ def export_(
     from torchkeel.export.report import quant_table, summary_lines
     from torchkeel.runs import resolve_run
 
-    result = export_run(resolve_run(run, out_dir), format_, dest, quantize)
+    result = export_run(resolve_run(run, out_dir), format_, dest, quantize, force=force, model_code=model_code)
     for line in summary_lines(result):
         out.print(line, highlight=False)
     if result.quantized is not None:
@@ -145,6 +148,7 @@ def serve_(
         ),
     ] = 30.0,
     out_dir: OutDirOpt = Path("runs"),
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
 
@@ -160,7 +164,7 @@ def serve_(
     from torchkeel.serve.app import check_servable, listen, serve
 
     sock = listen(host, port)  # a port in use fails here, before the model loads
-    check_servable(run_dir)
+    check_servable(run_dir, model_code)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
     serve(
@@ -172,4 +176,5 @@ def serve_(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_body_mb=max_body_mb,
+        model_code=model_code,
     )

@@ -19,13 +19,21 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 RunArg = Annotated[str, typer.Argument(help="Run folder, run name, or 'latest'.")]
 OutDirOpt = Annotated[Path, typer.Option("--out-dir", help="Folder holding the run folders.")]
+ModelCodeOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--model-code",
+        help="For a run of your own model (model: custom): its code, e.g. mypkg.nets:Net or nets.py:Net. "
+        "Loading a run never imports code the run folder names; name it here if you trust it.",
+    ),
+]
 SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 (typer needs Optional)
     typer.Option("--set", "-s", help="Override a key: --set train.optimizer.lr=0.01 (repeatable)."),
 ]
 
 
-def report(run: RunArg = "latest", out_dir: OutDirOpt = Path("runs")) -> None:
+def report(run: RunArg = "latest", out_dir: OutDirOpt = Path("runs"), model_code: ModelCodeOpt = None) -> None:
     """Rebuild a run's report.html: config, data, environment, curves, confusion matrix,
     per-class scores, wrong predictions, calibration, saliency / attributions, robustness.
 
@@ -34,7 +42,7 @@ def report(run: RunArg = "latest", out_dir: OutDirOpt = Path("runs")) -> None:
     from torchkeel.evaluate.workflow import report_run
     from torchkeel.runs import resolve_run
 
-    path = report_run(resolve_run(run, out_dir), console=out)
+    path = report_run(resolve_run(run, out_dir), console=out, model_code=model_code)
     out.print(f"report: {path}", highlight=False)
 
 
@@ -46,12 +54,13 @@ def explain(
         typer.Option("--out", "-o", help="Folder for the images (default: the run's explain/ folder)."),
     ] = None,
     out_dir: OutDirOpt = Path("runs"),
+    model_code: ModelCodeOpt = None,
 ) -> None:
     """Write saliency and Grad-CAM images showing which pixels drove each prediction."""
     from torchkeel.evaluate.workflow import explain_run
     from torchkeel.runs import resolve_run
 
-    for path, label, prob in explain_run(resolve_run(run, out_dir), files, output):
+    for path, label, prob in explain_run(resolve_run(run, out_dir), files, output, model_code):
         out.print(f"{path}: predicted {label} ({prob:.1%})", highlight=False)
 
 
@@ -73,8 +82,8 @@ def lr_find(
     """
     from torchkeel import atomic
     from torchkeel.config import load_config
-    from torchkeel.experiment import prepare_data
     from torchkeel.models import build
+    from torchkeel.run_model import prepare_data
     from torchkeel.train import lr_find as finder
     from torchkeel.train import runtime
 

@@ -40,10 +40,11 @@ def data(
     cfg = load_config(name_or_config if is_config else None, set_, shortcuts)
     from torchkeel.data import load
     from torchkeel.data.describe import describe, render, write_sample_grid
+    from torchkeel.data.kinds import kind_of
 
     bundle = load(cfg.data, cfg.seed)
     info = describe(bundle)
-    if bundle.spec.kind == "image" and not no_grid:
+    if kind_of(bundle.spec).pixels and not no_grid:
         info["grid"] = str(write_sample_grid(bundle, grid or Path(f"{bundle.spec.name}-samples.png"), cfg.seed))
     if as_json:
         print(json.dumps(info))
@@ -81,20 +82,35 @@ def runs(
     if sort is not None:
         table.add_column(sort, justify="right")
     for info in infos:
-        path = info.path
-        test = info.summary.get("test", {})
-        key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if k in test), None)
-        table.add_row(
-            path.name,
-            info.status,
-            str(info.config.get("data", {}).get("name", "?")),
-            str(info.config.get("model", {}).get("name", "?")),
-            f"{key} {test[key]:.4f}" if key else "-",
-            str(info.summary.get("epochs", "-")),
-            f"{info.summary['train_seconds']:.1f} s" if "train_seconds" in info.summary else "-",
-            *([_sort_value(info, sort)] if sort is not None else []),
-        )
+        table.add_row(*_run_row(info), *([_sort_value(info, sort)] if sort is not None else []))
     out.print(table)
+
+
+def _run_row(info: Any) -> list[str]:
+    """One row of `keel runs`; a damaged run says what is wrong in place of its metrics."""
+    if info.damage is not None:
+        return [info.path.name, "damaged", "-", "-", info.damage, "-", "-"]
+    test, summary = info.summary.get("test", {}), info.summary
+    key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if _is_number(test.get(k))), None)
+    seconds = summary.get("train_seconds")
+    return [
+        info.path.name,
+        info.status,
+        _section_name(info.config, "data"),
+        _section_name(info.config, "model"),
+        f"{key} {test[key]:.4f}" if key else "-",
+        str(summary.get("epochs", "-")),
+        f"{seconds:.1f} s" if _is_number(seconds) else "-",
+    ]
+
+
+def _section_name(config: dict[str, Any], section: str) -> str:
+    value = config.get(section)
+    return str(value.get("name", "?")) if isinstance(value, dict) else "?"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _sort_value(info: Any, metric: str) -> str:

@@ -9,6 +9,7 @@ checked by importing those registries only when a config is validated.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,30 +25,16 @@ from torchkeel.config_yaml import (  # noqa: F401  (read_yaml, set_path, flatten
 )
 from torchkeel.errors import ConfigError, closest
 from torchkeel.recipes import apply_recipe
-from torchkeel.search_space import TuneConfig, check_space_keys
+from torchkeel.search_space import ParamSpace, TuneConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-LOSSES = ("auto", "cross_entropy", "mse", "bce")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it, else fp32
-METRICS = (
-    "accuracy",
-    "top_k_accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "ece",  # expected calibration error, 15 bins
-    "roc_auc",  # binary tasks
-    "pr_auc",  # binary tasks: average precision
-    "mse",
-    "rmse",
-    "mae",
-    "r2",
-)
-# metrics where smaller is better (early stopping's and tune's "auto" direction)
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "ece")
 LOGGERS = ("tensorboard", "mlflow")
 ATTACKS = ("fgsm", "pgd")
+# train.device: auto, or a kind with an optional index (torch.device's form, checked before torch sees it)
+DEVICE_FORM = re.compile(r"auto|(cpu|cuda|mps)(:\d{1,4})?")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N from 0) or mps"
 
 
 from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema is one namespace)
@@ -219,7 +206,9 @@ class TrainConfig(Strict):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        return _choice("loss", name, LOSSES)
+        from torchkeel.tasks import all_losses  # every registered task's losses
+
+        return _choice("loss", name, all_losses())
 
     @field_validator("precision")
     @classmethod
@@ -229,8 +218,8 @@ class TrainConfig(Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, name: str) -> str:
-        kind = name.split(":")[0]
-        _choice("device", kind, ("auto", "cpu", "cuda", "mps"))
+        if not DEVICE_FORM.fullmatch(name):
+            raise ValueError(f"unknown device {name[:40]!r}; use {DEVICE_FORMS}")
         return name
 
 
@@ -266,7 +255,9 @@ class EvalConfig(Strict):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
-        return [_choice("metric", n, METRICS) for n in names]
+        from torchkeel.tasks import all_metrics  # every registered task's metrics
+
+        return [_choice("metric", n, all_metrics()) for n in names]
 
 
 class RunConfig(Strict):
@@ -280,6 +271,16 @@ class RunConfig(Strict):
     tune: TuneConfig | None = Field(None, description="hyper-parameter search for keel tune")
 
     @model_validator(mode="after")
+    def _known_data_set(self) -> RunConfig:
+        from torchkeel.data import check_dataset  # the data registry; data/ imports only config_data
+
+        try:
+            check_dataset(self.data.name)
+        except ConfigError as e:
+            raise ConfigError(f"config: {e}") from None
+        return self
+
+    @model_validator(mode="after")
     def _tune_keys_exist(self) -> RunConfig:
         if self.tune is not None:
             check_space_keys(self.to_dict(), self.tune.space)
@@ -288,11 +289,13 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _sections_fit_the_model(self) -> RunConfig:
         # sections that only some models or data sets use are errors elsewhere, not ignored
-        from torchkeel.models import GAN_MODELS
+        from torchkeel.models import MODEL_TASKS
 
-        gan = self.model.name in GAN_MODELS
+        gan = self.model.name in MODEL_TASKS  # models that are not trained by fit() (the GAN)
         if self.train.gan is not None and not gan:
-            raise ConfigError(f"config: train.gan is for GAN models ({', '.join(GAN_MODELS)}), not '{self.model.name}'")
+            raise ConfigError(
+                f"config: train.gan is for GAN models ({', '.join(MODEL_TASKS)}), not '{self.model.name}'"
+            )
         if self.train.finetune is not None and gan:
             raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
         if self.data.series is not None and self.data.name not in SERIES_DATASETS:
@@ -387,3 +390,24 @@ def _fields_at(loc: list[str]) -> list[str]:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
     return list(model.model_fields)
+
+
+def check_space_keys(raw: dict[str, Any], space: dict[str, ParamSpace]) -> None:
+    """Raise ConfigError naming the first space key the config does not accept: an unknown
+    key, or a range end or choice the key refuses (e.g. dropout 1.5)."""
+    import copy
+
+    from torchkeel.errors import ConfigError
+
+    base = {k: v for k, v in raw.items() if k != "tune"}
+    for key, dist in space.items():
+        for value in dist.extremes():
+            trial = copy.deepcopy(base)
+            set_path(trial, key, value)
+            try:
+                validate_config(trial)
+            except ConfigError as e:
+                # a ConfigError passes through pydantic unchanged, so the message stays one line
+                raise ConfigError(
+                    f"config: tune.space '{key}' = {value!r}: {str(e).removeprefix('config: ')}"
+                ) from None

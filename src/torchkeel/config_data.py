@@ -124,15 +124,6 @@ class DataConfig(Strict):
     table: TableConfig = Field(default_factory=TableConfig)
     text: TextConfig = Field(default_factory=TextConfig)
 
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from torchkeel.data import DATASETS
-
-        if name.startswith("hf:") and len(name) > 3:
-            return name
-        return _choice("data set", name, DATASETS)
-
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 0.9:

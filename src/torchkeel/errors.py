@@ -47,8 +47,24 @@ class TrainingInterrupted(TrainingError):
         self.exit_code = exit_code
 
 
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an ``on_epoch`` hook to end training on purpose (``keel tune`` prunes a trial
+    this way): unlike a failure, it leaves the run folder as it is."""
+
+
+class ResourceError(KeelError):
+    """A setting that needs more memory than this machine (or device) has available."""
+
+
 class ExportError(KeelError):
     """A model that cannot be exported, or an export that does not match the model."""
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """A multi-line message (torch's, PyYAML's) as one line: its lines joined with "; ", cut to
+    ``limit`` characters."""
+    joined = "; ".join(" ".join(line.split()) for line in str(text).splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

@@ -62,7 +62,7 @@ RECIPES: dict[str, dict[str, Any]] = {"text": TEXT_RECIPE, "table": TABLE_RECIPE
 
 def data_kind(name: str) -> str:
     """ "text", "table", "series" or "image", from the data set's name alone."""
-    from torchkeel.config import SERIES_DATASETS
+    from torchkeel.config_data import SERIES_DATASETS
 
     if name.startswith("hf:") or name in TEXT_DATASETS:
         return "text"

@@ -11,14 +11,18 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchkeel.errors import RunError, WriteError
+from torchkeel.errors import DataWarning, KeelError, RunError, WriteError
 
 LATEST = "latest"
+# what loading a trained run reads: no command's output may replace one of them
+RUN_INPUTS = ("config.yaml", "model.json", "model.safetensors", "data.json")
+_WARNED: set[tuple[str, int]] = set()  # metrics files already warned about (file, damaged lines)
 
 
 def create_run(out_dir: str | Path, name: str) -> Path:
@@ -71,26 +75,69 @@ def find_runs(out_dir: str | Path = "runs") -> list[Path]:
 @dataclass
 class RunInfo:
     path: Path
-    status: str  # "done" | "incomplete"
+    status: str  # "done" | "incomplete" | "damaged"
     config: dict[str, Any]
     summary: dict[str, Any]
+    damage: str | None = None  # what is wrong with a damaged run's files
 
 
 def read_run(path: Path) -> RunInfo:
-    import yaml
+    """A run's config and summary. A damaged config.yaml or summary.json does not raise: the run
+    comes back with status "damaged" and ``damage`` saying which file and why, so a listing of
+    many runs shows the others."""
+    from torchkeel.config_yaml import read_yaml
 
-    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    try:
+        config = read_yaml(path / "config.yaml")  # bounded: a run folder may come from anyone
+        summary = _read_summary(path / "summary.json")
+    except KeelError as e:
+        return RunInfo(path, "damaged", {}, {}, str(e))
     return RunInfo(path, "done" if summary else "incomplete", config, summary)
 
 
+def _read_summary(file: Path) -> dict[str, Any]:
+    summary = read_json(file)
+    if not isinstance(summary.get("test", {}), dict):
+        raise RunError(f"{file}: not a run summary (its 'test' is not a JSON object)")
+    return summary
+
+
+def read_json(file: Path) -> dict[str, Any]:
+    """A run folder's JSON object file (summary.json, env.json, ...); {} when it is missing, one
+    RunError naming the file when it is damaged."""
+    if not file.is_file():
+        return {}
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise RunError(f"{file}: damaged, not valid JSON ({type(e).__name__}); train the run again") from None
+    if not isinstance(doc, dict):
+        raise RunError(f"{file}: damaged, not a JSON object; train the run again")
+    return doc
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl (empty when it has none yet)."""
+    """The records of a run's metrics.jsonl (empty when it has none yet). A line that is not a
+    JSON object (the last line of a run killed while writing it) is skipped, with one warning."""
     file = path / "metrics.jsonl"
     if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records, bad = [], 0
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    if bad and (str(file), bad) not in _WARNED:
+        _WARNED.add((str(file), bad))  # once per file: compare reads a run's records many times
+        warnings.warn(f"{file}: skipped {bad} damaged line(s) that are not JSON records", DataWarning, stacklevel=2)
+    return records
 
 
 def point_latest(out: Path, target: Path | None = None) -> None:

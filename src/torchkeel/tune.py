@@ -30,7 +30,7 @@ from rich.console import Console
 
 from torchkeel import atomic
 from torchkeel.config import RunConfig, set_path, validate_config
-from torchkeel.errors import ConfigError, TrainingError, TrainingInterrupted
+from torchkeel.errors import ConfigError, StopRequested, TrainingError, TrainingInterrupted
 from torchkeel.search_space import ParamSpace, TuneConfig
 
 HEARTBEAT_SECONDS = 60
@@ -176,9 +176,9 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
     try:
         train(trial_cfg, Console(quiet=True), progress=False, on_epoch=_reporter(trial, tune.metric, values))
         state = "COMPLETE"
-    except optuna.TrialPruned:
+    except StopRequested as e:  # pruned: the run folder stays, with trial.json
         state = "PRUNED"
-        raise
+        raise optuna.TrialPruned(str(e)) from None
     except KeyboardInterrupt:
         shown_state = "interrupted"  # optuna records it as failed
         raise
@@ -197,8 +197,7 @@ def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> fl
 
 
 def _reporter(trial: Any, metric: str, values: list[float]):
-    """The per-epoch hook given to fit: report the metric, raise TrialPruned when told."""
-    import optuna
+    """The per-epoch hook given to fit: report the metric, stop the trial when the pruner says so."""
 
     def on_epoch(record: dict[str, Any]) -> None:
         if metric not in record:
@@ -207,7 +206,7 @@ def _reporter(trial: Any, metric: str, values: list[float]):
         values.append(float(record[metric]))
         trial.report(values[-1], step=record["epoch"])
         if trial.should_prune():
-            raise optuna.TrialPruned(f"{metric} {values[-1]:.4f} at epoch {record['epoch']} is below the median")
+            raise StopRequested(f"{metric} {values[-1]:.4f} at epoch {record['epoch']} is below the median")
 
     return on_epoch
 
@@ -238,7 +237,15 @@ def write_best_config(folder: Path, cfg: RunConfig, best: Any, study: Any) -> Pa
     """best.yaml: the config with the best trial's values, without the tune section."""
     raw = copy.deepcopy(cfg.to_dict())
     raw.pop("tune", None)
+    space = _tune_section(cfg).space
     for key, value in best.params.items():
+        # the study's database is a file like any other: it may only fill in the keys this
+        # config searches, with values from their ranges (a planted model.target would run code)
+        if key not in space or not space[key].contains(value):
+            raise ConfigError(
+                f"study '{study.study_name}': its best trial has {key}={_short(value)}, which this config's "
+                "tune.space does not allow; the study's database does not belong to this config"
+            )
         set_path(raw, key, value)
     raw["name"] = f"{study.study_name}-best"
     validate_config(raw)  # it must train as it stands

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from torchkeel.config import DataConfig
+from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.folder import load_image_folder
 from torchkeel.data.images import load_digits
@@ -22,6 +22,7 @@ from torchkeel.data.textgen import load_word_order
 from torchkeel.data.tokenize import tokenizer_from_dict
 from torchkeel.data.vision import load_vision
 from torchkeel.data.weights import add_class_weights
+from torchkeel.errors import ConfigError, check_choice
 
 FITTED_SPEC = "data.json"  # in a run folder: the DataSpec as learnt when the run started
 
@@ -60,6 +61,7 @@ def load(cfg: DataConfig | str | dict | None = None, seed: int = 0, fitted: Data
         cfg = DataConfig(name=cfg)
     elif isinstance(cfg, dict):
         cfg = DataConfig(**cfg)
+    check_dataset(cfg.name)
     loader = load_hf if cfg.name.startswith("hf:") else DATASETS[cfg.name]
     if fitted is not None and "tokenizer" in fitted.extra and loader in (load_text, load_hf):
         bundle = loader(cfg, seed, tokenizer=tokenizer_from_dict(fitted.extra["tokenizer"]))
@@ -70,10 +72,30 @@ def load(cfg: DataConfig | str | dict | None = None, seed: int = 0, fitted: Data
     return bundle
 
 
+def check_dataset(name: str) -> str:
+    """A data set's name, or a ConfigError naming the closest one (``hf:NAME`` is any hub set)."""
+    if name.startswith("hf:") and len(name) > 3:
+        return name
+    try:
+        return check_choice("data set", name, DATASETS)
+    except ConfigError as e:
+        raise ConfigError(f"data.name: {e}") from None
+
+
 def fitted_spec(run_dir: Path) -> DataSpec | None:
     """The DataSpec a run stored when it started (``data.json``), or None for older runs."""
     path = Path(run_dir) / FITTED_SPEC
     return DataSpec.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
-__all__ = ["DATASETS", "FITTED_SPEC", "fitted_spec", "DataBundle", "DataSpec", "Split", "TensorLoader", "load"]
+__all__ = [
+    "DATASETS",
+    "FITTED_SPEC",
+    "check_dataset",
+    "fitted_spec",
+    "DataBundle",
+    "DataSpec",
+    "Split",
+    "TensorLoader",
+    "load",
+]

@@ -20,8 +20,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from torchkeel.config import AugmentConfig
+from torchkeel.config_data import AugmentConfig
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
@@ -84,7 +85,7 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
 def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
     """The configured steps as one function of a (B, C, H, W) batch, or None when there is
     nothing to do. ``flip: null`` follows the data (``spec.extra["flip"]``; off if unknown)."""
-    if spec.kind != "image":
+    if not kind_of(spec).pixels:  # crops and flips are for images
         return None
     flip = cfg.flip if cfg.flip is not None else bool(spec.extra.get("flip", False))
     steps: list[Augment] = []

@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 
-TASKS = ("classification", "binary", "regression")
-
 
 @dataclass
 class DataSpec:
     """What a model and a predictor need to know about the data, JSON-serialisable.
 
     ``mean``/``std`` normalise inputs that were first scaled to [0, 1] (images: per channel;
-    tables: per feature). ``task`` is ``classification`` (one logit per class, softmax),
-    ``binary`` (one logit, sigmoid) or ``regression`` (``output_size`` real values).
+    tables: per feature). ``task`` names the kind of problem, a key of ``tasks.TASKS``
+    (classification, binary, regression, forecast, generate), which owns what differs.
     """
 
     name: str
@@ -35,9 +33,10 @@ class DataSpec:
 
     @property
     def output_size(self) -> int:
-        if self.task == "classification":
-            return self.num_classes
-        return 1 if self.task == "binary" else self.targets
+        """The model's output width, as the task defines it."""
+        from torchkeel.tasks import task_of
+
+        return task_of(self).output_size(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -54,11 +53,13 @@ class DataSpec:
 
 @dataclass
 class Split:
-    """Inputs ``x`` (N, *input_shape) and targets ``y``: int64 (N,) class indices, or
-    float32 (N,) for binary, or float32 (N, targets) for regression."""
+    """Inputs ``x`` (N, *input_shape) and targets ``y``, as the task defines them: a tensor
+    (int64 (N,) class indices, float32 (N,) for binary, float32 (N, targets) for regression),
+    sliced on the device as it is; or a ``data.ragged.Ragged`` of one variable-size target per
+    sample, gathered per batch and collated by the task."""
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: Any  # torch.Tensor | Ragged
 
     def __len__(self) -> int:
         return len(self.x)
@@ -80,10 +81,13 @@ class DataBundle:
 
     def summary(self) -> str:
         sizes = " / ".join(f"{len(s):,} {k}" for k, s in self.splits().items())
+        from torchkeel.data.kinds import kind_of
+
+        kind = kind_of(self.spec)
         shape = "x".join(str(d) for d in self.spec.input_shape)
-        if self.spec.kind == "text":
+        if kind.token_ids:
             shape = f"{shape} token ids (vocabulary {self.spec.extra.get('vocab_size', '?'):,})"
-        elif self.spec.kind == "table":
+        elif kind.features:
             shape = f"{shape} features"
         what = f"{self.spec.num_classes} classes" if self.spec.classes else self.spec.task
         return f"{self.spec.name}: {sizes}; input {shape}; {what}"

@@ -23,6 +23,17 @@ MAX_PIXELS = 40_000_000
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Make ``max_pixels`` the limit that applies: Pillow refuses, as it opens a file, any image
+    over twice its own ``Image.MAX_IMAGE_PIXELS`` (89.5 M pixels by default, so 179 M), which
+    would otherwise fire before a larger limit of ours with a message that names neither. Raised,
+    never lowered, Pillow's error can then only fire above our limit, where ours would too."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 class UnreadableImage(Exception):
     """A file that is not a decodable image (internal: callers count and skip these)."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from torchkeel.data.bundle import DataBundle
+from torchkeel.data.kinds import kind_of
 
 GRID_SAMPLES = 64
 
@@ -41,10 +42,10 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
 
 
 def _kind_details(bundle: DataBundle) -> dict[str, Any]:
-    spec = bundle.spec
-    if spec.kind == "image":
+    spec, kind = bundle.spec, kind_of(bundle.spec)
+    if kind.pixels:
         return {"normalisation": {"mean": spec.mean, "std": spec.std, "from": "train split, per channel"}}
-    if spec.kind == "table":
+    if kind.features:
         encoder = spec.extra["table"]["encoder"]
         return {
             "features": len(spec.extra["table"]["features"]),
@@ -52,7 +53,7 @@ def _kind_details(bundle: DataBundle) -> dict[str, Any]:
             "categorical": [{"name": c["name"], "categories": len(c["categories"])} for c in encoder["categorical"]],
             "encoding": encoder["encoding"],
         }
-    if spec.kind == "text":
+    if kind.token_ids:
         lengths = (bundle.train.x != spec.extra["pad_index"]).sum(1).double()
         unknown = (bundle.train.x == spec.extra["unk_index"]).sum().item() / max(lengths.sum().item(), 1)
         return {

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel import memory
+from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, Split
 from torchkeel.data.decode import ImageFiles, batches_of, chunks, read_header
 from torchkeel.data.images import image_spec, normalise
@@ -58,11 +59,10 @@ def load_image_folder(cfg: DataConfig, seed: int) -> DataBundle:
         size,
         cfg.image.resize,
     )
-    decoded_mb = len(files) * channels * size[0] * size[1] * 4 / 2**20
-    stream = decoded_mb > cfg.image.memory_mb
     # worker processes take about a second to start on a small machine: not worth it for a few files
     workers = min(cfg.image.workers, len(files) // FILES_PER_WORKER)
-    pixels, ok, sums = decode_pass(files, workers, keep=not stream)
+    stream, per_task = _memory_plan(len(files), channels, size, workers, cfg.image.memory_mb)
+    pixels, ok, sums = decode_pass(files, workers, keep=not stream, per_task=per_task)
     skipped += [files.paths[i] for i in np.flatnonzero(~ok)]
     if skipped:
         examples = ", ".join(os.path.relpath(p, root) for p in skipped[:3])
@@ -150,14 +150,35 @@ def _geometry(headers: list[tuple[int, int, bool]], paths: list[str], cfg: DataC
     return channels, size
 
 
-def decode_pass(files: ImageFiles, workers: int, keep: bool) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor]:
-    """Decode every file once. Returns the (N, C, H, W) uint8 pixels (if ``keep``), which
-    files decoded, and per file and channel (N, 3, C) int64: pixel count, sum, sum of squares."""
+def _memory_plan(n: int, channels: int, size: tuple[int, int], workers: int, memory_mb: float) -> tuple[bool, int]:
+    """Whether the set streams from disk (its float32 tensors over ``data.image.memory_mb``, or
+    its pixels beyond the memory available), and files per decoding task. One image must fit."""
+    values = channels * size[0] * size[1]
+    # per file while decoding: its uint8 slot in the batch, the resize's output and float temporary
+    per_file = values * (1 + 1 + 4)
+    memory.check_fits(
+        per_file,
+        f"decoding one {size[0]}x{size[1]} image (data.image.size, {channels} channels)",
+        "lower data.image.size",
+    )
+    have = memory.available_bytes() or 2**63
+    stream = n * values * 4 / 2**20 > memory_mb or n * values * (1 + 4) > have // 2  # uint8 kept + float32 split
+    return stream, max(1, min(DECODE_BATCH, have // 2 // (per_file * (workers + 1))))
+
+
+def decode_pass(
+    files: ImageFiles, workers: int, keep: bool, per_task: int = DECODE_BATCH
+) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor]:
+    """Decode every file once, ``per_task`` files at a time. Returns the (N, C, H, W) uint8
+    pixels (if ``keep``), which files decoded, and per file and channel (N, 3, C) int64: pixel
+    count, sum, sum of squares."""
     kept, ok, sums = [], [], []
-    for x, _, good in batches_of(files, chunks(len(files), DECODE_BATCH), workers):
-        flat = x.view(x.shape[0], x.shape[1], -1).to(torch.int64)  # (B, C, H*W)
-        count = torch.full_like(flat[:, :, 0], flat.shape[2])
-        sums.append(torch.stack([count, flat.sum(2), (flat * flat).sum(2)], 1))  # (B, 3, C)
+    levels = torch.arange(256, dtype=torch.int64)
+    for x, _, good in batches_of(files, chunks(len(files), per_task), workers):
+        # from each channel's histogram of the 256 levels: exact, and no int64 copy of the pixels
+        hist = torch.stack([torch.bincount(c.reshape(-1), minlength=256) for c in x.flatten(0, 1)])
+        hist = hist.view(x.shape[0], x.shape[1], 256)  # (B, C, 256)
+        sums.append(torch.stack([hist.sum(2), hist @ levels, hist @ (levels * levels)], 1))  # (B, 3, C)
         ok.append(good)
         if keep:
             kept.append(x)

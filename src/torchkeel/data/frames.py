@@ -8,6 +8,7 @@ run, and the warning says how to avoid it.
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -54,6 +55,50 @@ def read_frame(path: str | Path, key: str = "data.path") -> Any:
         raise DataError(f"{path}: no data rows (only a header?)")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def read_verbatim(path: str | Path) -> Any:
+    """The table in ``path`` as the text it holds, every value a string: CSV/TSV cells exactly
+    as written (``007`` stays ``007``, an empty cell stays empty), JSON numbers as written, the
+    header as in the file. Predictions are written beside these columns, so that the user's
+    own values come back unchanged. Rows line up with :func:`read_frame`'s."""
+    import pandas as pd
+
+    path = Path(os.path.expanduser(str(path)))
+    suffix = path.suffix.lower()
+    if suffix in PARQUET:  # typed columns already; nullable dtypes keep integers integers
+        return pd.read_parquet(path, dtype_backend="numpy_nullable").astype("string").fillna("")
+    with warnings.catch_warnings():  # read_frame has warned about undecodable bytes already
+        warnings.simplefilter("ignore", DataWarning)
+        text = decode_text(path.read_bytes(), path)
+    if suffix in JSON_LINES:
+        return _json_as_text(text)
+    sep = "\t" if suffix in (".tsv", ".tab") else ","
+    # the header is read as a row so that repeated or padded column names are kept as written
+    cells = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, keep_default_na=False)
+    cells = cells.fillna("")  # a short row's missing cells
+    return pd.DataFrame(cells.values[1:], columns=list(cells.values[0]))
+
+
+def _json_as_text(text: str) -> Any:
+    import pandas as pd
+
+    as_text = {"parse_float": str, "parse_int": str, "parse_constant": str}
+    if text.lstrip().startswith("["):
+        records = json.loads(text, **as_text)
+    else:
+        records = [json.loads(line, **as_text) for line in text.splitlines() if line.strip()]
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    rows = [[_cell(record.get(key)) for key in columns] for record in records]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value  # numbers were kept as their text by the parse_* hooks
+    return json.dumps(value, ensure_ascii=False)  # true/false, lists, objects
 
 
 def decode_text(raw: bytes, path: Path | str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.splits import holdout_indices
 

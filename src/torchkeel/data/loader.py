@@ -8,7 +8,6 @@ spends about 0.5 ms per batch indexing samples one by one and stacking them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 
@@ -78,14 +77,3 @@ def epoch_order(
         per_rank = -(-n // world_size)
         idx = torch.cat([idx, idx[: per_rank * world_size - n]])[rank::world_size]
     return idx
-
-
-def make_loader(split: Any, device: torch.device | str, batch_size: int, **options: Any) -> Any:
-    """The training loader for a split: a TensorLoader over its tensors moved to ``device``,
-    or, for an image set streamed from disk, a StreamLoader with the same interface
-    (``epoch(e, start)``, ``__len__``, ``batch_size``). ``options`` go to either."""
-    from torchkeel.data.stream import StreamLoader, StreamSplit
-
-    if isinstance(split, StreamSplit):
-        return StreamLoader(split.to(device), batch_size, **options)
-    return TensorLoader(split.x.to(device), split.y.to(device), batch_size, **options)

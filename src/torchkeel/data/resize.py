@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from torchkeel.config import ImageConfig
+from torchkeel.config_data import ImageConfig
 
 
 def target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig, SeriesConfig
+from torchkeel.config_data import DataConfig, SeriesConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.errors import DataError
 

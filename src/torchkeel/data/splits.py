@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from torchkeel.config import DataConfig
+    from torchkeel.config_data import DataConfig
 
 
 def split_indices(

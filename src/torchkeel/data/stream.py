@@ -19,7 +19,7 @@ import torch
 
 from torchkeel.data.decode import ImageFiles, batches_of
 from torchkeel.data.images import normalise
-from torchkeel.data.loader import epoch_order
+from torchkeel.data.loader import TensorLoader, epoch_order
 from torchkeel.errors import DataWarning
 
 # slices at least this long are decoded by worker processes in chunks of this size
@@ -161,3 +161,12 @@ class StreamLoader:
 
 
 __all__ = ["LazyImages", "StreamLoader", "StreamSplit"]
+
+
+def make_loader(split: Any, device: torch.device | str, batch_size: int, **options: Any) -> Any:
+    """The training loader for a split: a TensorLoader over its tensors moved to ``device``,
+    or, for an image set streamed from disk, a StreamLoader with the same interface
+    (``epoch(e, start)``, ``__len__``, ``batch_size``). ``options`` go to either."""
+    if isinstance(split, StreamSplit):
+        return StreamLoader(split.to(device), batch_size, **options)
+    return TensorLoader(split.x.to(device), split.y.to(device), batch_size, **options)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig, TableConfig
+from torchkeel.config_data import DataConfig, TableConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.frames import read_frame, require_columns
 from torchkeel.data.splits import holdout_indices

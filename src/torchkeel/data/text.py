@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchkeel.config import DataConfig, TextConfig
+from torchkeel.config_data import DataConfig, TextConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.frames import read_frame, require_columns
 from torchkeel.data.splits import holdout_indices
@@ -51,15 +51,20 @@ def text_bundle(
     if task != "classification":
         raise DataError("data.task: text_csv trains classifiers; set data.task: classification (or auto)")
     texts = join_text(frame, columns)
+    if not any(text.strip() for text in texts):
+        raise DataError(
+            f"data.text.column {', '.join(columns)}: every text in {source} is empty; "
+            "point data.text.column at the column that holds the texts"
+        )
     train, val, test = holdout_indices(y, len(texts), cfg, seed, own_test=test_frame is not None)
     t = cfg.text
     tokenizer = tokenizer or train_tokenizer([texts[i] for i in train], t)
-    x, truncated = encode_texts(tokenizer, texts, ids_per_text(t))
+    x, truncated = encode_texts(tokenizer, texts, ids_per_text(t), pad=False)
     y_t = torch.from_numpy(y)
     if test_frame is not None:
         require_columns(test_frame, [*columns, target], "data.test_path", cfg.test_path)
         test_frame = drop_missing_target(test_frame, target, cfg.test_path)
-        test_x, _ = encode_texts(tokenizer, join_text(test_frame, columns), ids_per_text(t))
+        test_x, _ = encode_texts(tokenizer, join_text(test_frame, columns), ids_per_text(t), pad=False)
         test_split = Split(test_x, torch.from_numpy(target_values(test_frame[target], classes, target)))
     else:
         test_split = Split(x[test], y_t[test])
@@ -76,7 +81,8 @@ def text_bundle(
     )
 
     def part(split: Split) -> Split:
-        return Split(split.x[:, :length].contiguous(), split.y)
+        x = split.x[:, :length]
+        return Split(torch.nn.functional.pad(x, (0, length - x.shape[1]), value=PAD_INDEX).contiguous(), split.y)
 
     val_split = part(Split(x[val], y_t[val])) if len(val) else None
     return DataBundle(spec, part(Split(x[train], y_t[train])), val_split, part(test_split))

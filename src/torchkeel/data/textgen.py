@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.splits import split_indices
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from torchkeel.config import TextConfig
+from torchkeel.config_data import TextConfig
 from torchkeel.errors import DataError
 
 PAD, UNK = "<pad>", "<unk>"
@@ -200,14 +200,16 @@ def hf_tokenizers() -> Any:
     return tokenizers
 
 
-def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int) -> tuple[torch.Tensor, int]:
+def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, pad: bool = True) -> tuple[torch.Tensor, int]:
     """(N, length) int64 ids, right-padded with 0 and truncated to ``length``; and how many
-    texts were truncated."""
+    texts were truncated. ``pad=False``: only as wide as the longest text (at most ``length``),
+    so a large ``data.text.max_length`` costs no memory beyond the data's own."""
     ids = tokenizer.encode_batch(texts)
     full = np.array([len(seq) for seq in ids], dtype=np.int64)
     kept = np.minimum(full, length)
-    out = np.zeros((len(ids), length), dtype=np.int64)
+    width = length if pad else max(1, int(kept.max(initial=0)))
+    out = np.zeros((len(ids), width), dtype=np.int64)
     # row-major fill: the mask selects each row's first kept[i] slots, in the order of `flat`
     flat = np.fromiter(itertools.chain.from_iterable(seq[:length] for seq in ids), dtype=np.int64, count=kept.sum())
-    out[np.arange(length)[None, :] < kept[:, None]] = flat
+    out[np.arange(width)[None, :] < kept[:, None]] = flat
     return torch.from_numpy(out), int((full > length).sum())

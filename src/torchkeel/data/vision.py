@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchkeel.config import DataConfig
+from torchkeel.config_data import DataConfig
 from torchkeel.data import idx
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.images import image_bundle

@@ -19,6 +19,8 @@ def balanced_weights(y: torch.Tensor, num_classes: int) -> list[float]:
 def add_class_weights(bundle: DataBundle) -> None:
     """Store balanced weights in ``spec.extra["class_weights"]``: ``fit`` passes them to the loss."""
     spec = bundle.spec
-    if spec.task != "classification":
+    from torchkeel.tasks import task_of
+
+    if "class_weights" not in task_of(spec).uses:
         raise ConfigError(f"data.class_weights: data '{spec.name}' is a {spec.task} task; weights need classes")
     spec.extra["class_weights"] = balanced_weights(bundle.train.y, spec.num_classes)

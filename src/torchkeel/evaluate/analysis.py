@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec, Split
-from torchkeel.evaluate.metrics import CLASSIFICATION, REGRESSION, MetricAccumulator, confidence_of
+from torchkeel.evaluate.metrics import MetricAccumulator
+from torchkeel.tasks import Task, task_of
 from torchkeel.train.losses import LossFn
 
 MAX_POINTS = 5000
@@ -61,17 +62,18 @@ def analyse(
 ) -> Analysis:
     model.eval()
     device = next(model.parameters()).device
-    every = list(REGRESSION if spec.task == "regression" else CLASSIFICATION)
-    acc = MetricAccumulator(spec, every, device, details=True)
-    wrong = _TopWrong(examples) if spec.task != "regression" else None
-    points = _Reservoir(MAX_POINTS, seed) if spec.task == "regression" else None
+    task = task_of(spec)
+    acc = MetricAccumulator(spec, list(task.metrics), device, details=True)
+    classes = task.predict_index is not None  # wrong predictions for tasks with classes, else points
+    wrong = _TopWrong(examples, task) if classes else None
+    points = None if classes else _Reservoir(MAX_POINTS, seed)
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device, non_blocking=True)
         y = split.y[start : start + batch_size].to(device, non_blocking=True)
         out = model(x).float()
         acc.update(out, y, loss_fn(out, y) if loss_fn else None)
         if wrong is not None:
-            wrong.update(x, y, out, spec.task)
+            wrong.update(x, y, out)
         if points is not None:
             points.update(out, y.view_as(out))
     return Analysis(
@@ -87,17 +89,17 @@ def analyse(
 class _TopWrong:
     """Running top-k by confidence of the wrong predictions."""
 
-    def __init__(self, k: int):
-        self.k = k
+    def __init__(self, k: int, task: Task):
+        self.k, self.task = k, task
         self.x: torch.Tensor | None = None
         self.meta = torch.zeros(0, 3)  # (kept, [confidence, true, pred])
 
-    def update(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, task: str) -> None:
-        pred = (out.view(-1) > 0).long() if task == "binary" else out.argmax(1)
+    def update(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+        pred = self.task.predict_index(out)
         wrong = pred != y.long()
         if not wrong.any():
             return
-        conf = confidence_of(out, task)[wrong]
+        conf = self.task.probabilities(out).amax(1)[wrong]  # the predicted class's probability
         meta = torch.stack([conf.double(), y.long()[wrong].double(), pred[wrong].double()], 1).cpu().float()
         xs = x[wrong].cpu()
         if self.x is not None:

@@ -22,8 +22,10 @@ from torch import nn
 from torchkeel import atomic
 from torchkeel.data.bundle import DataSpec, Split
 from torchkeel.data.images import normalise
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
 from torchkeel.evaluate.explain import pixels
+from torchkeel.tasks import task_of
 from torchkeel.train.losses import LossFn
 
 ROBUSTNESS_FILE = "robustness.json"
@@ -119,14 +121,16 @@ def robustness(
 
 
 def check_attackable(spec: DataSpec) -> None:
-    if spec.kind != "image":
+    """Attacks need pixels to perturb and a task that predicts classes (its ``uses``)."""
+    if not kind_of(spec).pixels:
         raise DataError(f"adversarial attacks perturb images in pixel space; this model takes {spec.kind} data")
-    if spec.task == "regression":
-        raise DataError("adversarial accuracy needs a classification model; this one does regression")
+    task = task_of(spec)
+    if "attack" not in task.uses:
+        raise DataError(f"adversarial accuracy needs a classification model; this one does {task.description}")
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor, spec: DataSpec) -> int:
-    pred = (out.view(-1) > 0).long() if spec.task == "binary" else out.argmax(1)
+    pred = task_of(spec).predict_index(out)
     return int((pred == y.long()).sum())
 
 

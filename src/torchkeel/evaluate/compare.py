@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torchkeel import atomic
-from torchkeel.config import LOWER_IS_BETTER, flatten
-from torchkeel.errors import ConfigError, unknown_choice
+from torchkeel.config import flatten
+from torchkeel.errors import ConfigError, DataWarning, RunError, unknown_choice
 from torchkeel.runs import RunInfo, read_metrics, read_run
+from torchkeel.tasks import lower_is_better
 
-SMALLER_FIRST = (*LOWER_IS_BETTER, "train_seconds")
+SMALLER_FIRST = ("train_seconds",)  # summary numbers where less is better; metrics ask the tasks
 
 
 def run_value(info: RunInfo, metric: str) -> float | None:
     """A run's value of ``metric``: a test metric (``accuracy`` or ``test/accuracy``), the last
     epoch's ``val/...`` or ``train/...`` value, or a number of summary.json (``train_seconds``)."""
+    if info.damage is not None:
+        return None
     if metric.startswith(("val/", "train/")):
-        epochs = [r for r in read_metrics(info.path) if metric in r]
-        return float(epochs[-1][metric]) if epochs else None
+        epochs = [r[metric] for r in read_metrics(info.path) if _is_number(r.get(metric))]
+        return float(epochs[-1]) if epochs else None
     name = metric.removeprefix("test/")
     value = info.summary.get("test", {}).get(name, info.summary.get(name))
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return float(value) if _is_number(value) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def sortable_metrics(infos: list[RunInfo]) -> list[str]:
@@ -38,7 +46,7 @@ def sort_runs(infos: list[RunInfo], metric: str) -> list[RunInfo]:
     """Best first (lowest for loss-like metrics and time); runs without the metric last."""
     if all(run_value(i, metric) is None for i in infos):
         raise ConfigError("--sort: " + unknown_choice("metric", metric, sortable_metrics(infos) or ["accuracy"]))
-    lower = metric.split("/")[-1] in SMALLER_FIRST
+    lower = lower_is_better(metric) or metric.split("/")[-1] in SMALLER_FIRST
     sign = 1.0 if lower else -1.0
 
     def key(info: RunInfo) -> tuple[int, float]:
@@ -58,8 +66,8 @@ class Comparison:
 
 
 def compare_runs(run_dirs: list[Path], curves_png: Path | None) -> Comparison:
-    infos = [read_run(p) for p in run_dirs]
-    names = [p.name for p in run_dirs]
+    infos = usable_runs([read_run(p) for p in run_dirs])
+    names = [i.path.name for i in infos]
     flat = [flatten(i.config) for i in infos]
     keys = sorted(set().union(*flat))
     diff = [(k, [f.get(k) for f in flat]) for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
@@ -77,6 +85,16 @@ def compare_runs(run_dirs: list[Path], curves_png: Path | None) -> Comparison:
     return Comparison(names, diff, rows, curves)
 
 
+def usable_runs(infos: list[RunInfo]) -> list[RunInfo]:
+    """The runs that are not damaged, at least two; each damaged one is named in a warning."""
+    usable, damaged = [i for i in infos if i.damage is None], [i for i in infos if i.damage is not None]
+    if len(usable) < 2:
+        raise RunError(f"compare needs two runs that can be read; skipped {damaged[0].path.name}: {damaged[0].damage}")
+    for info in damaged:
+        warnings.warn(f"skipped damaged run {info.path.name}: {info.damage}", DataWarning, stacklevel=3)
+    return usable
+
+
 def overlay_curves(infos: list[RunInfo]) -> bytes:
     """One panel per per-epoch metric (val, else train), one line per run."""
     from torchkeel.evaluate.plots import line_panels
@@ -88,7 +106,7 @@ def overlay_curves(infos: list[RunInfo]) -> bytes:
         series = {}
         for name, recs in per_run.items():
             key = f"val/{metric}" if any(f"val/{metric}" in r for r in recs) else f"train/{metric}"
-            points = [(r["epoch"], r[key]) for r in recs if key in r]
+            points = [(r["epoch"], r[key]) for r in recs if _is_number(r.get(key)) and _is_number(r.get("epoch"))]
             if points:
                 series[f"{name} ({key.split('/')[0]})"] = ([p[0] for p in points], [p[1] for p in points])
         if series:

@@ -7,8 +7,9 @@
   2017); for standardised tables the baseline 0 is the training mean.
 - ``token_attributions``: integrated gradients through the first ``nn.Embedding`` (text), the
   baseline being all-padding.
-The score explained is the logit of ``target`` (default: the predicted class). A one-logit
-binary model is explained as two logits (-z, z), so class 0 has its own evidence.
+The score explained is the logit of ``target`` (default: the predicted class), one per class as
+the task gives them (``Task.class_scores``): a one-logit binary model is explained as two logits
+(-z, z), so class 0 has its own evidence.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
+from torchkeel.tasks import task_of
 
 
 def captum_attr():
@@ -34,24 +37,18 @@ def captum_attr():
 
 def class_scores(model: nn.Module, spec: DataSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     """A forward function with one output per class (binary: (-z, z))."""
-    if spec.task == "binary":
-        return lambda x: _two_logits(model(x))
-    return model
-
-
-def _two_logits(z: torch.Tensor) -> torch.Tensor:
-    z = z.view(-1, 1)
-    return torch.cat([-z, z], dim=1)  # (B, 2)
+    scores = task_of(spec).class_scores
+    return model if scores is None else (lambda x: scores(model(x)))
 
 
 def predicted(model: nn.Module, x: torch.Tensor, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class, probability) per input; for regression (0, nan): target 0 is the first output."""
+    """(class, probability) per input: the softmax of the class scores; for a task without
+    classes (regression) (0, nan): target 0 is the first output."""
     with torch.no_grad():
-        out = model(x).float()
-    if spec.task == "regression":
+        out = class_scores(model, spec)(x).float()
+    if task_of(spec).predict_index is None:
         return torch.zeros(len(x), dtype=torch.long, device=x.device), torch.full((len(x),), float("nan"))
-    probs = _two_logits(out).softmax(1) if spec.task == "binary" else out.softmax(1)
-    p, cls = probs.max(1)
+    p, cls = out.softmax(1).max(1)
     return cls, p.cpu()
 
 
@@ -140,7 +137,7 @@ def explain_images(model: nn.Module, spec: DataSpec, files: list[Path], out_dir:
     from torchkeel.evaluate import plots
     from torchkeel.serve.predictor import load_image
 
-    if spec.kind != "image":
+    if not kind_of(spec).pixels:
         raise DataError(
             f"keel explain takes image files; this model takes {spec.kind} data "
             "(token attributions for text models come with a text predictor)"
@@ -155,9 +152,10 @@ def explain_images(model: nn.Module, spec: DataSpec, files: list[Path], out_dir:
     classes = spec.classes or [str(i) for i in range(spec.output_size)]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    has_classes = task_of(spec).predict_index is not None
     for i, f in enumerate(files):
-        label = classes[int(cls[i])] if spec.task != "regression" else "output 0"
-        title = f"{Path(f).name}: {label} ({prob[i]:.1%})" if spec.task != "regression" else Path(f).name
+        label = classes[int(cls[i])] if has_classes else "output 0"
+        title = f"{Path(f).name}: {label} ({prob[i]:.1%})" if has_classes else Path(f).name
         image = plots.to_display(raw[i : i + 1].numpy())
         one = {k: v[i : i + 1].cpu().numpy() for k, v in maps.items()}
         path = out_dir / f"{Path(f).stem}.explain.png"

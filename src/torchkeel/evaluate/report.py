@@ -1,9 +1,11 @@
 """report.html: one self-contained page per run (images inline as base64 PNG, no network).
 
-The page is a list of sections. ``SECTIONS`` pairs each section function with the condition,
-read from the run's DataSpec, task, model and files, under which it applies; a new model
-family adds its section by adding one entry (the Transformer's attention maps and the GAN's
-sample grids are entries already, waiting for those runs). ``write_report`` also records the
+The page is a list of sections. ``SECTIONS`` pairs each section function with the condition
+under which it applies: every run has the common ones (run, data, curves); the run's task
+names its own by key in ``Task.report_sections`` (confusion matrix, regression plots, the
+GAN's sample grids); the data kind's capabilities choose the explanations (saliency for
+pixels, integrated gradients for feature vectors, tokens and attention for token ids). A new
+task adds a key to its Task, a new model family one entry here. ``write_report`` also records the
 test split's tables (confusion matrix, per-class scores, calibration bins) in
 ``evaluation.json``.
 """
@@ -12,25 +14,25 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import string
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 from torch import nn
 
 from torchkeel import atomic
-from torchkeel.data.bundle import TASKS, DataBundle, DataSpec
+from torchkeel.data.bundle import DataBundle, DataSpec
+from torchkeel.data.kinds import DataKind, kind_of
 from torchkeel.evaluate import sections as common
 from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
-from torchkeel.runs import read_metrics
+from torchkeel.runs import read_json, read_metrics
+from torchkeel.tasks import task_of
 from torchkeel.train.losses import build_loss, resolve_loss
 
 REPORT_FILE = "report.html"
@@ -41,40 +43,50 @@ Applies = Callable[[ReportContext], bool]
 Render = Callable[[ReportContext], Section]
 
 
-def _supervised(kind: str) -> Applies:
-    """A supervised model (one evaluated on the test split) on data of ``kind``."""
-    return lambda ctx: ctx.analysis is not None and ctx.spec.kind == kind
+def _task_adds(key: str) -> Applies:
+    """A section the run's task lists in its ``report_sections``."""
+    return lambda ctx: key in task_of(ctx.spec).report_sections
 
 
-def _classifier(ctx: ReportContext) -> bool:
-    return ctx.analysis is not None and ctx.spec.task in ("classification", "binary")
+def _explained(capability: Callable[[DataKind], bool]) -> Applies:
+    """An explanation of a model evaluated on the test split, for inputs of this kind."""
+    return lambda ctx: _tested(ctx) and "explain" in task_of(ctx.spec).uses and capability(kind_of(ctx.spec))
 
 
-def _regressor(ctx: ReportContext) -> bool:
-    return ctx.analysis is not None and ctx.spec.task == "regression"
+def _tested(ctx: ReportContext) -> bool:
+    return ctx.analysis is not None
 
 
 def _float_table(ctx: ReportContext) -> bool:
     # integrated gradients need float features (categorical indices would need their embedding)
-    return _supervised("table")(ctx) and ctx.data.test.x.is_floating_point()
+    return _explained(lambda kind: kind.features)(ctx) and ctx.data.test.x.is_floating_point()
 
 
+def _tokens(ctx: ReportContext) -> bool:
+    return _explained(lambda kind: kind.token_ids)(ctx) and per_model.has_embedding(ctx.model)
+
+
+def _attention(ctx: ReportContext) -> bool:
+    return _tested(ctx) and kind_of(ctx.spec).token_ids and per_model.has_attention(ctx.model)
+
+
+# in page order: the common sections, the task's (by key) and those of the data's kind
 SECTIONS: list[tuple[Applies, Render]] = [
     (lambda ctx: True, common.run_section),
     (lambda ctx: True, common.data_section),
     (lambda ctx: bool(ctx.epochs), common.curves_section),
     (lambda ctx: any("lr" in r for r in ctx.records), common.lr_section),
-    (_classifier, common.confusion_section),
-    (_classifier, common.per_class_section),
-    (_classifier, common.wrong_section),
-    (_classifier, common.calibration_section),
-    (_regressor, common.regression_section),
-    (_supervised("image"), per_model.saliency_section),
+    (_task_adds("confusion"), common.confusion_section),
+    (_task_adds("per-class"), common.per_class_section),
+    (_task_adds("wrong"), common.wrong_section),
+    (_task_adds("calibration"), common.calibration_section),
+    (_task_adds("regression"), common.regression_section),
+    (_explained(lambda kind: kind.pixels), per_model.saliency_section),
     (_float_table, per_model.attribution_section),
-    (lambda ctx: _supervised("text")(ctx) and per_model.has_embedding(ctx.model), per_model.token_section),
-    (lambda ctx: _supervised("text")(ctx) and per_model.has_attention(ctx.model), per_model.attention_section),
-    (lambda ctx: _classifier(ctx) and bool(ctx.robustness), per_model.robustness_section),
-    (per_model.is_gan_run, per_model.gan_section),
+    (_tokens, per_model.token_section),
+    (_attention, per_model.attention_section),
+    (lambda ctx: _task_adds("robustness")(ctx) and bool(ctx.robustness), per_model.robustness_section),
+    (_task_adds("gan"), per_model.gan_section),
 ]
 
 
@@ -103,8 +115,7 @@ def write_report(
 def build_context(
     run_dir: Path, *, model: nn.Module | None, data: DataBundle | None, device: str | torch.device
 ) -> ReportContext:
-    from torchkeel.experiment import load_model, load_run_config, prepare_data
-    from torchkeel.models import GAN_MODELS
+    from torchkeel.run_model import load_model, load_run_config, prepare_data
 
     cfg = load_run_config(run_dir)
     if model is None:
@@ -115,8 +126,8 @@ def build_context(
     # the test-split sections are for supervised models; a GAN run passes its generator and
     # gets the sections that read its files (sample grids, Fréchet curve)
     analysis, loss_fn = None, None
-    if spec.task in TASKS and cfg.model.name not in GAN_MODELS:
-        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec))  # no label smoothing: the loss as evaluated
+    if task_of(spec).accumulator is not None:  # a task that is evaluated on a test split
+        loss_fn = build_loss(resolve_loss(cfg.train.loss, spec), spec=spec)  # no label smoothing: as evaluated
         analysis = analyse(
             model,
             data.test,
@@ -129,8 +140,8 @@ def build_context(
     return ReportContext(
         run_dir=run_dir,
         config=cfg,
-        env=_read_json(run_dir / "env.json"),
-        summary=_read_json(run_dir / "summary.json"),
+        env=read_json(run_dir / "env.json"),
+        summary=read_json(run_dir / "summary.json"),
         records=read_metrics(run_dir),
         model=model.eval(),
         spec=spec,
@@ -142,11 +153,7 @@ def build_context(
 
 
 def _saved_spec(run_dir: Path) -> DataSpec:
-    return DataSpec.from_dict(_read_json(run_dir / "model.json")["spec"])
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return DataSpec.from_dict(read_json(run_dir / "model.json")["spec"])
 
 
 def _render_safely(render: Render, ctx: ReportContext, console: Console | None) -> Section:

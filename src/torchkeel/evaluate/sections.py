@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchkeel.data.kinds import kind_of
 from torchkeel.evaluate import plots
 from torchkeel.evaluate.explain import pixels
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
+from torchkeel.tasks import task_of
 
 # ---- small HTML helpers
 
@@ -81,6 +83,7 @@ def run_section(ctx: ReportContext) -> Section:
 
 def data_section(ctx: ReportContext) -> Section:
     spec, splits = ctx.spec, ctx.data.splits()
+    pixels_in, class_targets = kind_of(spec).pixels, task_of(spec).class_targets
     info = {
         "data set": spec.name,
         "kind / task": f"{spec.kind} / {spec.task}",
@@ -91,22 +94,22 @@ def data_section(ctx: ReportContext) -> Section:
         info["classes"] = (
             f"{len(spec.classes)}: {', '.join(spec.classes[:20])}{' ...' if len(spec.classes) > 20 else ''}"
         )
-    if spec.mean is not None and spec.kind == "image":
+    if spec.mean is not None and pixels_in:
         info["normalisation (train mean / std)"] = (
             f"{fmt([round(m, 3) for m in spec.mean])} / {fmt([round(v, 3) for v in spec.std])}"
         )
     figures = []
-    if spec.task == "regression":
-        values = {k: v.y.reshape(len(v), -1)[:, 0].float().numpy() for k, v in splits.items()}
-        figures.append(Figure(plots.histogram(values, "Target (first output) per split", "target"), "targets"))
-    else:
+    if class_targets:
         names = class_names(ctx)
         counts = {k: np.bincount(v.y.long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()}
         figures.append(Figure(plots.bars(names, counts, "Examples per class", ylabel="examples"), "class balance"))
-    if spec.kind == "image":
+    else:
+        values = {k: v.y.reshape(len(v), -1)[:, 0].float().numpy() for k, v in splits.items()}
+        figures.append(Figure(plots.histogram(values, "Target (first output) per split", "target"), "targets"))
+    if pixels_in:
         x = ctx.data.train.x[:16]
         images = plots.to_display(pixels(x, spec).numpy())
-        labels = [class_names(ctx)[int(y)] if spec.task != "regression" else "" for y in ctx.data.train.y[:16]]
+        labels = [class_names(ctx)[int(y)] if class_targets else "" for y in ctx.data.train.y[:16]]
         figures.append(
             Figure(plots.image_grid(images, labels), "first training images (after normalisation is undone)")
         )
@@ -179,7 +182,7 @@ def wrong_section(ctx: ReportContext) -> Section:
         for t, p, c in zip(wrong.true, wrong.pred, wrong.confidence, strict=True)
     ]
     body = ""
-    if ctx.spec.kind == "image":
+    if kind_of(ctx.spec).pixels:
         images = plots.to_display(pixels(wrong.x, ctx.spec).numpy())
         caption = f"the {len(titles)} wrong test predictions made with the highest confidence"
         figures.insert(0, Figure(plots.image_grid(images, titles), caption))
@@ -191,9 +194,10 @@ def wrong_section(ctx: ReportContext) -> Section:
 def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple]:
     names = class_names(ctx)
     vocab = ctx.spec.extra.get("vocab")
+    token_ids = kind_of(ctx.spec).token_ids
     rows = []
     for i in range(len(x)):
-        if ctx.spec.kind == "text":
+        if token_ids:
             ids = [int(t) for t in x[i] if int(t) != 0]
             text = " ".join(vocab[t] if vocab and t < len(vocab) else str(t) for t in ids[:60])
         else:

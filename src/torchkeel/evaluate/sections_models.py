@@ -4,9 +4,9 @@ Contracts with model families built elsewhere (a section appears when its run ha
 - Transformer text models: a method ``attention_weights(x)`` or ``attention_maps(x)`` returning
   a Tensor (B, heads, T, T) or a list of those (one per layer; the last is shown), rows summing
   to 1 over keys; T is L, or L + 1 when a [CLS] token comes first.
-- GAN runs: PNG sample grids in ``<run>/samples/`` (one per epoch, names sorting by epoch)
-  and a per-epoch Fréchet distance in metrics.jsonl under a key containing ``frechet`` or
-  ``fid``.
+- GAN runs (the generate task lists the section): PNG sample grids in ``<run>/samples/``
+  (one per epoch, names sorting by epoch) and a per-epoch Fréchet distance in metrics.jsonl
+  under a key containing ``frechet`` or ``fid``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchkeel.data.kinds import kind_of
 from torchkeel.evaluate import plots
 from torchkeel.evaluate.attack import attack
 from torchkeel.evaluate.explain import (
@@ -31,6 +32,7 @@ from torchkeel.evaluate.explain import (
 )
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
 from torchkeel.evaluate.sections import class_names, fmt, table
+from torchkeel.tasks import task_of
 
 IG_ROWS = 1000  # table rows attributed: enough for a stable mean, bounded time
 
@@ -40,8 +42,12 @@ def _first_test(ctx: ReportContext, n: int) -> tuple[torch.Tensor, torch.Tensor]
     return ctx.data.test.x[:n].to(device), ctx.data.test.y[:n].to(device)
 
 
+def _predicts_classes(ctx: ReportContext) -> bool:
+    return task_of(ctx.spec).predict_index is not None
+
+
 def _label(ctx: ReportContext, cls: int, prob: float) -> str:
-    if ctx.spec.task == "regression":
+    if not _predicts_classes(ctx):
         return ""
     return f"{class_names(ctx)[cls]} {prob:.0%}"
 
@@ -58,7 +64,7 @@ def saliency_section(ctx: ReportContext) -> Section:
     images = plots.to_display(pixels(x, ctx.spec).cpu().numpy())
     names = class_names(ctx)
     titles = [
-        f"true {names[int(t)]}, pred {_label(ctx, int(c), float(p))}" if ctx.spec.task != "regression" else ""
+        f"true {names[int(t)]}, pred {_label(ctx, int(c), float(p))}" if _predicts_classes(ctx) else ""
         for t, c, p in zip(y.long().tolist(), cls.tolist(), prob.tolist(), strict=True)
     ]
     figure = plots.explanations(images, maps, titles, overlay=("Grad-CAM",))
@@ -182,7 +188,7 @@ def robustness_section(ctx: ReportContext) -> Section:
     panels = {"accuracy under attack": series}
     figures = [Figure(plots.line_panels(panels, "eps (pixel units)"), "accuracy under attack, by budget")]
     strongest = max(results, key=lambda r: r["eps"])
-    if ctx.spec.kind == "image" and strongest["eps"] > 0:
+    if kind_of(ctx.spec).pixels and strongest["eps"] > 0:
         figures.append(_adversarial_examples(ctx, strongest))
     return Section("robustness", "Robustness", body, figures)
 
@@ -211,10 +217,6 @@ def _gan_grids(ctx: ReportContext) -> list:
 def _frechet_key(ctx: ReportContext) -> str | None:
     keys = {k for r in ctx.epochs for k in r if "frechet" in k.lower() or "fid" in k.lower().split("/")[-1]}
     return min(keys) if keys else None
-
-
-def is_gan_run(ctx: ReportContext) -> bool:
-    return bool(_gan_grids(ctx)) or _frechet_key(ctx) is not None
 
 
 def gan_section(ctx: ReportContext) -> Section:

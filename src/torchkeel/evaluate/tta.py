@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ConfigError
 
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
 def check_tta(mode: str, kind: str) -> None:
-    if mode != "none" and kind != "image":
+    """TTA's views mirror and shift pixels: other kinds of data refuse it (``kind``: a kind name)."""
+    if mode != "none" and not kind_of(kind).pixels:
         raise ConfigError(f"eval.tta: '{mode}' mirrors images; this data is {kind}: set eval.tta: none")
 
 

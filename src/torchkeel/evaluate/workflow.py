@@ -69,21 +69,23 @@ def attack_model(
     part = data.splits().get(split)
     if part is None:
         raise RunError(f"this run's data has no '{split}' split (splits: {', '.join(data.splits())})")
-    loss_fn = build_loss(loss)  # the training loss, without label smoothing
+    loss_fn = build_loss(loss, spec=data.spec)  # the training loss, without label smoothing
     results = [robustness(model, part, data.spec, loss_fn, method, e, steps=steps, seed=seed) for e in eps]
     record_results(run_dir, results, split)
     return results
 
 
-def attack_run(run_dir: Path, method: str, eps: list[float], steps: int, split: str) -> list[dict[str, Any]]:
+def attack_run(
+    run_dir: Path, method: str, eps: list[float], steps: int, split: str, model_code: Any = None
+) -> list[dict[str, Any]]:
     """``keel eval RUN --attack``: attack the saved model, record it, rebuild the report."""
     from torchkeel.evaluate.attack import check_attackable
     from torchkeel.evaluate.report import write_report
-    from torchkeel.experiment import load_model, load_run_config, prepare_data
+    from torchkeel.run_model import load_model, load_run_config, prepare_data
     from torchkeel.train import runtime
 
     cfg = load_run_config(run_dir)
-    model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device))
+    model, spec, meta = load_model(run_dir, runtime.pick_device(cfg.train.device), model_code)
     check_attackable(spec)
     data = prepare_data(cfg)
     results = attack_model(run_dir, model, data, meta["loss"], method, eps, steps, split, cfg.seed)
@@ -91,22 +93,25 @@ def attack_run(run_dir: Path, method: str, eps: list[float], steps: int, split: 
     return results
 
 
-def report_run(run_dir: Path, console: Console | None = None) -> Path:
+def report_run(run_dir: Path, console: Console | None = None, model_code: Any = None) -> Path:
     """``keel report RUN``: rebuild report.html from the saved model and the run's data."""
     from torchkeel.evaluate.report import write_report
-    from torchkeel.experiment import load_model, load_run_config
+    from torchkeel.run_model import load_model, load_run_config
     from torchkeel.train import runtime
 
     cfg = load_run_config(run_dir)
-    model, _, _ = load_model(run_dir, runtime.pick_device(cfg.train.device))
+    model, _, _ = load_model(run_dir, runtime.pick_device(cfg.train.device), model_code)
     return write_report(run_dir, model=model, device=next(model.parameters()).device, console=console)
 
 
-def explain_run(run_dir: Path, files: list[Path], out_dir: Path | None) -> list[tuple[Path, str, float]]:
+def explain_run(
+    run_dir: Path, files: list[Path], out_dir: Path | None, model_code: Any = None
+) -> list[tuple[Path, str, float]]:
     """``keel explain RUN FILE...``: saliency and Grad-CAM images in ``out_dir``
     (default: the run's ``explain/`` folder)."""
     from torchkeel.evaluate.explain import explain_images
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model, run_task
 
-    model, spec, _ = load_model(run_dir, "cpu")
+    model, spec, _ = load_model(run_dir, "cpu", model_code)
+    run_task(spec, "explain", run_dir)  # a GAN run points at `keel sample`
     return explain_images(model, spec, files, out_dir or run_dir / "explain")

@@ -24,21 +24,17 @@ import torch
 
 from torchkeel import __version__, atomic
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ExportError, KeelError, check_choice
 from torchkeel.export.formats import FORMATS, DynamicAxes, Runner
 from torchkeel.export.quantize import QUANTIZERS, QuantReport, compare
 from torchkeel.extras import require
+from torchkeel.tasks import task_of
 
 TOLERANCE = 1e-4  # max |exported - PyTorch| over the verification outputs, fp32
 QUANTIZE = ("dynamic",)
 VERIFY_LIMIT = 1024  # test inputs used to verify
 SAMPLES_KEPT = 8  # inputs stored in sample_inputs.safetensors
-
-OUTPUT_MEANING = {
-    "classification": "logits: softmax over the last axis gives the probabilities of 'classes', in order",
-    "binary": "one logit: sigmoid gives the probability of classes[1]",
-    "regression": "the predicted values",
-}
 
 
 @dataclass
@@ -58,15 +54,31 @@ class ExportResult:
         return self.model_file.parent
 
 
+def _export_folder(out: Path) -> Path:
+    """The folder the export goes to, made if missing; a file there is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; --out takes a folder (the export writes model files into it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create the folder ({e.strerror}); give a writable folder") from None
+    return out
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",
     out_dir: str | Path | None = None,
     quantize: str | None = None,
     tolerance: float = TOLERANCE,
+    force: bool = False,
+    model_code: Any = None,
 ) -> ExportResult:
-    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``)."""
-    from torchkeel.experiment import load_model, refuse_gan
+    """Export the trained model of ``run_dir`` (default folder: ``run_dir/export``). Other
+    formats of the same run share a folder; replacing an earlier export of this format, or
+    exporting into another run's export folder, takes ``force``. ``model_code``: a custom
+    model's code (see models.rebuild)."""
+    from torchkeel.run_model import load_model, run_task
 
     check_choice("export format", fmt, FORMATS, ExportError)
     if quantize is not None:
@@ -76,11 +88,11 @@ def export_run(
     if fmt == "onnx":
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
-    model, spec, meta = load_model(run_dir, "cpu")
-    refuse_gan(meta, run_dir, "be exported")
+    model, spec, meta = load_model(run_dir, "cpu", model_code)
+    run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
-    out = Path(out_dir) if out_dir is not None else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _export_folder(Path(out_dir) if out_dir is not None else run_dir / "export")
+    _check_destination(out, run_dir, fmt, quantize, force)
     form, dynamic = FORMATS[fmt], dynamic_axes(spec)
     example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1
 
@@ -106,8 +118,33 @@ def export_run(
     write_metadata(out, run_dir, spec, meta, result, facts)
     write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
-        shutil.copyfile(tokenizer, out / tokenizer.name)
+        if out.resolve() != run_dir.resolve():  # --out RUN: it is there already
+            shutil.copyfile(tokenizer, out / tokenizer.name)
     return result
+
+
+def _check_destination(out: Path, run_dir: Path, fmt: str, quantize: str | None, force: bool) -> None:
+    """Without ``force``, refuse to replace an earlier export of this format in ``out``, or to
+    mix this run into the export of another run; never write over the run's own files."""
+    from torchkeel.runs import RUN_INPUTS
+
+    suffix = FORMATS[fmt].suffix
+    for name in [f"model{suffix}"] + ([f"model.int8{suffix}"] if quantize else []):
+        atomic.check_output(out / name, "--out", inputs=[run_dir / n for n in RUN_INPUTS], force=force)
+    other = _previous_export(out).get("source_run", run_dir.name)
+    if other != run_dir.name and not force:
+        raise ExportError(
+            f"--out {out} holds the export of another run, {other}: choose another folder, or add --force to replace it"
+        )
+
+
+def _previous_export(out: Path) -> dict[str, Any]:
+    """The preprocess.json an earlier export left in ``out`` ({} when none or unreadable)."""
+    try:
+        doc = json.loads((out / "preprocess.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def quantized_copy(
@@ -141,13 +178,13 @@ def _save(save: Any, model: torch.nn.Module, example: torch.Tensor, file: Path, 
 
 def dynamic_axes(spec: DataSpec) -> DynamicAxes:
     """The batch is always free; so is the sequence length of token ids."""
-    return {0: "batch", 1: "length"} if spec.kind == "text" else {0: "batch"}
+    return {0: "batch", 1: "length"} if kind_of(spec).token_ids else {0: "batch"}
 
 
 def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The run's test split rebuilt from its config and seed; when the data set's files are not
     on this machine, seeded random inputs of the right shape and type (no labels)."""
-    from torchkeel.experiment import load_run_config, prepare_data
+    from torchkeel.run_model import load_run_config, prepare_data
 
     try:
         test = prepare_data(load_run_config(run_dir), spec).test  # a text set reuses the run's tokeniser
@@ -157,7 +194,7 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
         reason = f"random inputs (test data unavailable: {e})"
     g = torch.Generator().manual_seed(0)
     n = 64
-    if spec.kind == "text":
+    if kind_of(spec).token_ids:
         vocab = int(spec.extra.get("vocab_size", 2))
         x = torch.randint(2, max(vocab, 3), (n, *spec.input_shape), generator=g)
     else:
@@ -186,8 +223,8 @@ def write_metadata(
 ) -> None:
     """preprocess.json: the same preprocessing for every format; ``models`` lists each file
     exported to this folder with how it was verified."""
-    path = out / "preprocess.json"
-    models = json.loads(path.read_text(encoding="utf-8")).get("models", {}) if path.is_file() else {}
+    path, previous = out / "preprocess.json", _previous_export(out)
+    models = previous.get("models", {}) if previous.get("source_run") == run_dir.name else {}
     models[result.model_file.name] = {
         "format": result.format,
         **facts,
@@ -198,7 +235,7 @@ def write_metadata(
     }
     if result.quantized is not None:
         models[result.quantized.file.name] = {"format": result.format, "quantized": "dynamic int8 (Linear, LSTM)"}
-    text = spec.kind == "text"
+    text = kind_of(spec).token_ids
     doc = {
         "format": "torchkeel-export-1",
         "torchkeel": __version__,
@@ -212,7 +249,7 @@ def write_metadata(
             "shape": ["batch", "length"] if text else ["batch", *spec.input_shape],
             "dtype": "int64" if text else "float32",
         },
-        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": OUTPUT_MEANING[spec.task]},
+        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": task_of(spec).export_output},
         "preprocess": preprocess_steps(spec),
         "tokenizer_files": sorted(p.name for p in run_dir.glob("tokenizer*.json")),
         "spec": spec.to_dict(),
@@ -224,7 +261,7 @@ def write_metadata(
 
 def preprocess_steps(spec: DataSpec) -> dict[str, Any]:
     """What ``serve.predictor`` does to a raw input, spelled out for other runtimes."""
-    if spec.kind == "image":
+    if kind_of(spec).pixels:
         c, h, w = spec.input_shape
         return {
             "decode": "grey (L)" if c == 1 else "RGB",

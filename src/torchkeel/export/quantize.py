@@ -22,6 +22,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.export.formats import DynamicAxes, Runner, save_torchscript
+from torchkeel.tasks import task_of
 
 
 def quantize_onnx(
@@ -87,7 +88,7 @@ def compare(
     out32, out8 = _outputs(fp32, x), _outputs(int8, x)
     diff = (out32 - out8).abs().max().item()
     metric = _metric(spec, out32, y), _metric(spec, out8, y)
-    name = None if y is None else ("rmse" if spec.task == "regression" else "accuracy")
+    name = None if y is None else ("accuracy" if task_of(spec).predict_index is not None else "rmse")
     latency = {}
     for batch, repeats in ((1, rounds), (min(len(x), 256), max(3, rounds // 6))):
         xb = x[:batch]
@@ -110,7 +111,7 @@ def _outputs(run: Runner, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 def _metric(spec: DataSpec, out: torch.Tensor, y: torch.Tensor | None) -> float | None:
     if y is None:
         return None
-    if spec.task == "regression":
+    predict_index = task_of(spec).predict_index
+    if predict_index is None:  # values: root mean squared error
         return (out - y.view_as(out).float()).pow(2).mean().sqrt().item()
-    pred = (out.view(-1) > 0).long() if spec.task == "binary" else out.argmax(1)
-    return (pred == y.long()).float().mean().item()
+    return (predict_index(out) == y.long()).float().mean().item()

@@ -17,10 +17,11 @@ from pydantic import ConfigDict, ValidationError, create_model
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import ConfigError, check_choice, unknown_choice
+from torchkeel.data.kinds import KINDS as DATA_KINDS
+from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
 from torchkeel.models.cnn import simple_cnn
-from torchkeel.models.custom import custom
+from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
 from torchkeel.models.layers import ACTIVATIONS
 from torchkeel.models.lenet import lenet5
@@ -52,7 +53,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "airbench": airbench,
 }
 
-KINDS = ("image", "table", "text", "series")
+KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
 
 # the kinds of data each model takes (DataSpec.kind); build() refuses the others
 ACCEPTS: dict[str, tuple[str, ...]] = {
@@ -75,8 +76,14 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "custom": KINDS,  # whatever the user's module takes
 }
 
-# models trained by their own loop (train/gan.py) rather than by fit()
-GAN_MODELS = ("dcgan",)
+# the task a model does when it is not the data's own: a GAN generates images from a labelled
+# set (and trains by its own loop, train/gan.py)
+MODEL_TASKS: dict[str, str] = {"dcgan": "generate"}
+
+
+def task_name(model_name: str, data_task: str) -> str:
+    """The task of a run: the model's own (MODEL_TASKS), else the data's."""
+    return MODEL_TASKS.get(model_name, data_task)
 
 
 def build(cfg: Any, spec: DataSpec) -> nn.Module:
@@ -90,6 +97,26 @@ def build(cfg: Any, spec: DataSpec) -> nn.Module:
     check_choice("model", name, MODELS)
     check_kind(name, spec)
     return MODELS[name](spec, **check_options(name, options))
+
+
+def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_name: str = "this run") -> nn.Module:
+    """Rebuild a saved run's model from its stored config (model.json or config.yaml) without
+    importing or calling anything that config names: built-in models come from the registry
+    with their options validated as at train time; a custom model only from ``code`` the
+    user names now (a target string or the class), which must match the stored target."""
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
+        raise ConfigError("the stored model config has no model name")
+    name = model_cfg["name"]
+    options = {k: v for k, v in model_cfg.items() if k not in ("name", "init_from")}
+    check_choice("model", name, MODELS)
+    check_kind(name, spec)
+    options = check_options(name, options)
+    if name != "custom":
+        if code is not None:
+            raise RunError(f"--model-code is for runs of your own models; {run_name} is the built-in '{name}'")
+        return MODELS[name](spec, **options)
+    factory = trusted_factory(options["target"], code, run_name)
+    return build_custom(spec, factory, options["target"], options["kwargs"])
 
 
 def check_kind(name: str, spec: DataSpec) -> None:
@@ -143,4 +170,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ACCEPTS", "GAN_MODELS", "KINDS", "MODELS", "build", "check_kind", "check_options", "count_parameters"]
+__all__ = [
+    "ACCEPTS",
+    "MODEL_TASKS",
+    "KINDS",
+    "MODELS",
+    "build",
+    "check_kind",
+    "check_options",
+    "count_parameters",
+    "rebuild",
+    "task_name",
+]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ConfigError
 from torchkeel.models.layers import Probability, Width
 from torchkeel.models.layers import activation as make_activation
@@ -83,7 +84,7 @@ def conv_padding(kernel: int, padding: str) -> int | str:
 
 
 def image_shape(spec: DataSpec, model: str) -> tuple[int, int, int]:
-    if spec.kind != "image" or len(spec.input_shape) != 3:
+    if not kind_of(spec).pixels or len(spec.input_shape) != 3:
         raise ConfigError(
             f"model '{model}' takes images (C, H, W); data '{spec.name}' gives {spec.kind} "
             f"samples of shape {tuple(spec.input_shape)}: use model 'mlp'"

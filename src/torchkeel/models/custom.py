@@ -1,4 +1,12 @@
-"""The user's own ``nn.Module`` by reference: ``"path/to/file.py:MyNet"`` or ``"package.module:MyNet"``."""
+"""The user's own ``nn.Module`` by reference: ``"path/to/file.py:MyNet"`` or ``"package.module:MyNet"``.
+
+Trust model: a config the user runs names code to import (as a script would), so ``keel train``
+imports a config's target. A run folder is data: loading one (eval, predict, report, export,
+serve, resume) never imports, calls or instantiates what its model.json or config.yaml names.
+A custom model is rebuilt there only from code the user names at load time
+(``--model-code TARGET`` / ``model_cls=Net``), and the stored target must match it
+(:func:`trusted_factory`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import ConfigError
+from torchkeel.errors import ConfigError, RunError
 
 
 def custom(spec: DataSpec, *, target: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
@@ -22,7 +30,12 @@ def custom(spec: DataSpec, *, target: str, kwargs: dict[str, Any] | None = None)
     when its signature has a ``spec`` parameter, so it can size itself from the data. A file
     path is relative to the working directory.
     """
-    factory = resolve_target(target)
+    return build_custom(spec, resolve_target(target), target, kwargs)
+
+
+def build_custom(spec: DataSpec, factory: Any, target: str, kwargs: dict[str, Any] | None) -> nn.Module:
+    """Call ``factory`` (the class or function ``target`` names) with ``kwargs``, and ``spec=``
+    when its signature takes it."""
     options = dict(kwargs or {})
     if "spec" in _parameters(factory):
         options["spec"] = spec
@@ -49,6 +62,43 @@ def resolve_target(target: str) -> Any:
         listed = ", ".join(sorted(found)) or "none"
         raise ConfigError(f"model.target '{target}': {where} has no '{name}' (nn.Module classes there: {listed})")
     return getattr(module, name)
+
+
+def trusted_factory(stored: str, code: str | Any | None, run_name: str) -> Any:
+    """The factory for a run's custom model, from ``code`` the user named at load time (a
+    target string, or the class/function itself), after checking that it is the code the run
+    was trained with: the same class or function name, and the same module (its last dotted
+    part, or the file's stem, since the path may differ between machines). Without ``code``:
+    a RunError saying how to trust the run's code."""
+    if code is None:
+        raise RunError(
+            f"{run_name} was trained with your own model code '{stored}', and loading a run never "
+            f"imports code it names: if you trust that code, name it yourself with "
+            f"--model-code {stored} (Python: model_cls=YourClass)"
+        )
+    given = code if isinstance(code, str) else _target_of(code)
+    if _identity(given) != _identity(stored):
+        raise RunError(
+            f"{run_name} was trained with model code '{stored}', not '{given}': "
+            f"pass --model-code with the class it was trained with"
+        )
+    return resolve_target(code) if isinstance(code, str) else code
+
+
+def _target_of(obj: Any) -> str:
+    """``module:Name`` of a class or function given in Python."""
+    try:
+        where = str(Path(inspect.getfile(obj)).with_suffix(".py").name)
+    except (TypeError, OSError):
+        where = getattr(obj, "__module__", "?")
+    return f"{where}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _identity(target: str) -> tuple[str, str]:
+    """("nets", "Net") for "path/to/nets.py:Net", "nets.py:Net", "mypkg.nets:Net" and "nets:Net"."""
+    where, _, name = target.rpartition(":")
+    module = Path(where).stem if where.endswith(".py") else where.rpartition(".")[2]
+    return module, name
 
 
 def _load_file(path_text: str, target: str) -> Any:

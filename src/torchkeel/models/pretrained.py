@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.data.pretrained_tokenizer import ID_OFFSET
 from torchkeel.errors import ConfigError
 from torchkeel.hf_models import load_pretrained
@@ -75,7 +76,7 @@ def pretrained_text(spec: DataSpec, *, encoder: str, finetune: bool = False, dro
     ``finetune: false`` trains the head on cached encoder features; ``true`` trains it all.
     """
     tokenizer = spec.extra.get("tokenizer", {})
-    if spec.kind != "text" or tokenizer.get("type") != "pretrained":
+    if not kind_of(spec).token_ids or tokenizer.get("type") != "pretrained":
         raise ConfigError(
             "model 'pretrained_text' takes text tokenised by its encoder: set data.text.tokenizer: pretrained "
             f"and data.text.encoder: {encoder} (a config naming this model does so)"

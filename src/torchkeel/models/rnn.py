@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ConfigError
 from torchkeel.models.layers import Probability, Width
 
@@ -90,7 +91,7 @@ class RecurrentNet(nn.Module):
         init: str,
     ):
         super().__init__()
-        self.text = spec.kind == "text"
+        self.text = kind_of(spec).token_ids  # token ids go through an embedding; series steps are floats
         if self.text:
             vocab = text_vocab_size(spec, cell)
             self.embed: nn.Module | None = nn.Embedding(vocab, embed_dim, padding_idx=0)

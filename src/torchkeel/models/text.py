@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import ConfigError
 from torchkeel.models.layers import Probability, Width
 
@@ -50,7 +51,7 @@ def embedding_bag(
 
     ``token_dropout``: the share of each training text's ids left out at random (word dropout).
     """
-    if spec.kind != "text" or "vocab_size" not in spec.extra:
+    if not kind_of(spec).token_ids or "vocab_size" not in spec.extra:
         raise ConfigError(f"model 'embedding_bag' takes text (token ids); data '{spec.name}' gives {spec.kind} samples")
     return EmbeddingBagClassifier(
         spec.extra["vocab_size"], embed_dim, spec.output_size, dropout, spec.extra.get("pad_index", 0), token_dropout

@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 
 from torchkeel import __version__
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError, KeelError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
@@ -76,9 +77,11 @@ def create_app(
     max_wait_ms: float = 2.0,
     max_body_mb: float = 8.0,
     threads: int | None = None,
+    model_code: Any = None,
     read_timeout: float = READ_TIMEOUT_S,
 ) -> FastAPI:
-    """The app for a finished run; raises a KeelError for a run it cannot serve."""
+    """The app for a finished run; raises a KeelError for a run it cannot serve.
+    ``model_code``: a custom model's code, which the run folder is never trusted to name."""
     run_dir = Path(run_dir)
     set_inference_threads(threads)
     gan = _gan_run(run_dir)
@@ -87,7 +90,7 @@ def create_app(
 
         limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
         return create_gan_app(run_dir, *gan, read_run(run_dir).summary, limits)
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, model_cls=model_code)
     spec = predictor.spec
     kind = input_kind(spec.kind)
     predictor.top_k = max(spec.num_classes, 2)  # all classes; each request takes its top_k
@@ -177,7 +180,7 @@ def describe(
     spec["extra"] = {k: v for k, v in spec["extra"].items() if isinstance(v, str | int | float | bool)}
     return {
         "run": run_dir.name,
-        "model": _model_config(run_dir),
+        "model": _model_json(run_dir).get("model", {}),
         "parameters": sum(p.numel() for p in predictor.model.parameters()),
         "spec": spec,
         "metrics": summary.get("test", {}),
@@ -192,17 +195,18 @@ def describe(
 
 def _table_columns(spec: DataSpec) -> list[str] | None:
     """The columns a table model's rows must have (None for other models)."""
-    if spec.kind != "table":
+    if not kind_of(spec).features:
         return None
     from torchkeel.data.table_encoder import TableEncoder
 
     return list(TableEncoder.from_dict(spec.extra["table"]["encoder"]).columns)
 
 
-def _model_config(run_dir: Path) -> dict[str, Any]:
+def _model_json(run_dir: Path) -> dict[str, Any]:
     import json
 
-    return json.loads((run_dir / "model.json").read_text(encoding="utf-8")).get("model", {})
+    meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+    return meta if isinstance(meta, dict) else {}
 
 
 def set_inference_threads(threads: int | None, workers: int = 1) -> None:
@@ -214,28 +218,32 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
         torch.set_num_interop_threads(1)
 
 
-def check_servable(run_dir: Path) -> InputKind | None:
+def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
     """Fails (KeelError) for a run that cannot be served, before any server starts; None for
     a GAN run (served by serve/gan_app.py)."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
-    _, spec, meta = load_model(run_dir)
-    if _is_gan(meta):
+    _, spec, meta = load_model(run_dir, "cpu", model_code)
+    if _generates(meta):
         return None
     return input_kind(spec.kind)
 
 
-def _is_gan(meta: dict[str, Any]) -> bool:
-    from torchkeel.models import GAN_MODELS
+def _generates(meta: dict[str, Any]) -> bool:
+    """Served by the generate server (serve/gan_app.py) rather than POST /predict."""
+    from torchkeel.models import task_name
+    from torchkeel.tasks import TASKS
 
-    return meta.get("model", {}).get("name") in GAN_MODELS
+    model, spec = meta.get("model") or {}, meta.get("spec") or {}
+    name = task_name(str(model.get("name", "")), str(spec.get("task", "")))
+    return name in TASKS and TASKS[name].server == "generate"
 
 
 def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
     """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
-    from torchkeel.experiment import load_model
+    from torchkeel.run_model import load_model
 
-    if not (run_dir / "model.json").is_file() or not _is_gan({"model": _model_config(run_dir)}):
+    if not (run_dir / "model.json").is_file() or not _generates(_model_json(run_dir)):
         return None  # not a GAN (or not finished: Predictor.from_run says so)
     model, spec, _ = load_model(run_dir)
     return model.eval(), spec

@@ -16,8 +16,11 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.decode import allow_pixels
 from torchkeel.data.images import normalise
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
+from torchkeel.tasks import task_of
 
 # refuse images whose header declares more pixels than this before decoding them (a
 # decompression bomb is a small file that decodes to gigabytes); Predictor(max_pixels=...) and
@@ -30,20 +33,25 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 
 @dataclass
 class Prediction:
+    """One input's prediction: ``output`` is the task's JSON (``Task.decode``), e.g.
+    ``{"top": [{"class": "7", "probability": 0.98}, ...]}`` or ``{"value": [3.2]}``; the CLI,
+    the server and the page all show this same object."""
+
     source: str
-    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability)
-    value: list[float] | None = None  # regression outputs
+    output: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        """(class, probability) pairs, best first; empty for a task without classes."""
+        return [(c["class"], c["probability"]) for c in self.output.get("top", [])]
+
+    @property
+    def value(self) -> list[float] | None:
+        return self.output.get("value")
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source}
-        if self.value is not None:
-            d["value"] = self.value
-        else:
-            d["top"] = [{"class": c, "probability": p} for c, p in self.top]
-        if self.note:
-            d["note"] = self.note
-        return d
+        return {"source": self.source, **self.output} | ({"note": self.note} if self.note else {})
 
     def is_finite(self) -> bool:
         numbers = self.value if self.value is not None else [p for _, p in self.top]
@@ -55,13 +63,23 @@ class Predictor:
         self.model, self.spec, self.top_k = model.eval(), spec, top_k
         self.max_pixels = max_pixels or MAX_PIXELS
         self.device = next(model.parameters()).device
+        self.task = task_of(spec)
 
     @classmethod
-    def from_run(cls, run_dir: Path, top_k: int = 3, device: str = "cpu", max_pixels: int | None = None) -> Predictor:
-        from torchkeel.experiment import load_model, refuse_gan
+    def from_run(
+        cls,
+        run_dir: Path,
+        top_k: int = 3,
+        device: str = "cpu",
+        max_pixels: int | None = None,
+        model_cls: Any = None,
+    ) -> Predictor:
+        """``model_cls``: for a run of your own model, its class (or target string): loading a
+        run never imports the code it names."""
+        from torchkeel.run_model import load_model, run_task
 
-        model, spec, meta = load_model(run_dir, device)
-        refuse_gan(meta, run_dir, "predict")
+        model, spec, _ = load_model(run_dir, device, model_cls)
+        run_task(spec, "predict", run_dir)
         return cls(model, spec, top_k, max_pixels)
 
     @torch.inference_mode()
@@ -69,26 +87,15 @@ class Predictor:
         """``x``: (N, *input_shape), already preprocessed."""
         out = self.model(x.to(self.device)).float()
         notes = notes or [""] * len(sources)
-        if self.spec.task == "regression":
-            scale = self.spec.extra.get("target_scale")  # a standardised target: back to its units
-            out = out * scale["std"] + scale["mean"] if scale else out
-            return [Prediction(s, value=o.tolist(), note=n) for s, o, n in zip(sources, out, notes, strict=True)]
-        if self.spec.task == "binary":
-            p1 = torch.sigmoid(out.view(-1))
-            probs = torch.stack([1 - p1, p1], dim=1)
-        else:
-            probs = torch.softmax(out, dim=1)
-        k = min(self.top_k, probs.shape[1])
-        values, indices = probs.topk(k, dim=1)
-        classes = self.spec.classes or [str(i) for i in range(probs.shape[1])]
-        return [
-            Prediction(s, [(classes[i], float(v)) for v, i in zip(vs.tolist(), ix.tolist(), strict=True)], note=n)
-            for s, vs, ix, n in zip(sources, values, indices, notes, strict=True)
-        ]
+        outputs = self.task.decode(out, self.spec, self.top_k)  # the task's JSON per input
+        return [Prediction(s, o, n) for s, o, n in zip(sources, outputs, notes, strict=True)]
+
+    def _require_kind(self, capability: str, what: str) -> None:
+        if not getattr(kind_of(self.spec), capability):
+            raise DataError(f"this model takes {self.spec.kind} data, not {what}")
 
     def predict_images(self, paths: list[str | Path]) -> list[Prediction]:
-        if self.spec.kind != "image":
-            raise DataError(f"this model takes {self.spec.kind} data, not image files")
+        self._require_kind("pixels", "image files")
         images, notes = zip(*(load_image(p, self.spec, self.max_pixels) for p in paths), strict=True)
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
         return self.predict_batch(x, [str(p) for p in paths], list(notes))
@@ -96,39 +103,42 @@ class Predictor:
     def predict_rows(self, frame: Any, source: str = "rows") -> list[Prediction]:
         """Table models: one prediction per row of a pandas DataFrame, whose columns are
         encoded with the train split's statistics stored in the DataSpec."""
-        if self.spec.kind != "table":
-            raise DataError(f"this model takes {self.spec.kind} data, not table rows")
+        self._require_kind("features", "table rows")
         x = table_inputs(frame, self.spec, source)  # (N, features)
         names = [f"{source}:{i + 2}" for i in range(len(frame))]  # the row's line in a CSV with a header
         return [
             p for at in range(0, len(x), 4096) for p in self.predict_batch(x[at : at + 4096], names[at : at + 4096])
         ]
 
-    def predict_table(self, path: str | Path, output: str | Path | None = None) -> tuple[Path, list[Prediction]]:
-        """Predict every row of a CSV/TSV/JSON-lines/Parquet file; write the rows with
-        ``predicted_<target>`` (and ``probability``) columns added to ``output`` as CSV
-        (default: ``<input>.predictions.csv`` beside the input)."""
+    def predict_table(
+        self, path: str | Path, output: str | Path | None = None, force: bool = False
+    ) -> tuple[Path, list[Prediction]]:
+        """Predict every row of a CSV/TSV/JSON-lines/Parquet file; write the rows, their values
+        exactly as in the file, with ``predicted_<target>`` (and ``probability``) columns added
+        to ``output`` as CSV (default: ``<input>.predictions.csv`` beside the input). The input
+        is never written over; an existing ``output`` only with ``force``."""
         from torchkeel import atomic
-        from torchkeel.data.frames import read_frame
+        from torchkeel.data.frames import read_frame, read_verbatim
 
         path = Path(path)
-        frame = read_frame(path, "predict")
-        results = self.predict_rows(frame, str(path))
+        output = predictions_path(path, output)
+        atomic.check_output(output, "--output", inputs=[path], force=force)
+        results = self.predict_rows(read_frame(path, "predict"), str(path))
+        table = read_verbatim(path)
+        if len(table) != len(results):  # both readers skip the same blank lines; a guard all the same
+            raise DataError(f"{path}: its rows could not be read the same way twice; save it as plain CSV")
         target = self.spec.extra["table"]["target"]
-        table = frame.copy()
-        if self.spec.task == "regression":
-            table[f"predicted_{target}"] = [r.value[0] for r in results]
+        if results and results[0].value is not None:  # values (regression), else classes
+            _add_column(table, f"predicted_{target}", [r.value[0] for r in results])
         else:
-            table[f"predicted_{target}"] = [r.top[0][0] for r in results]
-            table["probability"] = [round(r.top[0][1], 6) for r in results]
-        output = Path(output) if output is not None else path.with_name(f"{path.stem}.predictions.csv")
-        atomic.write_text(output, table.to_csv(index=False))
+            _add_column(table, f"predicted_{target}", [r.top[0][0] for r in results])
+            _add_column(table, "probability", [round(r.top[0][1], 6) for r in results])
+        atomic.write_text(output, table.to_csv(index=False, lineterminator="\n"))
         return output, results
 
     def predict_texts(self, texts: list[str], sources: list[str] | None = None) -> list[Prediction]:
         """Text models: tokenised with the run's own tokeniser, truncated/padded to its length."""
-        if self.spec.kind != "text":
-            raise DataError(f"this model takes {self.spec.kind} data, not text")
+        self._require_kind("token_ids", "text")
         x = text_inputs(texts, self.spec)  # (N, L) token ids
         sources = sources or [t if len(t) <= 60 else t[:57] + "..." for t in texts]
         return self.predict_batch(x, sources)
@@ -148,6 +158,21 @@ class Predictor:
         if not texts:
             raise DataError(f"no text in {', '.join(map(str, paths))}: give one text per line")
         return self.predict_texts(texts, sources)
+
+
+def predictions_path(path: Path, output: str | Path | None = None) -> Path:
+    """Where ``predict_table`` writes: ``output``, or ``<input>.predictions.csv`` beside it."""
+    return Path(output) if output is not None else path.with_name(f"{path.stem}.predictions.csv")
+
+
+def _add_column(table: Any, name: str, values: list[Any]) -> None:
+    """A new last column; a name the user's file already has gets a suffix (_2, _3, ...)
+    rather than replacing the user's column."""
+    taken, unique, n = set(map(str, table.columns)), name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name}_{n}"
+    table[unique] = values
 
 
 def text_inputs(texts: list[str], spec: DataSpec) -> torch.Tensor:
@@ -189,6 +214,7 @@ def decode_image(
     from PIL import Image
 
     c, h, w = spec.input_shape
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():  # Pillow warns above its own limit; ours comes first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

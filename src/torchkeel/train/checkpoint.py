@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,47 +25,62 @@ import torch
 from torch import nn
 
 from torchkeel import atomic
-from torchkeel.errors import CheckpointError, RunError, WriteError
+from torchkeel.errors import CheckpointError, RunError, WriteError, one_line
 from torchkeel.train.rng import rng_state, set_rng_state
 
 PREFIX = "step-"
 FORMAT = "torchkeel-checkpoint-1"
 QUARANTINE_SUFFIX = ".corrupt"
 METADATA_KEY = "__metadata__"  # the checksum entry covering the JSON metadata, not a tensor
+WRITER_THREAD = "torchkeel-checkpoint-writer"
+
+# one optimiser (supervised training) or several by name (a GAN's discriminator and generator)
+Optimizers = torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer]
+# each rank's RNG states under torch.distributed, in rank order: rng.rng_state()'s (tensors, JSON)
+RankRNG = list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     state: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write model, optimiser, RNG states, the JSON-able loop ``state`` and ``extra``
+    """Write model, optimiser(s), RNG states, the JSON-able loop ``state`` and ``extra``
     tensors (e.g. the best weights kept for early stopping) to ``path``."""
     write_snapshot(path, *snapshot(model, optimizer, state, extra))
 
 
 def snapshot(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     state: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
+    rng: RankRNG | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Copies of everything a checkpoint holds, safe to write while training goes on."""
+    """Copies of everything a checkpoint holds, safe to write while training goes on.
+    ``rng``: every rank's RNG states (distributed training); this process's when None."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    opt_tensors, opt_meta = _optimizer_state(optimizer)
     tensors.update(opt_tensors)
-    rng_tensors, rng_meta = rng_state()
+    rng_tensors, rng_meta = _rng_entries(rng or [rng_state()])
     tensors.update(rng_tensors)
     tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
-    metadata = {
-        "format": FORMAT,
-        "state": json.dumps(state),
-        "optimizer": json.dumps(opt_meta),
-        "rng": json.dumps(rng_meta),
-    }
+    metadata = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)} | rng_meta
     return saveable(tensors, copy=True), metadata
+
+
+def _rng_entries(ranks: RankRNG) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rank 0's (or the only process's) RNG states as ``rng.*`` tensors with their JSON in
+    ``rng``; rank r's, when there are more, as ``rank<r>.rng.*`` with theirs in ``rng_ranks``."""
+    (tensors, meta), others = ranks[0], ranks[1:]
+    tensors, metadata = dict(tensors), {"rng": json.dumps(meta)}
+    for r, (rank_tensors, _) in enumerate(others, start=1):
+        tensors.update({f"rank{r}.{k}": v for k, v in rank_tensors.items()})
+    if others:
+        metadata["rng_ranks"] = json.dumps({str(r): m for r, (_, m) in enumerate(others, start=1)})
+    return tensors, metadata
 
 
 def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -95,7 +110,6 @@ class CheckpointWriter:
 
     def __init__(self, folder: Path, keep: int = 2):
         self.folder, self.keep = folder, keep
-        self._last = time.monotonic()  # training start counts as the last checkpoint
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -103,14 +117,14 @@ class CheckpointWriter:
         self,
         step: int,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizers,
         state: dict[str, Any],
         extra: dict[str, torch.Tensor] | None = None,
         files: dict[Path, str] | None = None,
+        rng: RankRNG | None = None,
     ) -> None:
         """Snapshot now, write later; ``files`` (path -> text) are written first, atomically."""
-        tensors, metadata = snapshot(model, optimizer, state, extra)  # copies, taken now
-        self._last = time.monotonic()
+        tensors, metadata = snapshot(model, optimizer, state, extra, rng)  # copies, taken now
         self.wait()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +132,7 @@ class CheckpointWriter:
             raise WriteError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
         args = (step, tensors, metadata, dict(files or {}))
         # not a daemon: however training ends, the interpreter finishes this write before exiting
-        self._thread = threading.Thread(target=self._write, args=args)
+        self._thread = threading.Thread(target=self._write, args=args, name=WRITER_THREAD)
         self._thread.start()
 
     def _write(
@@ -141,9 +155,6 @@ class CheckpointWriter:
         except BaseException as e:  # re-raised in the training thread
             self._error = e
 
-    def seconds_since_last(self) -> float:
-        return time.monotonic() - self._last
-
     def poll(self) -> None:
         """Raise a failed background write now, without waiting for one in progress."""
         if self._error is not None:
@@ -158,6 +169,14 @@ class CheckpointWriter:
             raise error
 
     close = wait
+
+
+def wait_for_writes() -> None:
+    """Let every checkpoint write in flight finish, e.g. before deciding that a failed run
+    has no checkpoint (its own errors stay with its writer)."""
+    for thread in threading.enumerate():
+        if thread.name == WRITER_THREAD and thread is not threading.current_thread():
+            thread.join()
 
 
 @dataclass
@@ -185,7 +204,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         checksums = json.loads(metadata["checksums"])
         state = json.loads(metadata["state"])
-        json.loads(metadata["optimizer"]), json.loads(metadata["rng"])
+        json.loads(metadata["optimizer"]), json.loads(metadata["rng"]), json.loads(metadata.get("rng_ranks", "{}"))
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"checkpoint {path.name} has damaged metadata ({type(e).__name__}: {e})") from None
     if not isinstance(checksums, dict) or checksums.pop(METADATA_KEY, None) != _metadata_digest(metadata):
@@ -206,41 +225,74 @@ def newest_good_checkpoint(folder: Path, report: Callable[[str], None] | None = 
         try:
             return read_checkpoint(path)
         except CheckpointError as e:
-            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            aside = set_aside(path)
+            where = f"moved it aside to {aside.name} and " if aside is not None else ""
+            report(f"{e}; {where}trying the previous checkpoint")
+    return None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint to ``<name>.corrupt`` (``<name>.2.corrupt``, ... when that
+    name is taken: a step checkpointed again after a resume can be damaged again). It is
+    evidence: no later rename replaces it, and rotation (``prune_checkpoints``) only lists
+    ``step-*.safetensors``. None when it cannot be renamed."""
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}{'' if n == 1 else f'.{n}'}{QUARANTINE_SUFFIX}")
+        try:
+            os.link(path, aside)  # fails if ``aside`` exists: never replaces earlier evidence
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: a checked rename instead
+            if aside.exists():
+                continue
             try:
                 path.replace(aside)
-                report(f"{e}; moved it aside to {aside.name} and trying the previous checkpoint")
             except OSError:
-                report(f"{e}; trying the previous checkpoint")
+                return None
+            return aside
+        path.unlink(missing_ok=True)
+        return aside
     return None
 
 
 def restore(
     checkpoint: Checkpoint,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     restore_rng: bool = True,
+    rank: int = 0,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load a verified checkpoint into ``model`` (and ``optimizer``, and the RNGs); return the
-    loop state and the extra tensors."""
+    """Load a verified checkpoint into ``model`` (and ``optimizer``, and the RNGs of process
+    ``rank``); return the loop state and the extra tensors."""
     tensors, metadata = checkpoint.tensors, checkpoint.metadata
     device = next(model.parameters()).device
     try:
         model.load_state_dict(_strip(tensors, "model."))
         if optimizer is not None:
-            optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(metadata["optimizer"]), device))
+            _load_optimizer_state(optimizer, tensors, json.loads(metadata["optimizer"]), device)
     except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {first}") from None
+        reason = one_line(str(e)) or type(e).__name__  # torch lists every mismatch on its own line
+        raise RunError(f"checkpoint {checkpoint.path.name} does not fit this model/optimiser: {reason}") from None
     if restore_rng:
-        set_rng_state(tensors, json.loads(metadata["rng"]))
+        _restore_rng(checkpoint, rank)
     return checkpoint.state, _strip(tensors, "extra.")
+
+
+def _restore_rng(checkpoint: Checkpoint, rank: int) -> None:
+    """Rank ``rank``'s own RNG states. A rank the checkpoint holds none of (it was taken by
+    fewer processes, or by a version that saved rank 0's alone) takes rank 0's."""
+    tensors, metadata = checkpoint.tensors, checkpoint.metadata
+    ranks = json.loads(metadata.get("rng_ranks", "{}"))
+    if rank and str(rank) in ranks:
+        set_rng_state(_strip(tensors, f"rank{rank}."), ranks[str(rank)])
+    else:
+        set_rng_state(tensors, json.loads(metadata["rng"]))
 
 
 def load_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     restore_rng: bool = True,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Verify and load ``path`` into ``model`` (and ``optimizer``); return the loop state and
@@ -280,14 +332,39 @@ def saveable(tensors: dict[str, torch.Tensor], copy: bool = False) -> dict[str, 
     return out
 
 
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_state(optimizer: Optimizers) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One optimiser as ``optim.<param id>.<key>`` tensors; named ones (a GAN's two) as
+    ``optim.<name>.<param id>.<key>``, their JSON keyed by name."""
+    if not isinstance(optimizer, Mapping):
+        return _flatten_optimizer(optimizer.state_dict(), "optim.")
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, opt in optimizer.items():
+        flat, meta[name] = _flatten_optimizer(opt.state_dict(), f"optim.{name}.")
+        tensors.update(flat)
+    return tensors, meta
+
+
+def _load_optimizer_state(
+    optimizer: Optimizers, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device
+) -> None:
+    if not isinstance(optimizer, Mapping):
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta, device, "optim."))
+        return
+    if set(meta) != set(optimizer):
+        raise KeyError(f"the checkpoint has optimisers {sorted(meta)}, this run {sorted(optimizer)}")
+    for name, opt in optimizer.items():
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta[name], device, f"optim.{name}."))
+
+
+def _flatten_optimizer(sd: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     state_meta: dict[str, dict[str, Any]] = {}
     for pid, pstate in sd["state"].items():
         state_meta[str(pid)] = {}
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{pid}.{key}"] = value
+                tensors[f"{prefix}{pid}.{key}"] = value
                 state_meta[str(pid)][key] = None  # marks a tensor entry
             else:
                 state_meta[str(pid)][key] = value
@@ -295,12 +372,13 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
 
 
 def _unflatten_optimizer(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device, prefix: str
 ) -> dict[str, Any]:
     state = {}
     for pid, entries in meta["state"].items():
         state[int(pid)] = {
-            key: tensors[f"optim.{pid}.{key}"].to(device) if value is None else value for key, value in entries.items()
+            key: tensors[f"{prefix}{pid}.{key}"].to(device) if value is None else value
+            for key, value in entries.items()
         }
     # JSON turned tuples (betas, ...) into lists; "params" is the one real list
     groups = [

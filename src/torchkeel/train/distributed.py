@@ -10,9 +10,11 @@ so ``fit`` reads the same either way. A process group is started only by
 samples of every step from its shard of the epoch's permutation, and DistributedDataParallel
 averages the gradients, so N processes follow the same trajectory as one (within float
 rounding; exactly the same batches when the train split divides by the batch size).
-All ranks share one seed, hence the same RNG streams (as Lightning's ``seed_everything``
-does): the checkpoint's RNG state is then every rank's, and resume is exact on every rank.
-The price is that augmentation and dropout draw the same random numbers on each rank.
+The model is built from the run's seed on every rank (and DistributedDataParallel broadcasts
+rank 0's weights); training then draws from one RNG stream per rank (:func:`rank_seed`), so
+augmentation and dropout differ between the ranks' shares of a batch, as they would within
+one process. Rank 0's stream is the one-process stream. A checkpoint holds every rank's RNG
+states (gathered to rank 0, which writes it) and each rank resumes from its own.
 """
 
 from __future__ import annotations
@@ -48,6 +50,45 @@ def world_size() -> int:
 def is_main() -> bool:
     """Rank 0: the one process that writes the run folder and prints."""
     return rank() == 0
+
+
+def rank_seed(seed: int) -> int:
+    """The seed of this rank's RNG streams during training: ``seed`` itself on rank 0 (and on
+    one process); for rank r > 0 one drawn from ``(seed, r)`` by numpy's SeedSequence, whose
+    purpose is distinct streams for related keys (``seed + r`` would be rank 0 of ``seed + r``)."""
+    r = rank()
+    if r == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**32, r]).generate_state(1)[0])
+
+
+def agree(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any; one small all-reduce, so every rank
+    must call it at the same point (``flag`` itself on one process)."""
+    if not active():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_to_main(obj: T) -> list[T] | None:
+    """Every rank's ``obj`` in rank order, on rank 0 (None on the others); ``[obj]`` on one
+    process. A collective: every rank must call it at the same point."""
+    if not active():
+        return [obj]
+    gathered: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (nothing on one process)."""
+    if active():
+        dist.barrier()
 
 
 def setup(device_name: str = "auto") -> torch.device:

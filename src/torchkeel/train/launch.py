@@ -51,7 +51,14 @@ class LaunchOptions:
         return [*args, "--rdzv-backend", "c10d", "--rdzv-id", "torchkeel"]
 
 
-def launch(cfg: RunConfig, options: LaunchOptions, *, resume: str | None = None, progress: bool = True) -> None:
+def launch(
+    cfg: RunConfig,
+    options: LaunchOptions,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    model_code: str | None = None,
+) -> None:
     """Run the training of ``cfg`` on ``options.nproc`` processes here (and on the other nodes)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import RendezvousError
@@ -73,6 +80,7 @@ def launch(cfg: RunConfig, options: LaunchOptions, *, resume: str | None = None,
     worker = ["-m", "torchkeel.train.launch", "--config-json", json.dumps(cfg.to_dict())]
     worker += ["--resume", resume] if resume is not None else []
     worker += [] if progress else ["--quiet"]
+    worker += ["--model-code", model_code] if model_code is not None else []
     args = get_args_parser().parse_args([*options.torchrun_args(), "--max-restarts", "0", *worker])
     # each worker gets its share of the cores (train.threads overrides): with more OpenMP
     # threads than cores, workers stall each other in spin-waits (20x slower on 2 busy cores)
@@ -130,12 +138,13 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-json", required=True)
     parser.add_argument("--resume")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--model-code")
     args = parser.parse_args(argv)
     try:
         cfg = validate_config(json.loads(args.config_json))
         distributed.setup(cfg.train.device)
         console = Console(soft_wrap=True, quiet=not distributed.is_main())  # rank 0 narrates
-        train(cfg, console, resume=args.resume, progress=not args.quiet)
+        train(cfg, console, resume=args.resume, progress=not args.quiet, model_code=args.model_code)
         return 0
     except KeelError as e:
         ErrorHandler().record_exception(e)  # the launcher prints it once, as one line

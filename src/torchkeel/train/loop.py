@@ -22,11 +22,13 @@ from torch import nn
 from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
-from torchkeel.data.loader import make_loader
+from torchkeel.data.stream import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
-from torchkeel.evaluate.metrics import TrainMeter, evaluate
+from torchkeel.evaluate.metrics import evaluate
 from torchkeel.evaluate.tta import check_tta
 from torchkeel.models.airbench import fit_to_data
+from torchkeel.tasks import task_of
+from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
@@ -36,9 +38,15 @@ from torchkeel.train.lookahead import Lookahead
 from torchkeel.train.losses import build_loss, class_weights, resolve_loss
 from torchkeel.train.optim import build_optimizer, lr_factor, set_lr
 from torchkeel.train.progress import TrainProgress
-from torchkeel.train.resume import CheckpointSaver, last_checkpoint_note, resume_from, stop_with_checkpoint
+from torchkeel.train.resume import (
+    CheckpointSaver,
+    last_checkpoint_note,
+    resume_from,
+    stop_requested,
+    stop_with_checkpoint,
+)
 from torchkeel.train.signals import StopSignals
-from torchkeel.train.state import EarlyStopping, LoopState, logged_metrics
+from torchkeel.train.state import EarlyStopping, LoopState
 
 
 @dataclass
@@ -60,7 +68,8 @@ class Run:
         part = self.data.splits().get(split)
         if part is None:
             raise ConfigError(f"no '{split}' split in this data (splits: {', '.join(self.data.splits())})")
-        loss = build_loss(resolve_loss(self.config.train.loss, self.data.spec), 0.0)
+        spec = self.data.spec
+        loss = build_loss(resolve_loss(self.config.train.loss, spec), 0.0, spec=spec)
         names = metrics or self.config.eval.metrics
         return evaluate(
             self.model,
@@ -105,10 +114,12 @@ def fit(
     runtime.set_threads(t.threads)
     runtime.set_allocator(t.allocator)
     runtime.set_deterministic(t.deterministic)
-    runtime.seed_everything(cfg.seed)
+    runtime.seed_everything(dist.rank_seed(cfg.seed))  # DDP: one stream per rank; rank 0's is cfg.seed's
     device = dist.local_device(runtime.pick_device(t.device))  # DDP: this rank's GPU
     spec = data.spec
-    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device))
+    task = task_of(spec)  # what the loop asks: the batch loss, the running metrics, what is logged
+    loss_fn = build_loss(resolve_loss(t.loss, spec), t.label_smoothing, class_weights(spec, device), spec)
+    forward_loss = task.forward_loss
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
     check_tta(cfg.eval.tta, spec.kind)
 
@@ -131,12 +142,14 @@ def fit(
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * t.epochs
     lookahead = Lookahead(t.lookahead, optimizer, total_steps) if t.lookahead else None
-    logged = logged_metrics(spec.task, cfg.eval.metrics, val is not None)
+    logged = task.logged(cfg.eval.metrics, val is not None, spec)
     stopper = EarlyStopping(t.early_stopping, logged) if t.early_stopping else None
     guard = NonFiniteGuard(t.on_nan, model, check_grads=t.precision != "fp16")
     run_dir = Path(run_dir) if run_dir is not None else None
-    writes = run_dir is not None and dist.is_main()  # one writer of the run folder: rank 0
-    saver = None if not writes else CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
+    # DDP: a saver on every rank (each hands rank 0 its RNG states); rank 0 alone writes
+    saver = None
+    if run_dir is not None:
+        saver = CheckpointSaver(run_dir, t.checkpoint, model, optimizer, scaler, stopper, guard)
     state, meter_totals = LoopState(steps_per_epoch=steps_per_epoch), None
     if resume is not None:
         state, meter_totals = resume_from(resume, model, optimizer, scaler, stopper, steps_per_epoch)
@@ -151,7 +164,7 @@ def fit(
         if state.stopped_early:
             break
         model.train()
-        running = TrainMeter(spec, device)
+        running = task.train_meter(spec, device)
         if meter_totals is not None:  # resumed mid-epoch: this epoch's running totals so far
             running.totals.copy_(meter_totals)
             meter_totals = None
@@ -164,8 +177,7 @@ def fit(
             if augment is not None:
                 x = augment(x)
             with runtime.autocast(device, t.precision):
-                out = forward(x)  # (B, output_size)
-                loss = loss_fn(out, y)
+                out, loss = forward_loss(forward, x, y, loss_fn)  # out: (B, output_size) for most tasks
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             grad_norm = None
@@ -184,11 +196,12 @@ def fit(
                 lookahead.step(state.global_step)
             if t.compile and compile_seconds is None:
                 compile_seconds = time.perf_counter() - t_start
-            if state.batch % t.log_every == 0 or state.batch == steps_per_epoch:
+            at_log = state.batch % t.log_every == 0 or state.batch == steps_per_epoch
+            if at_log:
                 _log_step(state, bar, guard, running, lr, loader.batch_size, saver)
-            if saver is not None and state.batch < steps_per_epoch and saver.due(state):
+            if saver is not None and state.batch < steps_per_epoch and saver.due(state, sync_point=at_log):
                 saver.save(state, running)
-            if stop is not None and stop.received:
+            if stop_requested(stop, sync_point=at_log):
                 stop_with_checkpoint(stop, saver, state, running)
 
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
@@ -209,7 +222,7 @@ def fit(
         final = state.epoch == t.epochs or state.stopped_early
         if saver is not None and saver.due(state, epoch_end=True, final=final):
             saver.save(state)
-        if stop is not None and stop.received:
+        if stop_requested(stop):
             stop_with_checkpoint(stop, saver, state, None)
         loggers.log_epoch(record, state.steps)
         if on_epoch is not None:
@@ -217,11 +230,13 @@ def fit(
 
     loggers.close()
     if saver is not None:
-        saver.writer.close()
+        saver.close()
     if lookahead is not None:
         lookahead.finish()  # the final weights are the average
     if stopper is not None and stopper.best_weights is not None:
         model.load_state_dict(stopper.best_weights)
+    if stop is not None and stop.received:  # arrived after the last epoch's check (in on_epoch, say)
+        stop_with_checkpoint(stop, saver, state, None)
     train_seconds = time.perf_counter() - t_start
     return Run(
         model, data, cfg, state.history, train_seconds, run_dir, state.stopped_early, state.nan_skips, compile_seconds
@@ -266,7 +281,7 @@ def _log_step(
     and a failed background checkpoint write surfaced now rather than at the next one."""
     values = guard.check(state.epoch, lambda: last_checkpoint_note(saver))
     if saver is not None:
-        saver.writer.poll()
+        saver.poll()
     if values is None:  # every step since the last log point was skipped
         return
     record = {"step": state.global_step, "epoch": state.epoch + 1, "train/batch_loss": values.loss, "lr": lr}

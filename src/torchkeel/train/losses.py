@@ -1,46 +1,31 @@
-"""Losses by name, checked against the task of the data."""
+"""Losses by name, from the task of the data (tasks/): ``resolve_loss`` checks a name
+against the task, ``build_loss`` makes the function once, before the loop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 
 from torchkeel.data.bundle import DataSpec
-from torchkeel.errors import ConfigError
+from torchkeel.tasks import task_of
+from torchkeel.tasks.base import LossFn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-# which loss fits which task, and the default for each
-TASK_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
+__all__ = ["LossFn", "build_loss", "class_weights", "resolve_loss"]
 
 
 def resolve_loss(name: str, spec: DataSpec) -> str:
     """``auto`` becomes the task's loss; a loss that cannot fit the task is a ConfigError."""
-    if name == "auto":
-        return TASK_LOSS[spec.task]
-    if name == "bce" and spec.task == "classification" and spec.num_classes == 2:
-        return name  # caller turns the spec binary (one logit)
-    if TASK_LOSS[spec.task] != name:
-        raise ConfigError(
-            f"train.loss: '{name}' does not fit data '{spec.name}', a {spec.task} task; "
-            f"use '{TASK_LOSS[spec.task]}' (or 'auto')"
-        )
-    return name
+    return task_of(spec).resolve_loss(name, spec)
 
 
-def build_loss(name: str, label_smoothing: float = 0.0, weights: torch.Tensor | None = None) -> LossFn:
-    """``weights``: one per class (cross-entropy); for bce the positive class is weighted by
-    weights[1] / weights[0]."""
-    if name == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, weight=weights, label_smoothing=label_smoothing)
-    if name == "mse":
-        return lambda out, y: F.mse_loss(out, y.view_as(out))
-    if name == "bce":
-        pos_weight = None if weights is None else weights[1:2] / weights[0]
-        return lambda out, y: F.binary_cross_entropy_with_logits(out.view(-1), y.float(), pos_weight=pos_weight)
-    raise AssertionError(f"unresolved loss {name}")
+def build_loss(
+    name: str, label_smoothing: float = 0.0, weights: torch.Tensor | None = None, spec: DataSpec | None = None
+) -> LossFn:
+    """The loss function ``name`` of ``spec``'s task (without a spec: the task whose loss it
+    is). ``weights``: one per class; for bce the positive class is weighted by weights[1] / weights[0]."""
+    from torchkeel.tasks import TASKS
+
+    task = task_of(spec) if spec is not None else next(t for t in TASKS.values() if name in t.losses)
+    return task.build_loss(name, spec, label_smoothing, weights)
 
 
 def class_weights(spec: DataSpec, device: torch.device | str) -> torch.Tensor | None:

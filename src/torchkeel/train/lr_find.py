@@ -27,6 +27,7 @@ from torch import nn
 from torchkeel.config import RunConfig
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
+from torchkeel.data.kinds import kind_of
 from torchkeel.data.loader import TensorLoader
 from torchkeel.errors import ConfigError
 from torchkeel.train import runtime
@@ -116,8 +117,8 @@ def _ramp(
     diverge: float,
 ) -> LRFindResult:
     t = cfg.train
-    loss_fn = build_loss(resolve_loss(t.loss, data.spec), t.label_smoothing)
-    augment = aug.is_active(cfg.data.augment) and data.spec.kind == "image"
+    loss_fn = build_loss(resolve_loss(t.loss, data.spec), t.label_smoothing, spec=data.spec)
+    augment = aug.is_active(cfg.data.augment) and kind_of(data.spec).pixels
     loader = TensorLoader(data.train.x.to(device), data.train.y.to(device), t.batch_size, seed=cfg.seed)
     result, average = LRFindResult(), 0.0
     model.train()

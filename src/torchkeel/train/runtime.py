@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchkeel.config import DEVICE_FORM, DEVICE_FORMS
 from torchkeel.errors import ConfigError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` takes CUDA, then Apple's MPS, then the CPU."""
+    """``auto`` takes CUDA, then Apple's MPS, then the CPU; a named device must exist here."""
+    if not DEVICE_FORM.fullmatch(str(name)):
+        raise ConfigError(f"train.device: {str(name)[:40]!r} is not a device; use {DEVICE_FORMS}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,6 +37,10 @@ def pick_device(name: str = "auto") -> torch.device:
     }
     if not available.get(device.type, False):
         raise ConfigError(f"train.device: '{name}' is not available here; use 'auto' or 'cpu'")
+    count = torch.cuda.device_count() if device.type == "cuda" else 1
+    if device.index is not None and device.index >= count:
+        have = f"cuda:0 to cuda:{count - 1}" if count > 1 else f"{device.type} (index 0) only"
+        raise ConfigError(f"train.device: '{name}' does not exist here (this machine has {have})")
     return device
 
 

@@ -3,8 +3,10 @@
 Inside ``with StopSignals() as stop:`` the first signal only sets ``stop.received``; ``fit``
 looks at it after every step, writes a checkpoint and raises TrainingInterrupted, so the run
 can be resumed exactly. A second signal stops at once (KeyboardInterrupt), for when the first
-one was not patient enough. Handlers can only be installed from the main thread; elsewhere the
-context does nothing and signals keep their usual effect.
+one was not patient enough. A signal that arrives while another exception ends the block turns
+it into TrainingInterrupted, so whoever catches that exception cannot lose the stop. Handlers
+can only be installed from the main thread; elsewhere the context does nothing and signals keep
+their usual effect.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import signal
 import threading
 from types import FrameType
 from typing import Any
+
+from torchkeel.errors import TrainingInterrupted
 
 
 class StopSignals:
@@ -27,10 +31,24 @@ class StopSignals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None = None, exc: BaseException | None = None, *_: object
+    ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if (
+            self.received is not None
+            and exc is not None
+            and not isinstance(exc, (KeyboardInterrupt, TrainingInterrupted))
+        ):
+            # another exception is ending the block (keel tune's pruning, a diverged trial that the
+            # study catches and goes on from): the stop that was asked for must not be lost with it
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise TrainingInterrupted(
+                f"training stopped by {self.name} (as it was ending with {type(exc).__name__}: {first})",
+                self.exit_code,
+            ) from exc
 
     @property
     def name(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchkeel.config import LOWER_IS_BETTER, EarlyStoppingConfig
+from torchkeel.config import EarlyStoppingConfig
 from torchkeel.errors import ConfigError
 
 
@@ -47,8 +47,9 @@ class EarlyStopping:
                 f"train.early_stopping.monitor: '{cfg.monitor}' is not logged; choose one of {', '.join(logged)}"
             )
         self.cfg = cfg
-        metric = cfg.monitor.split("/")[-1]
-        self.mode = cfg.mode if cfg.mode != "auto" else ("min" if metric in LOWER_IS_BETTER else "max")
+        from torchkeel.tasks import lower_is_better
+
+        self.mode = cfg.mode if cfg.mode != "auto" else ("min" if lower_is_better(cfg.monitor) else "max")
         self.best_weights: dict[str, torch.Tensor] | None = None
 
     def update(self, state: LoopState, record: dict[str, Any], model: nn.Module) -> bool:
@@ -70,11 +71,8 @@ class EarlyStopping:
         return state.stopped_early
 
 
-def logged_metrics(task: str, metrics: list[str], has_val: bool) -> list[str]:
+def logged_metrics(spec: Any, metrics: list[str], has_val: bool) -> list[str]:
     """The per-epoch keys the loop will log, e.g. train/loss, val/accuracy."""
-    from torchkeel.evaluate.metrics import metrics_for
+    from torchkeel.tasks import task_of
 
-    keys = ["train/loss"] + (["train/accuracy"] if task != "regression" else [])
-    if has_val:
-        keys += ["val/loss"] + [f"val/{m}" for m in metrics_for(task, metrics)]
-    return keys
+    return task_of(spec).logged(metrics, has_val, spec)

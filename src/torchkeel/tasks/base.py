@@ -1,0 +1,127 @@
+"""The Task: everything that differs between kinds of problem, in one declarative object.
+
+A task says what a target is and how a batch of them is formed, how a batch's loss is
+computed, which metrics it streams and which one is key, how raw outputs become predictions
+(the JSON that ``keel predict``, the server and the page share), and which of the workbench's
+tools apply to it. The rest of torchkeel asks the task of a DataSpec (``tasks.task_of``) and
+never compares task names. Facts are fields; behaviour is plain functions of the task's module,
+so a new task is one module and one registry line (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from torchkeel.errors import RunError
+
+if TYPE_CHECKING:  # typing only: tasks/ imports nothing of data/ at run time (no import cycle)
+    from torchkeel.data.bundle import DataBundle, DataSpec
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+class Accumulator(Protocol):
+    """Streaming metrics: ``update`` per batch on the device, ``compute`` syncs once. Its
+    running sums are tensors in ``vars(self)``, so ``train.distributed`` can all-reduce them."""
+
+    def update(self, out: Any, y: Any, loss: torch.Tensor | None = None) -> None: ...
+    def compute(self) -> dict[str, float]: ...
+    def details(self) -> dict[str, Any]: ...
+
+
+# what a task may be used for; `Task.require` refuses the rest with one line
+USES = ("predict", "serve", "export", "eval", "explain", "attack", "tta", "sample", "class_weights", "finetune")
+
+
+def model_forward_loss(forward: Callable, x: Any, y: Any, loss_fn: LossFn) -> tuple[Any, torch.Tensor]:
+    """The usual step: the model's outputs, then the task's loss of them."""
+    out = forward(x)
+    return out, loss_fn(out, y)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str  # "multi-class classification", shown in summaries and the server's docs
+    losses: tuple[str, ...]  # the losses that fit; the first is what ``train.loss: auto`` picks
+    metrics: tuple[str, ...]  # every metric the task can compute
+    key_metric: str  # the one that ranks runs (keel runs, early stopping, tune, the result table)
+    lower_is_better: frozenset[str]
+    uses: frozenset[str]
+    output_size: Callable[[DataSpec], int]  # the model's output width
+    build_loss: Callable[..., LossFn]  # (name, spec, label_smoothing, class_weights) -> loss
+    accumulator: Callable[..., Accumulator] | None  # (spec, names, device, top_k, details=)
+    train_meter: Callable[[DataSpec, torch.device], Any] | None  # the loop's running loss (+accuracy)
+    decode: Callable[[torch.Tensor, DataSpec, int], list[dict[str, Any]]] | None  # outputs -> predictions
+    loop: str = "fit"  # which training loop: "fit" (forward, loss, backward) or "gan"
+    server: str = "predict"  # which server: "predict" (POST /predict) or "generate"
+    # (forward, x, y, loss_fn) -> (outputs, loss): the model's outputs then a named loss, or a
+    # loss the model returns itself (as torchvision's detectors do in training mode)
+    forward_loss: Callable[..., tuple[Any, torch.Tensor]] = model_forward_loss
+    # outputs -> predicted class index per sample (attack, quantize, analysis); None: no classes
+    predict_index: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # outputs -> (B, C) class probabilities; None: no classes
+    probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # outputs -> one score per class (explain's attributions, robustness); None: the outputs
+    class_scores: Callable[[torch.Tensor], torch.Tensor] | None = None
+    export_output: str = ""  # what an exported model's output means
+    train_metrics: tuple[str, ...] = ()  # logged as train/NAME besides train/loss
+    # (bundle, loss name) -> the bundle this task trains on (bce on two classes: one logit)
+    prepare: Callable[[DataBundle, str], DataBundle] = field(default=lambda bundle, loss: bundle)
+    refusal_hint: str = ""  # added to a refusal by `require`; {run} is the run's name
+    # (chosen names, spec) -> the metrics computed for this data (two-class AUCs, say)
+    adjust_metrics: Callable[[list[str], DataSpec], list[str]] | None = None
+    # the report sections this task adds to the common ones, by key (evaluate/report.py SECTIONS)
+    report_sections: tuple[str, ...] = ()
+    # a sample's target is a class index: the report shows the class balance and each image's class
+    class_targets: bool = False
+
+    def resolve_loss(self, name: str, spec: DataSpec) -> str:
+        """``auto`` becomes the task's loss; a loss that cannot fit is a ConfigError."""
+        from torchkeel.errors import ConfigError
+
+        if name == "auto":
+            return self.losses[0]
+        if name not in self.losses:
+            raise ConfigError(
+                f"train.loss: '{name}' does not fit data '{spec.name}', a {self.description} task; "
+                f"use {' or '.join(repr(n) for n in self.losses)} (or 'auto')"
+            )
+        return name
+
+    def select_metrics(self, names: list[str], spec: DataSpec | None = None) -> list[str]:
+        """The metrics of ``names`` this task computes (others are skipped, so one metric list
+        serves every task); with ``spec``, as computed on that data."""
+        chosen = [n for n in names if n in self.metrics]
+        return self.adjust_metrics(chosen, spec) if self.adjust_metrics and spec is not None else chosen
+
+    def logged(self, names: list[str], has_val: bool, spec: DataSpec | None = None) -> list[str]:
+        """The per-epoch keys the loop logs, e.g. train/loss, val/accuracy."""
+        keys = ["train/loss"] + [f"train/{m}" for m in self.train_metrics]
+        if has_val:
+            keys += ["val/loss"] + [f"val/{m}" for m in self.select_metrics(names, spec)]
+        return keys
+
+    def require(self, use: str, where: str) -> None:
+        """One line when ``where`` (a run, a model) is used for something this task does not do."""
+        if use not in self.uses:
+            hint = self.refusal_hint.format(run=where)
+            raise RunError(f"{where} is a {self.description} run: it cannot {_VERB[use]}{hint}")
+
+
+_VERB = {
+    "predict": "predict",
+    "serve": "be served",
+    "export": "be exported",
+    "eval": "be evaluated on a split",
+    "explain": "be explained with saliency maps",
+    "attack": "be attacked (adversarial evaluation needs class predictions)",
+    "tta": "use test-time augmentation",
+    "sample": "draw samples",
+    "class_weights": "use class weights",
+    "finetune": "be fine-tuned in a second phase",
+}
