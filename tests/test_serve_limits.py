@@ -158,14 +158,15 @@ def test_a_multipart_filename_in_utf7_with_a_lone_surrogate(clients, tmp_path: P
 @pytest.fixture(scope="module")
 def slow_server(text_run: Path, tmp_path_factory) -> tuple[tuple[str, int], Path]:
     log_dir = tmp_path_factory.mktemp("slow")
-    with running_server(text_run, "--read-timeout", str(SLOW_S), log_dir=log_dir) as url:
+    with running_server(text_run, "--read-timeout", str(SLOW_S), "--max-body-mb", "1", log_dir=log_dir) as url:
         host, port = url.removeprefix("http://").split(":")
         yield (host, int(port)), log_dir / "serve.log"
 
 
-def request_head(length: int) -> bytes:
-    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    return head.encode()
+def request_head(length: int | None) -> bytes:
+    """A POST /predict's head announcing ``length`` bytes of JSON (None: a chunked body)."""
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    return f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode()
 
 
 def read_until_closed(sock: socket.socket, limit_s: float) -> bytes:
@@ -226,6 +227,33 @@ def test_slow_headers_are_closed(slow_server, sent: bytes):
         started = time.monotonic()
         assert read_until_closed(sock, SLOW_S + 10) == b""  # no request yet: nothing to answer
         assert time.monotonic() - started >= SLOW_S * 0.9
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_over_the_limit_is_answered_while_the_client_still_sends(slow_server, framing: str):
+    """The server reads and drops the rest: closing at once would reset the connection under
+    the client's feet, and it might never read the 413."""
+    address, _ = slow_server
+    body = b" " * (16 * 2**20)  # over the 1 MiB limit, and more than the sockets buffer
+    if framing == "chunked":
+        message = request_head(None) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        message = request_head(len(body)) + body
+    with socket.create_connection(address) as sock:
+        sock.sendall(message)
+        sock.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"}"):  # the end of the JSON error
+            answer += sock.recv(65536) or b"}"
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"the limit is 1 MiB" in answer, answer
+
+
+def test_a_refused_body_is_read_for_the_read_timeout_then_closed(slow_server):
+    address, _ = slow_server
+    with socket.create_connection(address) as sock:
+        sock.sendall(request_head(100 * 2**20) + b"x" * 1000)  # 100 MiB announced, 1 kB sent
+        answer = read_until_closed(sock, SLOW_S + 10)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
 
 
 def test_a_whole_request_sent_slowly_within_the_limit_is_answered(slow_server):

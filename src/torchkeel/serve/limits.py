@@ -1,7 +1,8 @@
 """What the server bounds before a request reaches the app: the body's size, the time its
 headers and body take to arrive, and a JSON body's nesting depth and text encoding.
 
-    size     at most ``max_bytes`` (``keel serve --max-body-mb``, 8 MiB): 413
+    size     at most ``max_bytes`` (``keel serve --max-body-mb``, 8 MiB): 413 (and the rest
+             of the body is read and dropped for at most ``read_timeout`` s)
     headers  complete within ``read_timeout`` s of the connection opening, or of the last
              response on a kept-alive connection (``--read-timeout``, 30 s): the connection
              is closed (there is no request yet to answer)
@@ -52,23 +53,23 @@ class RequestLimits:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await send_json(send, 413, self._too_large())
+            await send_json(send, 413, self._too_large(), close=False)
             return
         try:
             body = await asyncio.wait_for(self._read(receive), self.read_timeout)
         except BodyTooLarge:
-            await send_json(send, 413, self._too_large())
+            await send_json(send, 413, self._too_large(), close=False)
             return
         except ClientGone as e:
             log.info("%s: the client disconnected after %d bytes of its body", _who(scope), e.received)
             return
         except asyncio.TimeoutError:  # noqa: UP041 - a distinct class before Python 3.11
             log.info("%s: the body was not complete after %g s; closed", _who(scope), self.read_timeout)
-            await send_json(send, 408, f"the request body did not arrive within {self.read_timeout:g} s")
+            await send_json(send, 408, f"the request body did not arrive within {self.read_timeout:g} s", close=True)
             return
         problem = await self._json_problem(body) if _is_json(headers.get(b"content-type", b"")) else None
         if problem is not None:
-            await send_json(send, 400, problem, close=False)
+            await send_json(send, 400, problem)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -191,9 +192,11 @@ def _who(scope: Scope) -> str:
     return f"{scope.get('method', '?')} {scope.get('path', '?')} from {where}"
 
 
-async def send_json(send: Send, status: int, message: str, close: bool = True) -> None:
+async def send_json(send: Send, status: int, message: str, close: bool = False) -> None:
     """A JSON ``{"error": message}`` response sent straight through ASGI; ``close`` asks the
-    server to close the connection (the rest of the body is not read)."""
+    server to close the connection at once. Without it, the rest of a refused body is read and
+    dropped (for at most ``read_timeout`` s, by :class:`TimedH11Protocol`): a client still
+    sending when the server closes would get a reset rather than the answer."""
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
@@ -204,34 +207,38 @@ async def send_json(send: Send, status: int, message: str, close: bool = True) -
 
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, which waits for a request's headers for ever (its keep-alive
-    timeout applies only while no byte arrives), with a time limit for them: the connection
-    closes when the headers are not complete ``read_timeout`` s after it opened or after the
-    last response. The limit comes from ``config.read_timeout``, set by :func:`serve`."""
+    timeout applies only while no byte arrives) and reads the rest of an answered request's
+    body for ever, with a time limit for both: ``read_timeout`` s after the connection opened
+    or after the last response, the connection is closed if no request has begun, or if the
+    answered request's body is still arriving (nginx's lingering close, whose lingering_time
+    is 30 s too). The limit comes from ``config.read_timeout``, set by :func:`serve`."""
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._arm_timer()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm_header_timer()
+        self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
+        self._disarm_timer()
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
+    def _arm_timer(self) -> None:
+        self._disarm_timer()
         timeout = getattr(self.config, "read_timeout", READ_TIMEOUT_S)
-        self._header_timer = self.loop.call_later(timeout, self._drop_if_no_request)
+        self._timer = self.loop.call_later(timeout, self._close_if_idle)
 
-    def _disarm_header_timer(self) -> None:
-        timer = getattr(self, "_header_timer", None)
+    def _disarm_timer(self) -> None:
+        timer = getattr(self, "_timer", None)
         if timer is not None:
             timer.cancel()
 
-    def _drop_if_no_request(self) -> None:
+    def _close_if_idle(self) -> None:
         import h11
 
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()  # headers incomplete (or never sent): nothing to answer
+        waiting = self.conn.their_state is h11.IDLE  # headers incomplete, or never sent
+        answered = self.cycle is not None and self.cycle.response_complete
+        if (waiting or (answered and self.conn.their_state is h11.SEND_BODY)) and not self.transport.is_closing():
+            self.transport.close()  # nothing to answer (or already answered)
