@@ -53,12 +53,12 @@ class RequestLimits:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await send_json(send, 413, self._too_large(), close=False)
+            await send_json(send, 413, self._too_large())
             return
         try:
             body = await asyncio.wait_for(self._read(receive), self.read_timeout)
         except BodyTooLarge:
-            await send_json(send, 413, self._too_large(), close=False)
+            await send_json(send, 413, self._too_large())
             return
         except ClientGone as e:
             log.info("%s: the client disconnected after %d bytes of its body", _who(scope), e.received)
