@@ -56,3 +56,41 @@ def digits_server(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
 
     with running_server(trained_run, "--max-wait-ms", "100", log_dir=tmp_path_factory.mktemp("serve")) as url:
         yield url
+
+
+NEWS_WORDS = {"sport": ["match", "goal", "team", "coach"], "money": ["bank", "stock", "price", "market"]}
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedding_bag text classifier (sport / money headlines), trained in seconds (shared, read-only)."""
+    cwd = tmp_path_factory.mktemp("text")
+    lines = ["text,label"]
+    for i in range(160):
+        label = "sport" if i % 2 else "money"
+        words = NEWS_WORDS[label]
+        lines.append(f"the {words[i % 4]} and the {words[(i + 1) % 4]} today,{label}")
+    (cwd / "news.csv").write_text("\n".join(lines) + "\n")
+    keel(
+        "train", "--data", "text_csv", "--set", "data.path=news.csv", "--model", "embedding_bag", "--epochs", "8",
+        "--set", "train.optimizer.lr=0.05", "--set", "train.threads=1", "--set", "eval.report=false", "-q",
+        cwd=cwd, check=True,
+    )  # fmt: skip
+    return (cwd / "runs" / "latest").resolve()
+
+
+@pytest.fixture(scope="session")
+def mixed_table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mlp regression on a CSV with a numeric column ("size") and a category column
+    ("colour") predicting "weight" (shared, read-only)."""
+    cwd = tmp_path_factory.mktemp("mixed")
+    colours = ["red", "green", "blue"]
+    lines = ["size,colour,weight"] + [
+        f"{i * 37 % 100 / 10:.1f},{colours[i % 3]},{i * 37 % 100 / 5 + i % 3}" for i in range(90)
+    ]
+    (cwd / "shapes.csv").write_text("\n".join(lines) + "\n")
+    keel(
+        "train", "--data", "csv", "--set", "data.path=shapes.csv", "--set", "data.target=weight", "--model", "mlp",
+        "--epochs", "2", "--set", "train.threads=1", "--set", "eval.report=false", "-q", cwd=cwd, check=True,
+    )  # fmt: skip
+    return (cwd / "runs" / "latest").resolve()

@@ -1,4 +1,5 @@
-"""Test helper: a real `keel serve` process on 127.0.0.1 and a free port, stopped afterwards."""
+"""Test helpers: a real `keel serve` process on 127.0.0.1 and a free port (stopped afterwards),
+digit pictures, and a GAN server app without training."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -64,3 +66,15 @@ def digit_png(folder: Path, index: int, size: int = 64) -> tuple[Path, int]:
     path = folder / f"digit{index}.png"
     Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.NEAREST).save(path)
     return path, int(digits.target[index])
+
+
+def untrained_gan_app(folder: Path, **limits: Any) -> Any:
+    """The GAN server's app over a tiny class-conditional dcgan that was never trained: the
+    HTTP side of a GAN run without the seconds a GAN run takes to train."""
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import build
+    from torchkeel.serve.gan_app import create_gan_app
+
+    spec = DataSpec("digits", "image", "classification", (1, 8, 8), classes=[str(i) for i in range(10)])
+    gan = build({"name": "dcgan", "width": 8, "latent_dim": 8, "conditional": True}, spec).eval()
+    return create_gan_app(folder, gan, spec, {}, limits or None)

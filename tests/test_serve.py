@@ -153,7 +153,8 @@ def test_serve_refuses_a_missing_run(tmp_path: Path):
 
 def test_help_for_export_and_serve(tmp_path: Path):
     serve_help = keel("serve", "--help", cwd=tmp_path, check=True).stdout
-    for option in ("--host", "--port", "--workers", "--max-batch", "--max-wait-ms", "--max-body-mb", "--threads"):
+    serve_options = ("--host", "--port", "--workers", "--max-batch", "--max-wait-ms", "--max-body-mb", "--read-timeout")
+    for option in (*serve_options, "--threads"):
         assert option in serve_help, option
     export_help = keel("export", "--help", cwd=tmp_path, check=True).stdout
     for option in ("--format", "--quantize", "--out"):

@@ -12,24 +12,6 @@ from browser import HAVE_CHROMIUM, chromium_page
 from conftest import keel
 from serving import running_server
 
-WORDS = {"sport": ["match", "goal", "team", "coach"], "money": ["bank", "stock", "price", "market"]}
-
-
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory) -> Path:
-    cwd = tmp_path_factory.mktemp("text")
-    lines = ["text,label"]
-    for i in range(160):
-        label = "sport" if i % 2 else "money"
-        lines.append(f"the {WORDS[label][i % 4]} and the {WORDS[label][(i + 1) % 4]} today,{label}")
-    (cwd / "news.csv").write_text("\n".join(lines) + "\n")
-    keel(
-        "train", "--data", "text_csv", "--set", "data.path=news.csv", "--model", "embedding_bag", "--epochs", "8",
-        "--set", "train.optimizer.lr=0.05", "--set", "train.threads=1", "--set", "eval.report=false", "-q",
-        cwd=cwd, check=True,
-    )  # fmt: skip
-    return (cwd / "runs" / "latest").resolve()
-
 
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory) -> Path:

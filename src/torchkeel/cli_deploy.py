@@ -141,29 +141,37 @@ def serve_(
         float, typer.Option(min=0.0, help="How long a request waits for others to batch with.")
     ] = 2.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body accepted (MiB).")] = 8.0,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.01, help="Seconds a request's headers, and then its body, may take to arrive (then 408 or closed)."
+        ),
+    ] = 30.0,
     out_dir: OutDirOpt = Path("runs"),
     model_code: ModelCodeOpt = None,
 ) -> None:
     """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
 
     Concurrent requests are batched together (dynamic batching); inference runs under
-    torch.inference_mode. Stop with Ctrl-C.
+    torch.inference_mode. Limits: --max-body-mb, --read-timeout, JSON nested at most 32 deep.
+    Stop with Ctrl-C.
     """
     from torchkeel.extras import require
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)  # before importing torch: a wrong name fails at once
     require("serve", "fastapi", "uvicorn", "multipart")
-    from torchkeel.serve.app import check_servable, serve
+    from torchkeel.serve.app import check_servable, listen, serve
 
+    sock = listen(host, port)  # a port in use fails here, before the model loads
     check_servable(run_dir, model_code)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
     serve(
         run_dir,
-        host,
-        port,
+        sock,
         workers,
+        read_timeout,
         threads=threads,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,11 +31,12 @@ from fastapi.staticfiles import StaticFiles
 from torchkeel import __version__
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import kind_of
-from torchkeel.errors import DataError
+from torchkeel.errors import DataError, KeelError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
-from torchkeel.serve.http import BodyLimit, install_error_handlers, read_payload
-from torchkeel.serve.inputs import INPUT_KINDS, InputKind, Sample
+from torchkeel.serve.http import install_error_handlers, read_payload
+from torchkeel.serve.inputs import INPUT_KINDS, InputKind, RequestError, Sample
+from torchkeel.serve.limits import READ_TIMEOUT_S, RequestLimits
 from torchkeel.serve.predictor import Prediction, Predictor
 
 STATIC = Path(__file__).parent / "static"
@@ -75,6 +78,7 @@ def create_app(
     max_body_mb: float = 8.0,
     threads: int | None = None,
     model_code: Any = None,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> FastAPI:
     """The app for a finished run; raises a KeelError for a run it cannot serve.
     ``model_code``: a custom model's code, which the run folder is never trusted to name."""
@@ -84,7 +88,8 @@ def create_app(
     if gan is not None:
         from torchkeel.serve.gan_app import create_gan_app
 
-        return create_gan_app(run_dir, *gan, read_run(run_dir).summary, max_body_mb)
+        limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
+        return create_gan_app(run_dir, *gan, read_run(run_dir).summary, limits)
     predictor = Predictor.from_run(run_dir, model_cls=model_code)
     spec = predictor.spec
     kind = input_kind(spec.kind)
@@ -110,7 +115,7 @@ def create_app(
         description=f"Predictions from a {spec.task} model trained on {spec.name}. POST /predict takes {kind.accepts}.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
+    app.add_middleware(RequestLimits, max_bytes=int(max_body_mb * 2**20), read_timeout=read_timeout)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     info = describe(run_dir, predictor, kind, run.summary, default_k, max_batch, max_wait_ms)
@@ -147,6 +152,9 @@ def add_routes(
             predictions = [await batcher.submit(samples[0])]
         else:
             predictions = await asyncio.gather(*(batcher.submit(s) for s in samples))
+        for p in predictions:
+            if not p.is_finite():  # JSON has no NaN: a number the model overflowed on
+                raise RequestError(f"{p.source}: the model's output is not a finite number for this input", 422)
         k = top_k or default_k
         return {"predictions": [trimmed(p, k) for p in predictions]}
 
@@ -241,28 +249,63 @@ def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
     return model.eval(), spec
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound to ``host:port`` as uvicorn binds one (its workers share it),
+    before any model is loaded; a KeelError naming the port when it is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise KeelError(f"port {port} is in use: stop the server on it, or choose another with --port") from None
+        raise KeelError(f"cannot listen on {host}:{port} ({e.strerror or e}): check --host and --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     run_dir: Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    sock: socket.socket,
     workers: int = 1,
+    read_timeout: float = READ_TIMEOUT_S,
     **options: Any,
 ) -> None:
-    """Run uvicorn; with ``workers > 1`` each process builds its own app (and model)."""
+    """Run uvicorn on ``sock`` (from :func:`listen`); with ``workers > 1`` each process builds
+    its own app (and model)."""
     import uvicorn
-
-    from torchkeel.serve.factory import AppFactory
-
-    options.setdefault("threads", max(1, (os.cpu_count() or 1) // workers))
-    factory = AppFactory(run_dir, options)
-    if workers == 1:
-        uvicorn.run(factory(), host=host, port=port, access_log=False, log_level="info")
-        return
-    # what uvicorn.run does for workers > 1, with a picklable factory instead of an import string
     from uvicorn.supervisors import Multiprocess
 
+    from torchkeel.serve.factory import AppFactory
+    from torchkeel.serve.limits import TimedH11Protocol
+
+    options.setdefault("threads", max(1, (os.cpu_count() or 1) // workers))
+    factory = AppFactory(run_dir, {**options, "read_timeout": read_timeout})
     config = uvicorn.Config(
-        factory, factory=True, host=host, port=port, workers=workers, access_log=False, timeout_worker_healthcheck=30
+        factory() if workers == 1 else factory,
+        factory=workers > 1,  # a picklable factory rather than uvicorn's import string
+        workers=workers,
+        http=TimedH11Protocol,
+        access_log=False,
+        log_level="info",
+        log_config=_log_config(),
+        timeout_worker_healthcheck=30,
     )
-    socket = config.bind_socket()
-    Multiprocess(config, sockets=[socket]).run()
+    config.read_timeout = read_timeout  # type: ignore[attr-defined]  # TimedH11Protocol's header limit
+    if workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with this package's server log (disconnects, timeouts) beside it."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["torchkeel.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

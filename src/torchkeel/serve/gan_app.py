@@ -20,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from torchkeel import __version__
-from torchkeel.serve.http import BodyLimit, install_error_handlers
+from torchkeel.serve.http import install_error_handlers
+from torchkeel.serve.limits import RequestLimits
 
 STATIC = Path(__file__).parent / "static"
 MAX_SAMPLES = 256  # one grid; larger ones are for `keel sample`
@@ -30,13 +31,17 @@ class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(16, ge=1, le=MAX_SAMPLES, description="images in the grid")
-    seed: int = Field(0, ge=0, description="seed of the noise: the same seed gives the same grid")
+    # torch.Generator.manual_seed takes at most 2**64 - 1
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="seed of the noise: the same seed gives the same grid")
     label: int | None = Field(None, ge=0, description="class to generate (class-conditional GANs only)")
     nrow: int = Field(8, ge=1, le=64, description="images per row")
 
 
-def create_gan_app(run_dir: Path, model: Any, spec: Any, summary: dict[str, Any], max_body_mb: float = 8.0) -> FastAPI:
-    """The app for a finished GAN run whose generator ``model`` is already loaded."""
+def create_gan_app(
+    run_dir: Path, model: Any, spec: Any, summary: dict[str, Any], limits: dict[str, Any] | None = None
+) -> FastAPI:
+    """The app for a finished GAN run whose generator ``model`` is already loaded; ``limits``
+    are :class:`RequestLimits`'s options (default: an 8 MiB body)."""
     from torchkeel.train.gan import generate_png
 
     app = FastAPI(
@@ -44,7 +49,7 @@ def create_gan_app(run_dir: Path, model: Any, spec: Any, summary: dict[str, Any]
         version=__version__,
         description=f"Images from a GAN trained on {spec.name}. POST /predict returns a PNG grid.",
     )
-    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
+    app.add_middleware(RequestLimits, **(limits or {"max_bytes": 8 * 2**20}))
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     info = {

@@ -1,5 +1,6 @@
-"""HTTP edges of the server: a request body size limit, reading a request into a Payload,
-and every error answered as JSON ``{"error": "..."}`` with a 4xx status (5xx only for bugs)."""
+"""HTTP edges of the server: reading a request into a Payload, and every error answered as
+JSON ``{"error": "..."}`` with a 4xx status (5xx only for bugs). The limits on what a request
+may be (size, time, JSON depth) are checked before, in :mod:`serve.limits`."""
 
 from __future__ import annotations
 
@@ -11,43 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from torchkeel.errors import KeelError
 from torchkeel.serve.inputs import MAX_FILES, InputKind, Payload, RequestError, Upload
 
 log = logging.getLogger("torchkeel.serve")
-
-
-class BodyLimit:
-    """Refuses bodies over ``max_bytes`` with 413: at once when Content-Length says so, and
-    while reading when a chunked body grows past it, so no request can fill the memory."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _send_json(send, 413, self._message())
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, self._message())
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _message(self) -> str:
-        return f"request body too large: the limit is {self.max_bytes / 2**20:g} MiB"
 
 
 async def read_payload(request: Request, kind: InputKind) -> Payload:
@@ -59,14 +28,14 @@ async def read_payload(request: Request, kind: InputKind) -> Payload:
         payload = Payload()
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
-                payload.uploads.append(Upload(key, value.filename or key, await value.read()))
+                payload.uploads.append(Upload(printable(key), printable(value.filename or key), await value.read()))
             else:
-                payload.fields[key] = value
+                payload.fields[printable(key)] = value
         return payload
     body = await request.body()
     if content_type == "application/json":
         try:
-            return Payload(json=json.loads(body))
+            return Payload(json=json.loads(body.decode("utf-8")))
         except ValueError:
             raise RequestError("the body is not valid JSON") from None
     return Payload(uploads=[Upload("body", "upload", body)])
@@ -75,16 +44,16 @@ async def read_payload(request: Request, kind: InputKind) -> Payload:
 def install_error_handlers(app: FastAPI) -> None:
     async def keel_error(request: Request, e: Exception) -> JSONResponse:
         status = e.status if isinstance(e, RequestError) else 400
-        return JSONResponse({"error": str(e)}, status_code=status)
+        return error_response(str(e), status)
 
     async def validation_error(request: Request, e: Exception) -> JSONResponse:
         first = e.errors()[0] if isinstance(e, RequestValidationError) and e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+        return error_response(f"{where}: {first.get('msg', 'invalid request')}", 422)
 
     async def http_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, HTTPException)
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
+        return error_response(str(e.detail), e.status_code, e.headers)
 
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
         log.exception("error while answering %s %s", request.method, request.url.path)
@@ -96,8 +65,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-async def _send_json(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": printable(message)}, status_code=status, headers=headers)
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (\\ud800), so that it encodes
+    as UTF-8: a multipart part may name itself in a charset such as UTF-7 that can make one."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

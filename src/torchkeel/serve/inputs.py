@@ -11,10 +11,13 @@ imports.
 from __future__ import annotations
 
 import io
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchkeel.data.bundle import DataSpec
@@ -123,11 +126,55 @@ def decode_rows(payload: Payload, spec: DataSpec) -> list[Sample]:
     """JSON ``{"row": {column: value}}`` / ``{"rows": [...]}`` -> (features,) encoded rows."""
     import pandas as pd
 
+    from torchkeel.data.table_encoder import TableEncoder
+
     rows = _json_items(payload, "row", "rows")
     if any(not isinstance(r, dict) for r in rows):
         raise RequestError("every row must be a JSON object of column: value", 422)
-    x = table_inputs(pd.DataFrame(rows), spec, "request")  # (N, features)
+    encoder = TableEncoder.from_dict(spec.extra["table"]["encoder"])
+    check_row_values(rows, encoder)
+    with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused below
+        x = table_inputs(pd.DataFrame(rows), spec, "request")  # (N, features)
+    bad = (~torch.isfinite(x)).nonzero()
+    if len(bad):  # a number beyond float32 (3.4e38), or a text such as "1e999" or "inf"
+        row, feature = bad[0].tolist()
+        name = encoder.feature_names[feature]
+        raise RequestError(
+            f"row {row + 1}, column '{name}': {_shown(rows[row].get(name))} is not a finite float32 number", 422
+        )
     return [Sample(row, f"row {i + 1}") for i, row in enumerate(x)]
+
+
+def check_row_values(rows: list[dict[str, Any]], encoder: Any) -> None:
+    """Each value a row gives for one of the model's columns is one JSON scalar of the
+    column's type: a number (or a text, read as a CSV cell is, or null for a missing value)
+    for a numeric column; a text, number, true/false or null for a category column."""
+    numeric = {c.name for c in encoder.numeric}
+    for i, row in enumerate(rows, start=1):
+        for name in encoder.columns:
+            value = row.get(name)
+            if value is None or isinstance(value, str):
+                continue
+            if name not in numeric and not isinstance(value, int | float):  # bool is an int
+                raise RequestError(
+                    f"row {i}, column '{name}' takes one value (a text, a number or null), not {_shown(value)}", 422
+                )
+            if name in numeric and (isinstance(value, bool) or not _is_finite_number(value)):
+                raise RequestError(
+                    f"row {i}, column '{name}' takes a number (or null when missing), not {_shown(value)}", 422
+                )
+
+
+def _is_finite_number(value: Any) -> bool:
+    try:
+        return isinstance(value, int | float) and math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float64
+        return False
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def collate_stack(xs: list[torch.Tensor], spec: DataSpec) -> torch.Tensor:

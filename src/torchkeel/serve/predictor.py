@@ -5,6 +5,7 @@ No web imports here: ``keel predict``, the server and the exporters share this.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, **self.output} | ({"note": self.note} if self.note else {})
+
+    def is_finite(self) -> bool:
+        numbers = self.value if self.value is not None else [p for _, p in self.top]
+        return all(math.isfinite(x) for x in numbers)
 
 
 class Predictor:
