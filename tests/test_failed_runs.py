@@ -11,6 +11,7 @@ from rich.console import Console
 
 from torchkeel import runs
 from torchkeel.config import validate_config
+from torchkeel.errors import ResourceError
 from torchkeel.experiment import train
 from torchkeel.train import runtime
 
@@ -37,14 +38,21 @@ def _fail_after_first_epoch(error: BaseException):
 
 
 @pytest.mark.parametrize(
-    "error", [Failure("boom"), RuntimeError("CUDA out of memory"), MemoryError(), KeyboardInterrupt()]
+    ("error", "raised"),
+    [
+        (Failure("boom"), Failure),
+        # allocation failures reach the user as one-line ResourceErrors (memory.allocation_errors)
+        (RuntimeError("CUDA out of memory"), ResourceError),
+        (MemoryError(), ResourceError),
+        (KeyboardInterrupt(), KeyboardInterrupt),
+    ],
 )
-def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path: Path, error: BaseException):
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path: Path, error: BaseException, raised: type):
     """Any exception, not only a KeelError: the folder goes and ``latest`` points at the run before."""
     earlier = runs.create_run(tmp_path, "earlier")
     (earlier / "config.yaml").write_text("{}\n")
     cfg = validate_config(_digits_config(tmp_path))  # no checkpoint before 30 s (min_seconds) but the last
-    with pytest.raises(type(error)):
+    with pytest.raises(raised):
         train(cfg, Console(quiet=True), progress=False, on_epoch=_fail_after_first_epoch(error))
     assert runs.find_runs(tmp_path) == [earlier]
     assert (tmp_path / "latest").resolve() == earlier.resolve()

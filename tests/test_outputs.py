@@ -145,3 +145,26 @@ def test_export_replaces_an_earlier_export_only_with_force(trained_run: Path, tm
     export_run(other, "torchscript", out, force=True)  # replaces it: the old run's entries go
     doc = json.loads((out / "preprocess.json").read_text())
     assert doc["source_run"] == "other-run" and set(doc["models"]) == {"model.pt"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda run, tmp: ["lr-find", "--plot", str(tmp / "kept.png"), "--steps", "5"],
+        lambda run, tmp: ["compare", str(run), str(run), "--plot", str(tmp / "kept.png")],
+        lambda run, tmp: ["explain", str(run), str(tmp / "kept.png"), "--out", str(tmp)],
+    ],
+    ids=["lr-find", "compare", "explain"],
+)
+def test_plots_and_explanations_never_replace_a_file_without_force(command, trained_run, tmp_path):
+    """lr-find --plot, compare --plot and explain --out refuse an existing file (or writing
+    over their own input) before doing any work; the file is left as it was."""
+    from PIL import Image
+
+    kept = tmp_path / "kept.png"
+    Image.new("L", (8, 8), 7).save(kept)
+    (tmp_path / "kept.explain.png").write_bytes(kept.read_bytes())
+    before = kept.read_bytes()
+    proc = keel(*command(trained_run, tmp_path), cwd=tmp_path)
+    assert_one_line_error(proc, "kept")
+    assert kept.read_bytes() == before

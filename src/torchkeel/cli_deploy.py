@@ -161,7 +161,8 @@ def serve_(
 
     run_dir = resolve_run(run, out_dir)  # before importing torch: a wrong name fails at once
     require("serve", "fastapi", "uvicorn", "multipart")
-    from torchkeel.serve.app import check_servable, listen, serve
+    from torchkeel.serve.app import check_servable
+    from torchkeel.serve.server import listen, serve
 
     sock = listen(host, port)  # a port in use fails here, before the model loads
     check_servable(run_dir, model_code)

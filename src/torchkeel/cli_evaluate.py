@@ -27,6 +27,7 @@ ModelCodeOpt = Annotated[
         "Loading a run never imports code the run folder names; name it here if you trust it.",
     ),
 ]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 (typer needs Optional)
     typer.Option("--set", "-s", help="Override a key: --set train.optimizer.lr=0.01 (repeatable)."),
@@ -55,12 +56,19 @@ def explain(
     ] = None,
     out_dir: OutDirOpt = Path("runs"),
     model_code: ModelCodeOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write saliency and Grad-CAM images showing which pixels drove each prediction."""
+    from torchkeel import atomic
     from torchkeel.evaluate.workflow import explain_run
     from torchkeel.runs import resolve_run
 
-    for path, label, prob in explain_run(resolve_run(run, out_dir), files, output, model_code):
+    run_dir = resolve_run(run, out_dir)
+    folder = output or run_dir / "explain"
+    for file in files:  # refused before anything is computed: an input, or an existing image without --force
+        if folder.is_dir():
+            atomic.check_output(folder / f"{file.stem}.explain.png", "--out", inputs=files, force=force)
+    for path, label, prob in explain_run(run_dir, files, output, model_code):
         out.print(f"{path}: predicted {label} ({prob:.1%})", highlight=False)
 
 
@@ -74,6 +82,7 @@ def lr_find(
         "lr-find.png"
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Learning-rate range test: an exponential ramp of the config's optimiser's learning rate,
     stopped when the smoothed loss diverges; suggests the lr at the loss minimum / 10.
@@ -88,11 +97,14 @@ def lr_find(
     from torchkeel.train import runtime
 
     cfg = load_config(config, set_)
+    inputs = [config] if config is not None else []
+    for path in (plot, plot.with_suffix(".json")):
+        atomic.check_output(path, "--plot", inputs=inputs, force=force)
     data = prepare_data(cfg)
     runtime.seed_everything(cfg.seed)
     model = build(cfg.model, data.spec)
     result = finder.lr_find(model, data, cfg, start_lr=start_lr, end_lr=end_lr, steps=steps)
-    atomic.write_bytes(plot, finder.plot(result))
+    atomic.write_bytes(plot, finder.plot(result))  # checked before the range test ran
     atomic.write_json(plot.with_suffix(".json"), result.to_dict())
     if as_json:
         print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("lrs", "losses", "smoothed")}))
@@ -147,6 +159,7 @@ def compare(
         "compare.png"
     ),
     out_dir: OutDirOpt = Path("runs"),
+    force: ForceOpt = False,
 ) -> None:
     """Compare runs: the config keys that differ, metrics side by side, curves in one PNG."""
     from torchkeel.errors import ConfigError
@@ -155,7 +168,11 @@ def compare(
 
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
-    result = compare_runs([resolve_run(r, out_dir) for r in runs], plot)
+    from torchkeel import atomic
+
+    folders = [resolve_run(r, out_dir) for r in runs]
+    atomic.check_output(plot, "--plot", inputs=[f / name for f in folders for name in ("metrics.jsonl",)], force=force)
+    result = compare_runs(folders, plot)
     table = Table(title="config keys that differ", title_justify="left")
     for col in ["key", *result.runs]:
         table.add_column(col)

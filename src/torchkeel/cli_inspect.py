@@ -91,14 +91,18 @@ def _run_row(info: Any) -> list[str]:
     if info.damage is not None:
         return [info.path.name, "damaged", "-", "-", info.damage, "-", "-"]
     test, summary = info.summary.get("test", {}), info.summary
-    key = next((k for k in ("accuracy", "r2", "rmse", "frechet", "loss") if _is_number(test.get(k))), None)
+    keys = [summary.get("key_metric"), "accuracy", "r2", "rmse", "frechet", "loss"]  # older runs: the first found
+    key = next((k for k in keys if isinstance(k, str) and _is_number(test.get(k))), None)
+    shown = f"{key} {test[key]:.4f}" if key else "-"
+    if key != "roc_auc" and _is_number(test.get("roc_auc")):  # two classes: the ranking quality too
+        shown += f", roc_auc {test['roc_auc']:.4f}"
     seconds = summary.get("train_seconds")
     return [
         info.path.name,
         info.status,
         _section_name(info.config, "data"),
         _section_name(info.config, "model"),
-        f"{key} {test[key]:.4f}" if key else "-",
+        shown,
         str(summary.get("epochs", "-")),
         f"{seconds:.1f} s" if _is_number(seconds) else "-",
     ]

@@ -132,6 +132,8 @@ def train(
         "nan_skips": run.nan_skips,
         "data": cfg.data.name,
         "model": cfg.model.name,
+        "task": task.name,
+        "key_metric": task.key_metric,  # what `keel runs` shows first
     }
     if run.compile_seconds is not None:  # train.compile: the first step, tracing and compiling included
         summary["compile_seconds"] = run.compile_seconds

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from torchkeel import __version__
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import kind_of
-from torchkeel.errors import DataError, KeelError
+from torchkeel.errors import DataError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
 from torchkeel.serve.http import install_error_handlers, read_payload
@@ -247,65 +245,3 @@ def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
         return None  # not a GAN (or not finished: Predictor.from_run says so)
     model, spec, _ = load_model(run_dir)
     return model.eval(), spec
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """The server's socket, bound to ``host:port`` as uvicorn binds one (its workers share it),
-    before any model is loaded; a KeelError naming the port when it is taken."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise KeelError(f"port {port} is in use: stop the server on it, or choose another with --port") from None
-        raise KeelError(f"cannot listen on {host}:{port} ({e.strerror or e}): check --host and --port") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(
-    run_dir: Path,
-    sock: socket.socket,
-    workers: int = 1,
-    read_timeout: float = READ_TIMEOUT_S,
-    **options: Any,
-) -> None:
-    """Run uvicorn on ``sock`` (from :func:`listen`); with ``workers > 1`` each process builds
-    its own app (and model)."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    from torchkeel.serve.factory import AppFactory
-    from torchkeel.serve.limits import TimedH11Protocol
-
-    options.setdefault("threads", max(1, (os.cpu_count() or 1) // workers))
-    factory = AppFactory(run_dir, {**options, "read_timeout": read_timeout})
-    config = uvicorn.Config(
-        factory() if workers == 1 else factory,
-        factory=workers > 1,  # a picklable factory rather than uvicorn's import string
-        workers=workers,
-        http=TimedH11Protocol,
-        access_log=False,
-        log_level="info",
-        log_config=_log_config(),
-        timeout_worker_healthcheck=30,
-    )
-    config.read_timeout = read_timeout  # type: ignore[attr-defined]  # TimedH11Protocol's header limit
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-        return
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
-        uvicorn.Server(config).run(sockets=[sock])
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, with this package's server log (disconnects, timeouts) beside it."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["torchkeel.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from torchkeel.errors import ConfigError
 from torchkeel.tasks.base import Task
-from torchkeel.tasks.meter import TrainMeter
+from torchkeel.tasks.meter import TrainMeter, add_loss
 from torchkeel.tasks.scores import (
     ECE_BINS,
     SCORE_BINS,
@@ -101,11 +101,7 @@ class ClassAccumulator:
 
     @torch.no_grad()
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor | None = None) -> None:
-        n = y.shape[0]
-        if loss is not None:
-            self.has_loss = True
-            self.sums[0] += loss.detach().double() * n
-        self.sums[1] += n
+        self.has_loss |= add_loss(self.sums, loss, y.shape[0])
         out = out.detach().float()
         pred = predict_index(out, self.one_logit)
         c = self.confusion.shape[0]

@@ -31,3 +31,12 @@ class TrainMeter:
         if self.correct is not None:
             result["accuracy"] = correct / max(n, 1)
         return result
+
+
+def add_loss(sums: torch.Tensor, loss: torch.Tensor | None, n: int) -> bool:
+    """Add a batch of ``n`` to an accumulator's [loss sum, count] tensor (kept as its own
+    attribute, so ranks can all-reduce it); True when the batch had a loss."""
+    if loss is not None:
+        sums[0] += loss.detach().double() * n
+    sums[1] += n
+    return loss is not None

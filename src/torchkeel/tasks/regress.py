@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from torchkeel.tasks.base import Task
-from torchkeel.tasks.meter import TrainMeter
+from torchkeel.tasks.meter import TrainMeter, add_loss
 
 METRICS = ("mse", "rmse", "mae", "r2")
 
@@ -27,11 +27,7 @@ class RegressionAccumulator:
 
     @torch.no_grad()
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor | None = None) -> None:
-        n = y.shape[0]
-        if loss is not None:
-            self.has_loss = True
-            self.sums[0] += loss.detach().double() * n
-        self.sums[1] += n
+        self.has_loss |= add_loss(self.sums, loss, y.shape[0])
         out = out.detach().double()
         y = y.view_as(out).double()
         err = out - y

@@ -37,6 +37,7 @@ from torchkeel.data.loader import TensorLoader
 from torchkeel.errors import TrainingError
 from torchkeel.evaluate.frechet import features, frechet_distance
 from torchkeel.models.gan import GAN
+from torchkeel.tasks import task_of
 from torchkeel.tasks.classify import MULTICLASS
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -391,6 +392,8 @@ def train_gan_experiment(
         "parameters": sum(p.numel() for p in gan.parameters()),
         "data": cfg.data.name,
         "model": cfg.model.name,
+        "task": data.spec.task,
+        "key_metric": task_of(data.spec).key_metric,
     }
     atomic.write_json(run_dir / "summary.json", summary)
     from torchkeel.evaluate.workflow import after_training
