@@ -24,7 +24,7 @@ def _csv(path: Path, rows: list[list], header: list[str]) -> Path:
 def test_sine_series_windows_follow_the_data_contract():
     data = keel.data.load({"name": "sine_series", "series": {"window": 20, "horizon": 3}})
     spec = data.spec
-    assert spec.kind == "series" and spec.task == "regression"
+    assert spec.kind == "series" and spec.task == "forecast"
     assert spec.input_shape == (20, 1) and spec.output_size == 3
     for split in data.splits().values():
         assert split.x.dtype == torch.float32 and split.x.shape[1:] == (20, 1)

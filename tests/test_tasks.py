@@ -115,3 +115,10 @@ def test_a_gan_run_from_before_the_tasks_is_still_a_gan(before):
     assert proc.returncode == 2 and "keel sample" in proc.stderr
     keel("sample", "digits-dcgan", "--n", "4", "--out", "grid.png", cwd=before, check=True)
     assert (before / "grid.png").stat().st_size > 0
+
+
+def test_a_task_with_its_own_loop_refuses_nproc(tmp_path):
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(keel("train", "--model", "dcgan", "--nproc", "2", cwd=tmp_path), "drop --nproc")
+    assert not (tmp_path / "runs").exists()

@@ -109,7 +109,7 @@ def series_bundle(
     spec = DataSpec(
         name=name,
         kind="series",
-        task="regression",
+        task="forecast",
         input_shape=(window, len(columns)),
         targets=horizon,
         mean=mean.tolist(),

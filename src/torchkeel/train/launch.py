@@ -64,10 +64,15 @@ def launch(
     from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
+    from torchkeel.models import MODEL_TASKS
     from torchkeel.runs import resolve_run
+    from torchkeel.tasks import TASKS
     from torchkeel.train.runtime import pick_device
 
     pick_device(cfg.train.device)  # an unavailable device fails here, before any process starts
+    own_task = MODEL_TASKS.get(cfg.model.name)
+    if own_task is not None and TASKS[own_task].loop != "fit":  # the GAN's loop is not data-parallel
+        raise ConfigError(f"--nproc: model '{cfg.model.name}' trains by its own loop in one process; drop --nproc")
     if options.nnodes.isdigit():  # a fixed world size: check the batch split before starting
         world = options.nproc * int(options.nnodes)
         if cfg.train.batch_size % world:
