@@ -1,7 +1,7 @@
 """A task built in the tests, with ragged targets: multi-label tagging, where each sample has
 a set of 0..C labels of its own size (a ``Ragged`` of label ids). Importing this module
-registers it in ``tasks.TASKS`` as "multilabel"; it touches nothing else of torchkeel, which
-is the point: a new task is a Task object and its data."""
+``register`` adds it to ``tasks.TASKS`` as "multilabel"; it touches nothing else of torchkeel,
+which is the point: a new task is a Task object and its data."""
 
 from __future__ import annotations
 
@@ -71,11 +71,17 @@ MULTILABEL = Task(
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=lambda out, spec, k: [{"tags": [spec.classes[i] for i in row.nonzero().view(-1)]} for row in out > 0],
 )
-TASKS.setdefault("multilabel", MULTILABEL)
+
+
+def register(tasks: dict = TASKS) -> None:
+    """One registry line, as a built-in task has in tasks/__init__.py."""
+    tasks["multilabel"] = MULTILABEL
 
 
 def tag_data(n: int = 600, features: int = 8, classes: int = 5, seed: int = 0) -> DataBundle:
-    """Each sample carries the labels whose direction it points along: 0 to ``classes`` of them."""
+    """Each sample carries the labels whose direction it points along: 0 to ``classes`` of them.
+    Registers the task first (in this process), so the data can be trained."""
+    register()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g)
     directions = torch.randn(features, classes, generator=g)

@@ -14,6 +14,17 @@ import torchkeel as keel
 from torchkeel.data.loader import TensorLoader
 from torchkeel.data.ragged import Ragged
 from torchkeel.evaluate.metrics import evaluate
+from torchkeel.tasks import TASKS
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """The tasks these tests register are gone from the registry afterwards."""
+    saved = dict(TASKS)
+    yield
+    TASKS.clear()
+    TASKS.update(saved)
+
 
 OPTIONS = {"epochs": 4, "batch_size": 40, "optimizer": "adam", "lr": 0.02, "threads": 1, "progress": False}
 
@@ -116,8 +127,6 @@ def test_a_task_whose_model_returns_its_loss_trains_by_the_same_loop():
     import dataclasses
 
     from ragged_task import MULTILABEL
-
-    from torchkeel.tasks import TASKS
 
     TASKS.setdefault(
         "multilabel_self", dataclasses.replace(MULTILABEL, name="multilabel_self", forward_loss=_model_loss)

@@ -168,11 +168,7 @@ def compare(
 
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
-    from torchkeel import atomic
-
-    folders = [resolve_run(r, out_dir) for r in runs]
-    atomic.check_output(plot, "--plot", inputs=[f / name for f in folders for name in ("metrics.jsonl",)], force=force)
-    result = compare_runs(folders, plot)
+    result = compare_runs([resolve_run(r, out_dir) for r in runs], plot, force)
     table = Table(title="config keys that differ", title_justify="left")
     for col in ["key", *result.runs]:
         table.add_column(col)

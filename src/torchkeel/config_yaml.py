@@ -45,7 +45,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: {size:,} bytes is too large for a config (limit {MAX_CONFIG_BYTES:,})")
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a SafeLoader
+        doc = _safe_unique(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -112,3 +112,13 @@ def parse_override(key: str, value: str) -> Any:
     except (yaml.YAMLError, RecursionError) as e:
         what = type(e).__name__
         raise ConfigError(f"--set {key[:80]!r}: {value[:80]!r} is not a valid YAML value ({what})") from None
+
+
+def _safe_unique(text: str) -> object:
+    """One YAML document through UniqueKeyLoader (a SafeLoader that refuses duplicate keys),
+    driven as ``yaml.safe_load`` drives SafeLoader."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

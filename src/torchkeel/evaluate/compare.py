@@ -65,8 +65,13 @@ class Comparison:
     curves: Path | None
 
 
-def compare_runs(run_dirs: list[Path], curves_png: Path | None) -> Comparison:
+def compare_runs(run_dirs: list[Path], curves_png: Path | None, force: bool = False) -> Comparison:
+    """The runs side by side; ``curves_png`` (the overlaid curves) is refused when it exists
+    and ``force`` is not given, or when it is one of the runs' files."""
     infos = usable_runs([read_run(p) for p in run_dirs])
+    if curves_png is not None:
+        inputs = [i.path / name for i in infos for name in ("metrics.jsonl", "summary.json", "config.yaml")]
+        atomic.check_output(curves_png, "--plot", inputs=inputs, force=force)
     names = [i.path.name for i in infos]
     flat = [flatten(i.config) for i in infos]
     keys = sorted(set().union(*flat))
