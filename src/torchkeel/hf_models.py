@@ -25,8 +25,8 @@ def transformers_module(what: str) -> Any:
     return transformers
 
 
-def load_pretrained(kind: str, source: str, what: str) -> Any:
-    """``AutoTokenizer`` or ``AutoModel`` (``kind``: "tokenizer" | "model") from ``source``: an
+def load_pretrained(part: str, source: str, what: str) -> Any:
+    """``AutoTokenizer`` or ``AutoModel`` (``part``: "tokenizer" | "model") from ``source``: an
     existing folder is read offline; anything else is a hub name. Any failure (offline, unknown
     name, no safetensors) becomes one ConfigError line naming ``what`` (the config key)."""
     tf = transformers_module(what)
@@ -34,7 +34,7 @@ def load_pretrained(kind: str, source: str, what: str) -> Any:
     local = Path(source).expanduser().is_dir()
     options: dict[str, Any] = {"local_files_only": True} if local else {}
     try:
-        if kind == "tokenizer":
+        if part == "tokenizer":
             return tf.AutoTokenizer.from_pretrained(source, **options)
         if torch.get_default_device().type == "meta":
             # shapes only (a run's weights are checked before loading): the architecture, no weights
@@ -43,4 +43,4 @@ def load_pretrained(kind: str, source: str, what: str) -> Any:
     except Exception as e:  # transformers raises OSError, ValueError, HTTP errors ... for the same causes
         reason = " ".join((str(e).strip() or type(e).__name__).split())[:300]
         where = "the folder" if local else "the Hugging Face Hub (is this machine online?)"
-        raise ConfigError(f"{what}: could not load the {kind} of '{source}' from {where}: {reason}") from None
+        raise ConfigError(f"{what}: could not load the {part} of '{source}' from {where}: {reason}") from None

@@ -43,34 +43,34 @@ class ParamSpace(BaseModel):
         given = [name for name in DISTRIBUTIONS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(DISTRIBUTIONS)} (got {', '.join(given) or 'none'})")
-        kind = given[0]
-        if kind == "choice":
+        law = given[0]
+        if law == "choice":
             if not self.choice:
                 raise ValueError("choice needs at least one value")
             return self
-        low, high = getattr(self, kind)
+        low, high = getattr(self, law)
         if not low < high:
-            raise ValueError(f"{kind}: low must be below high (got [{low}, {high}])")
-        if kind.startswith("log") and low <= 0:
-            raise ValueError(f"{kind}: low must be above 0 (got {low})")
+            raise ValueError(f"{law}: low must be below high (got [{low}, {high}])")
+        if law.startswith("log") and low <= 0:
+            raise ValueError(f"{law}: low must be above 0 (got {low})")
         return self
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` could have been drawn from this distribution."""
-        if self.kind == "choice":
+        if self.law == "choice":
             return any(type(value) is type(c) and value == c for c in self.choice)
-        low, high = getattr(self, self.kind)
-        integer = self.kind in ("int", "log_int")
+        low, high = getattr(self, self.law)
+        integer = self.law in ("int", "log_int")
         number = isinstance(value, builtins.int if integer else (builtins.int, float)) and not isinstance(value, bool)
         return number and low <= value <= high
 
     @property
-    def kind(self) -> str:
+    def law(self) -> str:
         return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)
 
     def extremes(self) -> list[Any]:
         """The values to check against the config: every choice, or both ends of a range."""
-        return list(self.choice) if self.kind == "choice" else list(getattr(self, self.kind))
+        return list(self.choice) if self.law == "choice" else list(getattr(self, self.law))
 
 
 class TuneConfig(BaseModel):

@@ -151,13 +151,13 @@ def sample_config(trial: Any, cfg: RunConfig, space: dict[str, ParamSpace]) -> R
 
 
 def suggest(trial: Any, key: str, dist: ParamSpace) -> Any:
-    kind = dist.kind
-    if kind == "choice":
+    law = dist.law  # which distribution: choice, uniform, log_uniform, int, log_int
+    if law == "choice":
         return trial.suggest_categorical(key, dist.choice)
-    low, high = getattr(dist, kind)
-    if kind in ("int", "log_int"):
-        return trial.suggest_int(key, low, high, log=kind == "log_int")
-    return trial.suggest_float(key, low, high, log=kind == "log_uniform")
+    low, high = getattr(dist, law)
+    if law in ("int", "log_int"):
+        return trial.suggest_int(key, low, high, log=law == "log_int")
+    return trial.suggest_float(key, low, high, log=law == "log_uniform")
 
 
 def _objective(trial: Any, cfg: RunConfig, folder: Path, console: Console) -> float:

@@ -169,8 +169,8 @@ def _has_lone_surrogate(text: str) -> bool:
 def _is_json(content_type: bytes) -> bool:
     """application/json or any +json type; no content type counts too (FastAPI parses such a
     body as JSON)."""
-    kind = content_type.split(b";")[0].strip().lower()
-    return kind in (b"", b"application/json") or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+    media = content_type.split(b";")[0].strip().lower()
+    return media in (b"", b"application/json") or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

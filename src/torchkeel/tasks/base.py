@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from torchkeel.errors import RunError
 
-if TYPE_CHECKING:  # typing only: tasks/ imports nothing of data/ at run time (no import cycle)
-    from torchkeel.data.bundle import DataBundle, DataSpec
+# tasks/ imports nothing of data/, not even for typing (data.bundle asks the task for sizes)
+DataSpec = Any  # a torchkeel.data.bundle.DataSpec
+DataBundle = Any  # a torchkeel.data.bundle.DataBundle
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
