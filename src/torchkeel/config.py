@@ -25,7 +25,7 @@ from torchkeel.config_yaml import (  # noqa: F401  (read_yaml, set_path, flatten
 )
 from torchkeel.errors import ConfigError, closest
 from torchkeel.recipes import apply_recipe
-from torchkeel.search_space import ParamSpace, TuneConfig
+from torchkeel.search_space import TuneConfig, check_space_keys
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -283,7 +283,7 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _tune_keys_exist(self) -> RunConfig:
         if self.tune is not None:
-            check_space_keys(self.to_dict(), self.tune.space)
+            check_space_keys(self.to_dict(), self.tune.space, validate_config)
         return self
 
     @model_validator(mode="after")
@@ -390,24 +390,3 @@ def _fields_at(loc: list[str]) -> list[str]:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
     return list(model.model_fields)
-
-
-def check_space_keys(raw: dict[str, Any], space: dict[str, ParamSpace]) -> None:
-    """Raise ConfigError naming the first space key the config does not accept: an unknown
-    key, or a range end or choice the key refuses (e.g. dropout 1.5)."""
-    import copy
-
-    from torchkeel.errors import ConfigError
-
-    base = {k: v for k, v in raw.items() if k != "tune"}
-    for key, dist in space.items():
-        for value in dist.extremes():
-            trial = copy.deepcopy(base)
-            set_path(trial, key, value)
-            try:
-                validate_config(trial)
-            except ConfigError as e:
-                # a ConfigError passes through pydantic unchanged, so the message stays one line
-                raise ConfigError(
-                    f"config: tune.space '{key}' = {value!r}: {str(e).removeprefix('config: ')}"
-                ) from None

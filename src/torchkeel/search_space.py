@@ -19,6 +19,7 @@ validates the result.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -114,3 +115,26 @@ class TuneConfig(BaseModel):
         from torchkeel.tasks import lower_is_better
 
         return lower_is_better(self.metric)
+
+
+def check_space_keys(raw: dict[str, Any], space: dict[str, ParamSpace], validate: Callable[[dict], Any]) -> None:
+    """Raise ConfigError naming the first space key the config does not accept: an unknown
+    key, or a range end or choice the key refuses (e.g. dropout 1.5). ``validate``: the config
+    schema's validate_config (passed in: config imports this module)."""
+    import copy
+
+    from torchkeel.config_yaml import set_path
+    from torchkeel.errors import ConfigError
+
+    base = {k: v for k, v in raw.items() if k != "tune"}
+    for key, dist in space.items():
+        for value in dist.extremes():
+            trial = copy.deepcopy(base)
+            set_path(trial, key, value)
+            try:
+                validate(trial)
+            except ConfigError as e:
+                # a ConfigError passes through pydantic unchanged, so the message stays one line
+                raise ConfigError(
+                    f"config: tune.space '{key}' = {value!r}: {str(e).removeprefix('config: ')}"
+                ) from None
