@@ -23,7 +23,8 @@ from torchkeel.errors import RunError, TrainingInterrupted
 from torchkeel.evaluate.frechet import frechet_distance
 from torchkeel.experiment import evaluate_run, load_run_config, save_model, train
 from torchkeel.train import checkpoint as ckpt
-from torchkeel.train.gan import feature_classifier, fit_gan, from_tanh_range, grid_png, sample_png, to_tanh_range
+from torchkeel.train.gan import feature_classifier, fit_gan, from_tanh_range, grid_png, to_tanh_range
+from torchkeel.train.gan_sample import sample_png
 from torchkeel.train.signals import StopSignals
 
 

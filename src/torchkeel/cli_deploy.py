@@ -84,7 +84,7 @@ def sample(
     """Draw samples from a trained GAN run and save them as one PNG grid."""
     from torchkeel import atomic
     from torchkeel.runs import RUN_INPUTS, resolve_run
-    from torchkeel.train.gan import sample_png
+    from torchkeel.train.gan_sample import sample_png
 
     run_dir = resolve_run(run, out_dir)
     atomic.check_output(out_file, "--out", inputs=[run_dir / name for name in RUN_INPUTS], force=force)

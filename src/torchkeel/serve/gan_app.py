@@ -42,7 +42,7 @@ def create_gan_app(
 ) -> FastAPI:
     """The app for a finished GAN run whose generator ``model`` is already loaded; ``limits``
     are :class:`RequestLimits`'s options (default: an 8 MiB body)."""
-    from torchkeel.train.gan import generate_png
+    from torchkeel.train.gan_sample import generate_png
 
     app = FastAPI(
         title=f"torchkeel: {run_dir.name}",
