@@ -22,26 +22,35 @@ BEFORE = Path(__file__).parent / "data" / "runs_before_tasks"  # made by the cod
 @pytest.mark.parametrize("name", list(TASKS))
 def test_every_task_is_complete(name):
     task = TASKS[name]
-    assert task.name == name and task.losses and task.key_metric in task.metrics
+    assert task.name == name and task.losses and task.key_metric in {*task.metrics, "loss"}
     assert task.uses <= set(USES), task.uses - set(USES)
     assert task.lower_is_better <= {*task.metrics, "loss", "d_loss", "g_loss"}
-    spec = DataSpec("t", "table", name, (3,), classes=["a", "b", "c"], targets=2)
+    spec = DataSpec("t", "table", name, (3,), classes=["a", "b", "c"], targets=2, extra={"vocab_size": 3})
     assert task.output_size(spec) in (1, 2, 3)
-    if task.loop == "fit":  # supervised: a loss, a meter, an accumulator and a decoder
-        assert task.accumulator is not None and task.train_meter is not None and task.decode is not None
-        out = torch.randn(4, task.output_size(spec))
-        y = torch.randint(0, 2, (4,)).float() if name == "binary" else torch.randint(0, 3, (4,))
-        y = torch.randn(4, 2) if task.predict_index is None else y
+    if task.loop == "fit":  # supervised: a loss, a meter, an accumulator (and a decoder for predict)
+        assert task.accumulator is not None and task.train_meter is not None
+        assert (task.decode is not None) == ("predict" in task.uses)
+        out, y = _outputs_and_targets(task, spec)
         loss = task.build_loss(task.losses[0], spec)(out, y)
         assert loss.ndim == 0 and torch.isfinite(loss)
         acc = task.accumulator(spec, list(task.metrics), torch.device("cpu"), 3, details=True)
         acc.update(out, y, loss)
         assert set(acc.compute()) >= {"loss"}
-        assert len(task.decode(out, spec, 2)) == 4
+        if task.decode is not None:
+            assert len(task.decode(out, spec, 2)) == 4
     else:
         for use in ("predict", "export", "eval"):
             with pytest.raises(Exception, match="cannot"):
                 task.require(use, "run")
+
+
+def _outputs_and_targets(task, spec):
+    """A batch of 4 outputs and targets as the task defines them."""
+    if task.name == "language_model":  # (B, T, vocab) logits and (B, T) next tokens
+        return torch.randn(4, 5, 3), torch.randint(0, 3, (4, 5))
+    out = torch.randn(4, task.output_size(spec))
+    y = torch.randint(0, 2, (4,)).float() if task.name == "binary" else torch.randint(0, 3, (4,))
+    return out, torch.randn(4, 2) if task.predict_index is None else y
 
 
 def test_metric_directions_and_names_come_from_the_tasks():

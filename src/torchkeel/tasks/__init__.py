@@ -13,6 +13,7 @@ from torchkeel.tasks.base import Task
 from torchkeel.tasks.classify import BINARY, MULTICLASS
 from torchkeel.tasks.forecast import FORECAST
 from torchkeel.tasks.generate import GENERATE
+from torchkeel.tasks.language_model import LANGUAGE_MODEL
 from torchkeel.tasks.regress import REGRESS
 
 TASKS: dict[str, Task] = {
@@ -21,6 +22,7 @@ TASKS: dict[str, Task] = {
     "regression": REGRESS,
     "forecast": FORECAST,
     "generate": GENERATE,
+    "language_model": LANGUAGE_MODEL,
 }
 
 

@@ -35,7 +35,19 @@ class Accumulator(Protocol):
 
 
 # what a task may be used for; `Task.require` refuses the rest with one line
-USES = ("predict", "serve", "export", "eval", "explain", "attack", "tta", "sample", "class_weights", "finetune")
+USES = (
+    "predict",
+    "serve",
+    "export",
+    "eval",
+    "explain",
+    "attack",
+    "tta",
+    "sample",
+    "generate",
+    "class_weights",
+    "finetune",
+)
 
 
 def model_forward_loss(forward: Callable, x: Any, y: Any, loss_fn: LossFn) -> tuple[Any, torch.Tensor]:
@@ -123,6 +135,7 @@ _VERB = {
     "attack": "be attacked (adversarial evaluation needs class predictions)",
     "tta": "use test-time augmentation",
     "sample": "draw samples",
+    "generate": "generate text (it is not a language model)",
     "class_weights": "use class weights",
     "finetune": "be fine-tuned in a second phase",
 }
