@@ -20,7 +20,12 @@ SPECS = {
     "text 3 classes": DataSpec("x", "text", "classification", (20,), classes=list("abc"), extra=TEXT_EXTRA),
     "text binary": DataSpec("y", "text", "binary", (12,), classes=["neg", "pos"], extra=TEXT_EXTRA),
     "series 3 features, horizon 4": DataSpec("s", "series", "regression", (16, 3), targets=4),
+    "text corpus": DataSpec(
+        "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
+    ),
 }
+# causal language models take a corpus (next-token targets), and the other models do not
+LANGUAGE_MODELS = {"gpt"}
 # the torchvision ResNets cost seconds each on 2 cores: ResNet-18 covers the grey-input
 # adaptation, the deeper two one colour size
 ONLY = {"resnet34": ["cifar 32x32 colour"], "resnet50": ["cifar 32x32 colour"]}
@@ -28,7 +33,9 @@ CASES = [
     (name, spec_name)
     for name in MODELS
     for spec_name, spec in SPECS.items()
-    if spec.kind in ACCEPTS[name] and spec_name in ONLY.get(name, SPECS)
+    if spec.kind in ACCEPTS[name]
+    and spec_name in ONLY.get(name, SPECS)
+    and (name in LANGUAGE_MODELS) == ("block_size" in spec.extra)
 ]
 
 
@@ -79,6 +86,9 @@ def test_forward_backward_shapes(name, spec_name):
         assert images.shape == (4, *spec.input_shape) and images.abs().max() <= 1
         out = model.discriminator(images)  # one logit per image, gradient through both networks
         assert out.shape == (4,)
+    elif name in LANGUAGE_MODELS:
+        out = model(x)  # next-token logits at every position
+        assert out.shape == (4, *spec.input_shape, spec.extra["vocab_size"])
     else:
         out = model(x)
         assert out.shape == (4, spec.output_size)

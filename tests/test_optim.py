@@ -22,6 +22,31 @@ def test_weight_decay_skips_biases_and_norms():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_embeddings_and_a_tied_head_are_not_decayed():
+    from test_gpt import corpus_spec
+
+    from torchkeel.models import build
+
+    model = build({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 8}, corpus_spec())
+    decay, no_decay = param_groups(model, 0.1)
+    skipped = {id(p) for p in no_decay["params"]}
+    assert id(model.tok.weight) in skipped and id(model.head.weight) in skipped and id(model.pos.weight) in skipped
+    assert {id(p) for p in decay["params"]} == {
+        id(p)
+        for name, p in model.named_parameters()
+        if name.startswith("blocks.") and name.endswith("weight") and p.ndim == 2
+    }
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # tied: once
+    # and AdamW leaves an embedding row of a token that never occurs where it was
+    opt = build_optimizer(model, OptimizerConfig(name="adamw", lr=0.1, weight_decay=0.5))
+    before = model.tok.weight[10].clone()
+    x = torch.zeros(2, 16, dtype=torch.long)  # token 0 only; row 10 gets gradient only via the head
+    model(x).logsumexp(-1).mean().backward()
+    model.tok.weight.grad[10] = 0.0  # isolate decay: no gradient on row 10
+    opt.step()
+    torch.testing.assert_close(model.tok.weight[10], before)
+
+
 @pytest.mark.parametrize(
     ("name", "extra", "reference"),
     [

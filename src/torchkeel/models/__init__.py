@@ -23,6 +23,7 @@ from torchkeel.models.airbench import airbench
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
+from torchkeel.models.gpt import gpt
 from torchkeel.models.layers import ACTIVATIONS
 from torchkeel.models.lenet import lenet5
 from torchkeel.models.mlp import mlp
@@ -45,6 +46,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lstm": lstm,
     "gru": gru,
     "transformer": transformer,
+    "gpt": gpt,
     "vit": vit,
     "dcgan": dcgan,
     "custom": custom,
@@ -68,6 +70,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "lstm": ("text", "series"),
     "gru": ("text", "series"),
     "transformer": ("text",),
+    "gpt": ("text",),  # a corpus (language modelling); other text is refused
     "vit": ("image",),
     "dcgan": ("image",),
     "embedding_bag": ("text",),

@@ -18,10 +18,14 @@ ONECYCLE_WARMUP = 0.25
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and conv kernels only: decaying biases and
-    normalisation gains just pulls them to zero (the nanoGPT / timm rule: decay iff ndim >= 2)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    normalisation gains just pulls them to zero (the nanoGPT / timm rule: decay iff ndim >= 2).
+    Embedding tables (``nn.Embedding``, a language model's tied output head included) are not
+    decayed either: a row is updated only when its token occurs, so decay would shrink rare
+    tokens' vectors towards zero between their updates (Megatron-LM's and minGPT's groups)."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    params = [p for p in model.parameters() if p.requires_grad]  # a tied weight is listed once
+    decay = [p for p in params if p.ndim >= 2 and id(p) not in embeddings]
+    no_decay = [p for p in params if p.ndim < 2 or id(p) in embeddings]
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

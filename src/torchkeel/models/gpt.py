@@ -1,0 +1,172 @@
+"""``gpt``: a decoder-only Transformer language model (GPT-2's architecture, as in nanoGPT).
+
+Token + learned position embeddings, ``n_layer`` pre-norm blocks (LayerNorm before causal
+self-attention and before the MLP) on ``F.scaled_dot_product_attention``, a final LayerNorm and
+a linear head whose weight is the token embedding's (weight tying, Press & Wolf 2017). Init as
+GPT-2 (Radford et al. 2019) and nanoGPT: N(0, 0.02) everywhere, zero biases, and the two
+projections that write into the residual stream scaled by 1/sqrt(2 * n_layer), so the
+residual's variance does not grow with depth.
+
+``model(x)`` maps token ids (B, T) to next-token logits (B, T, vocab_size).
+
+KV cache, for generation: ``cache = model.new_cache(batch, max_len, device, dtype)`` holds every
+layer's keys and values for up to ``max_len`` (<= block_size) positions; ``model(x, cache=cache)``
+takes only the *new* tokens (B, T_new), which sit at positions ``cache.length`` onwards,
+returns their logits (B, T_new, vocab_size) and extends the cache by T_new. ``cache.reset()``
+empties it (to start again from a cropped context). The cache changes no logits: a cached
+step gives what a full forward pass over the whole sequence gives (tests/test_gpt.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ConfigError
+from torchkeel.models.layers import Probability, Width
+
+
+def gpt(
+    spec: DataSpec,
+    *,
+    n_layer: Width = 4,
+    n_head: Width = 4,
+    n_embd: Width = 128,
+    block_size: Width | None = None,
+    dropout: Probability = 0.0,
+    bias: bool = True,
+) -> nn.Module:
+    """Decoder-only Transformer language model (GPT-2 style): causal attention, tied embeddings.
+
+    Defaults are nanoGPT's CPU "baby GPT" (4 layers, 4 heads, 128 dims); ``block_size`` (the
+    longest context, tokens) defaults to the data's.
+    """
+    vocab, data_block = lm_sizes(spec, "gpt")
+    if n_embd % n_head:
+        raise ConfigError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
+    return GPT(vocab, block_size or data_block, n_layer, n_head, n_embd, dropout, bias)
+
+
+def lm_sizes(spec: DataSpec, model: str) -> tuple[int, int]:
+    """(vocab_size, block_size) of a language-model corpus; other data is refused in one line."""
+    if "vocab_size" not in spec.extra or "block_size" not in spec.extra:
+        raise ConfigError(
+            f"model '{model}' is a causal language model: it trains on a text corpus (data: text_file); "
+            f"data '{spec.name}' is not one (for classifying texts use model 'transformer')"
+        )
+    return int(spec.extra["vocab_size"]), int(spec.extra["block_size"])
+
+
+class KVCache:
+    """Keys and values of every layer for up to ``max_len`` positions: (B, heads, max_len, hd)."""
+
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
+        shape = (batch, heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.max_len, self.length = max_len, 0
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions' k, v (B, h, T_new, hd); return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)  # writes into the residual stream
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, hd)
+        p = self.dropout if self.training else 0.0
+        if cache is None or cache.length == 0:
+            if cache is not None:
+                cache.store(layer, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            past = cache.length
+            k, v = cache.store(layer, k, v)  # (B, h, past + T, hd)
+            # query i sits at position past + i and sees keys 0 .. past + i
+            mask = torch.arange(past + t, device=x.device) <= past + torch.arange(t, device=x.device)[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, c)))
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(n_embd, bias=bias), nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd, bias=bias),
+            nn.GELU(),
+            nn.Linear(4 * n_embd, n_embd, bias=bias),  # writes into the residual stream
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """token + position embeddings -> blocks -> LayerNorm -> tied linear head."""
+
+    def __init__(self, vocab: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float, bias: bool):
+        super().__init__()
+        self.block_size, self.n_head, self.vocab_size = block_size, n_head, vocab
+        self.tok = nn.Embedding(vocab, n_embd)
+        self.pos = nn.Embedding(block_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+        self.head = nn.Linear(n_embd, vocab, bias=False)
+        self.head.weight = self.tok.weight  # weight tying: one (vocab, n_embd) matrix
+        self._init_weights(n_layer)
+
+    def _init_weights(self, n_layer: int) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * n_layer))
+
+    def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` (default block_size) tokens."""
+        max_len = min(max_len or self.block_size, self.block_size)
+        hd = self.tok.embedding_dim // self.n_head
+        device, dtype = device or self.tok.weight.device, dtype or self.tok.weight.dtype
+        return KVCache(len(self.blocks), batch, self.n_head, max_len, hd, device, dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        t = x.shape[1]
+        limit = cache.max_len if cache is not None else self.block_size
+        if start + t > limit:
+            raise ValueError(f"{start + t} positions exceed this model's context of {limit} tokens; crop the input")
+        positions = torch.arange(start, start + t, device=x.device)
+        h = self.drop(self.tok(x) + self.pos(positions))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cache, i)
+        if cache is not None:
+            cache.length += t
+        return self.head(self.ln_f(h))  # (B, T, vocab)
