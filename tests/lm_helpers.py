@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+import yaml
 
 from torchkeel import atomic
 from torchkeel.data.bundle import DataSpec
@@ -40,6 +41,8 @@ def write_run(folder: Path, spec: DataSpec, model_cfg: dict | None = None, seed:
     atomic.write_bytes(folder / "model.safetensors", safetensors.torch.save(saveable(model.state_dict())))
     meta = {"format": "torchkeel-model-1", "model": model_cfg, "spec": spec.to_dict(), "loss": "cross_entropy"}
     atomic.write_json(folder / "model.json", meta)
+    # the resolved config a trained run keeps (the commands find run folders by it)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"name": spec.name}, "model": model_cfg}))
     return folder
 
 
