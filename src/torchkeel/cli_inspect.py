@@ -39,10 +39,11 @@ def data(
     shortcuts = {"data.name": None if is_config else name_or_config, "seed": seed}
     cfg = load_config(name_or_config if is_config else None, set_, shortcuts)
     from torchkeel.data import load
+    from torchkeel.data.corpus import with_cache
     from torchkeel.data.describe import describe, render, write_sample_grid
     from torchkeel.data.kinds import kind_of
 
-    bundle = load(cfg.data, cfg.seed)
+    bundle = load(with_cache(cfg.data, cfg.out_dir), cfg.seed)  # a corpus is encoded beside the runs
     info = describe(bundle)
     if kind_of(bundle.spec).pixels and not no_grid:
         info["grid"] = str(write_sample_grid(bundle, grid or Path(f"{bundle.spec.name}-samples.png"), cfg.seed))

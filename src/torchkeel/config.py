@@ -38,10 +38,12 @@ DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N from 0) or mps"
 
 
 from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema is one namespace)
+    CORPUS_DATASETS,
     FILE_DATASETS,
     FOLDER_DATASETS,
     SERIES_DATASETS,
     AugmentConfig,
+    CorpusConfig,
     DataConfig,
     ImageConfig,
     SeriesConfig,
@@ -170,6 +172,7 @@ class MlflowConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
+    accumulate: int = Field(1, ge=1, description="batches summed into one optimiser step (batch x accumulate)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     loss: str = "auto"
@@ -298,6 +301,8 @@ class RunConfig(Strict):
             )
         if self.train.finetune is not None and gan:
             raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
+        if self.data.corpus is not None and self.data.name not in CORPUS_DATASETS:
+            raise ConfigError(f"config: data.corpus is for the text corpus data set text_file, not '{self.data.name}'")
         if self.data.series is not None and self.data.name not in SERIES_DATASETS:
             raise ConfigError(
                 f"config: data.series is for the series data sets ({', '.join(SERIES_DATASETS)}), "

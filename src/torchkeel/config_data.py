@@ -88,7 +88,7 @@ class TextConfig(Strict):
 
 
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
-FILE_DATASETS = ("csv", "parquet", "text_csv")
+FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 FOLDER_DATASETS = ("image_folder",)
 
 
@@ -103,6 +103,28 @@ class SeriesConfig(Strict):
     path: str | None = Field(None, description="series_csv: the CSV file (header row, one column per series)")
     target: str | None = Field(None, description="series_csv: the column to forecast")
     features: list[str] | None = Field(None, description="series_csv: input columns (default: the target alone)")
+
+
+CORPUS_DATASETS = ("text_file",)
+
+
+class CorpusConfig(Strict):
+    """A text corpus for language modelling (the data set ``text_file``): the last
+    ``data.val_fraction`` of each file is held out, and is both the val and the test split."""
+
+    block_size: int = Field(256, ge=1, description="tokens per window: the model's context length")
+    tokenizer: Literal["char", "bpe"] = Field(
+        "char", description="char: the training part's characters; bpe: byte-level BPE learnt from it"
+    )
+    vocab_size: int = Field(4096, ge=257, lt=2**32, description="bpe: tokens in the vocabulary, the 256 bytes included")
+    column: str = Field("text", description="a .jsonl or .csv/.tsv file: the column holding the text")
+    steps_per_epoch: int = Field(
+        500, ge=1, description="batches of random windows per epoch (micro-batches under train.accumulate)"
+    )
+    eval_windows: int = Field(
+        1000, ge=1, description="held-out windows evaluated (non-overlapping, evenly spaced; all when fewer)"
+    )
+    cache: str | None = Field(None, description="folder of encoded corpora (token files); null: <out_dir>/.corpus")
 
 
 class DataConfig(Strict):
@@ -123,6 +145,7 @@ class DataConfig(Strict):
     image: ImageConfig = Field(default_factory=ImageConfig)
     table: TableConfig = Field(default_factory=TableConfig)
     text: TextConfig = Field(default_factory=TextConfig)
+    corpus: CorpusConfig | None = Field(None, description="text_file: windows, tokeniser and evaluation")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:

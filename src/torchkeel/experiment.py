@@ -65,6 +65,11 @@ def train(
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
     data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
+    if "corpus" in data.spec.extra:  # a language-model corpus: its tokens and what is held out
+        from torchkeel.data.describe import corpus_details, corpus_lines
+
+        for line in corpus_lines(corpus_details(data.spec))[:2]:
+            say.detail(escape(line))
     if data.spec.mean is not None and kind_of(data.spec).pixels:
         say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
@@ -129,6 +134,7 @@ def train(
         "train_seconds": run.train_seconds,
         "parameters": n_params,
         "samples_per_second": _throughput(run),
+        **_token_throughput(run),
         "nan_skips": run.nan_skips,
         "data": cfg.data.name,
         "model": cfg.model.name,
@@ -196,7 +202,17 @@ class _Narrator:
 
 def _throughput(run: Run) -> float:
     seconds = sum(r["seconds"] for r in run.history)
-    return len(run.data.train) * len(run.history) / max(seconds, 1e-9)
+    per_epoch = len(run.data.train)
+    steps = getattr(run.data.train, "steps_per_epoch", None)  # a corpus: random windows, not a pass
+    if steps is not None:
+        per_epoch = steps * dist.local_batch_size(run.config.train.batch_size) * dist.world_size()
+    return per_epoch * len(run.history) / max(seconds, 1e-9)
+
+
+def _token_throughput(run: Run) -> dict[str, float]:
+    """A corpus's training throughput in tokens (windows x block size), validation included."""
+    block = getattr(run.data.train, "block_size", None)
+    return {} if block is None else {"tokens_per_second": _throughput(run) * block}
 
 
 def _fmt(values: list[float] | None) -> str:

@@ -23,6 +23,7 @@ from torchkeel import __version__, atomic
 from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import DataBundle, load
 from torchkeel.data.bundle import DataSpec
+from torchkeel.data.corpus import with_cache
 from torchkeel.errors import KeelError, RunError
 from torchkeel.models import rebuild, task_name
 from torchkeel.tasks import Task, task_of
@@ -33,8 +34,9 @@ from torchkeel.train.losses import resolve_loss
 
 def prepare_data(cfg: RunConfig, fitted: DataSpec | None = None) -> DataBundle:
     """Load the data set; with ``loss: bce`` a two-class problem becomes one sigmoid logit.
-    ``fitted``: a trained run's DataSpec, whose tokeniser a rebuilt text set reuses."""
-    data = load(cfg.data, cfg.seed, fitted)
+    ``fitted``: a trained run's DataSpec, whose tokeniser a rebuilt text set reuses. A text
+    corpus is encoded into ``<out_dir>/.corpus`` unless ``data.corpus.cache`` says where."""
+    data = load(with_cache(cfg.data, cfg.out_dir), cfg.seed, fitted)
     data.spec.task = task_name(cfg.model.name, data.spec.task)  # a GAN generates from a labelled set
     data = task_of(data.spec).prepare(data, cfg.train.loss)  # e.g. bce on two classes: one logit
     resolve_loss(cfg.train.loss, data.spec)  # a loss that cannot fit the task fails here

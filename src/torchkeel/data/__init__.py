@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torchkeel.config_data import DataConfig
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
+from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
 from torchkeel.data.images import load_digits
 from torchkeel.data.loader import TensorLoader
@@ -45,6 +46,7 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "sine_series": load_sine_series,
     "series_csv": load_series_csv,
     "word_order": load_word_order,
+    "text_file": load_text_file,
 }
 
 
@@ -63,7 +65,9 @@ def load(cfg: DataConfig | str | dict | None = None, seed: int = 0, fitted: Data
         cfg = DataConfig(**cfg)
     check_dataset(cfg.name)
     loader = load_hf if cfg.name.startswith("hf:") else DATASETS[cfg.name]
-    if fitted is not None and "tokenizer" in fitted.extra and loader in (load_text, load_hf):
+    if fitted is not None and "tokenizer" in fitted.extra and loader is load_text_file:
+        bundle = loader(cfg, seed, tokenizer=fitted.extra["tokenizer"])
+    elif fitted is not None and "tokenizer" in fitted.extra and loader in (load_text, load_hf):
         bundle = loader(cfg, seed, tokenizer=tokenizer_from_dict(fitted.extra["tokenizer"]))
     else:
         bundle = loader(cfg, seed)

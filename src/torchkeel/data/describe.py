@@ -31,7 +31,7 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
             k: torch.bincount(v.y.long().cpu().view(-1), minlength=spec.num_classes).tolist() for k, v in splits.items()
         }
         info["classes"] = [{"class": c, **{k: counts[k][i] for k in splits}} for i, c in enumerate(spec.classes)]
-    else:
+    elif "corpus" not in spec.extra:  # a corpus's targets are its next tokens
         scale = spec.extra.get("target_scale") or {"mean": 0.0, "std": 1.0}
         y = bundle.train.y.double() * scale["std"] + scale["mean"]
         info["target"] = {"mean": y.mean().item(), "std": y.std().item(), "min": y.min().item(), "max": y.max().item()}
@@ -53,6 +53,8 @@ def _kind_details(bundle: DataBundle) -> dict[str, Any]:
             "categorical": [{"name": c["name"], "categories": len(c["categories"])} for c in encoder["categorical"]],
             "encoding": encoder["encoding"],
         }
+    if kind.token_ids and "corpus" in spec.extra:
+        return corpus_details(spec)
     if kind.token_ids:
         lengths = (bundle.train.x != spec.extra["pad_index"]).sum(1).double()
         unknown = (bundle.train.x == spec.extra["unk_index"]).sum().item() / max(lengths.sum().item(), 1)
@@ -65,6 +67,22 @@ def _kind_details(bundle: DataBundle) -> dict[str, Any]:
             "unknown_token_rate": unknown,
         }
     return {}
+
+
+def corpus_details(spec: Any) -> dict[str, Any]:
+    """A language-model corpus: its tokens, the tokeniser and what is held out."""
+    from torchkeel.data.lm_tokenizer import tokenizer_from_spec
+
+    corpus, tokenizer = spec.extra["corpus"], tokenizer_from_spec(spec)
+    sample = [tokenizer.decode([i]) for i in range(min(tokenizer.vocab_size, 80))]
+    return {
+        "corpus": corpus,
+        "vocab_size": spec.extra["vocab_size"],
+        "tokenizer": spec.extra["tokenizer"]["type"],
+        "vocab_sample": sample,
+        "block_size": spec.extra["block_size"],
+        "chars_per_token": spec.extra["chars_per_token"],
+    }
 
 
 def write_sample_grid(bundle: DataBundle, path: str | Path, seed: int = 0, count: int = GRID_SAMPLES) -> Path:
@@ -131,12 +149,29 @@ def render(info: dict[str, Any]) -> list[Any]:
             f"  {c['name']}: mean {c['mean']:.4g}, std {c['std']:.4g}, fill {c['fill']:.4g}" for c in info["numeric"]
         ]
         lines += [f"  {c['name']}: {c['categories']} categories" for c in info["categorical"]]
-    if "vocab_size" in info:
+    if "corpus" in info:
+        lines += corpus_lines(info)
+    elif "vocab_size" in info:
         lines.append(
             f"vocabulary {info['vocab_size']:,} ({info['tokenizer']} tokeniser from the train split); "
             f"length {info['length']} tokens, {info['mean_tokens']:.1f} on average, {info['truncated']:,} texts "
             f"truncated; {info['unknown_token_rate']:.2%} of train tokens are <unk>"
         )
+    return lines
+
+
+def corpus_lines(info: dict[str, Any]) -> list[str]:
+    c = info["corpus"]
+    lines = [
+        f"corpus: {c['files']:,} file(s); {c['train_tokens']:,} training tokens, {c['val_tokens']:,} held out "
+        f"({c['held_out']}); windows of {info['block_size']} tokens, {c['eval_windows']:,} held-out windows evaluated",
+        f"vocabulary {info['vocab_size']:,} ({info['tokenizer']} tokeniser from the training part; "
+        f"{info['chars_per_token']:.2f} characters per token): {' '.join(repr(t) for t in info['vocab_sample'][:40])}",
+        f"encoded token files: {c['cache']}",
+    ]
+    if c["val_unknown_chars"]:
+        shown = " ".join(repr(ch) for ch in c["val_unknown_chars"][:20])
+        lines.append(f"held-out characters outside the vocabulary (left out when encoding): {shown}")
     return lines
 
 

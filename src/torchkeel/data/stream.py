@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from torchkeel.data.corpus_loader import CorpusSplit, WindowLoader
 from torchkeel.data.decode import ImageFiles, batches_of
 from torchkeel.data.images import normalise
 from torchkeel.data.loader import TensorLoader, epoch_order
@@ -166,7 +167,10 @@ __all__ = ["LazyImages", "StreamLoader", "StreamSplit"]
 def make_loader(split: Any, device: torch.device | str, batch_size: int, **options: Any) -> Any:
     """The training loader for a split: a TensorLoader over its tensors moved to ``device``,
     or, for an image set streamed from disk, a StreamLoader with the same interface
-    (``epoch(e, start)``, ``__len__``, ``batch_size``). ``options`` go to either."""
+    (``epoch(e, start)``, ``__len__``, ``batch_size``), or for a memory-mapped text corpus a
+    WindowLoader of random windows. ``options`` go to any of them."""
+    if isinstance(split, CorpusSplit):
+        return WindowLoader(split.to(device), batch_size, **options)
     if isinstance(split, StreamSplit):
         return StreamLoader(split.to(device), batch_size, **options)
     return TensorLoader(split.x.to(device), split.y.to(device), batch_size, **options)

@@ -100,7 +100,9 @@ def _meta_model(cfg: RunConfig, spec: DataSpec) -> nn.Module | None:
 
 def _input_dtype(data: DataBundle) -> torch.dtype:
     x = getattr(data.train, "x", None)
-    return x.dtype if isinstance(x, torch.Tensor) else torch.float32
+    if isinstance(x, torch.Tensor):
+        return x.dtype
+    return getattr(data.train, "dtype", torch.float32)  # a streamed split says what its batches hold
 
 
 def forward_bytes(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, batch: int) -> tuple[Any, int]:

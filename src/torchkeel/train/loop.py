@@ -1,6 +1,7 @@
 """fit(): the one supervised training loop, readable top to bottom.
 
-Per step: set the learning rate, (augment), forward, loss, backward, (clip), NaN/inf watch,
+Per step: set the learning rate, (augment), forward, loss, backward (summed over
+``train.accumulate`` micro-batches), (clip), NaN/inf watch,
 optimiser step, accumulate metrics on the device; a checkpoint when one is due (every N steps
 or minutes) or when SIGINT/SIGTERM asked to stop. Every ``log_every`` steps one host sync
 checks the loss and gradients and updates the progress bar; every epoch: evaluate on val, log,
@@ -32,6 +33,7 @@ from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
 from torchkeel.train import runtime
+from torchkeel.train.accumulate import Accumulated, forward_backward
 from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.loggers import Loggers, open_loggers
 from torchkeel.train.lookahead import Lookahead
@@ -136,10 +138,11 @@ def fit(
         # the images too, once: a channels_last model fed NCHW batches converts every batch in
         # every conv and ran no faster than plain NCHW (benchmarks/speed.py, workload 1)
         loader.x = loader.x.contiguous(memory_format=torch.channels_last)
+    steps = Accumulated(loader, t.accumulate)  # batches per optimiser step: train.accumulate
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    steps_per_epoch = len(loader)
+    steps_per_epoch = len(steps)
     total_steps = steps_per_epoch * t.epochs
     lookahead = Lookahead(t.lookahead, optimizer, total_steps) if t.lookahead else None
     logged = task.logged(cfg.eval.metrics, val is not None, spec)
@@ -171,21 +174,19 @@ def fit(
         # the last step's lr: what the epoch record shows when a resume lands at the epoch's end
         lr = t.optimizer.lr * lr_factor(t.schedule, max(state.global_step - 1, 0), total_steps, steps_per_epoch)
         bar.start_epoch(epoch, steps_per_epoch, done=state.batch)
-        for batch, (x, y) in enumerate(loader.epoch(epoch, start=state.batch), start=state.batch):
+        for batch, micro in enumerate(steps.epoch(epoch, start=state.batch), start=state.batch):
             lr = t.optimizer.lr * lr_factor(t.schedule, state.global_step, total_steps, steps_per_epoch)
             set_lr(optimizer, lr)
-            if augment is not None:
-                x = augment(x)
-            with runtime.autocast(device, t.precision):
-                out, loss = forward_loss(forward, x, y, loss_fn)  # out: (B, output_size) for most tasks
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            # forward, loss, backward over the step's micro-batches (one unless train.accumulate)
+            done, loss = forward_backward(micro, forward, forward_loss, loss_fn, augment, scaler, device, t.precision)
             grad_norm = None
             if t.grad_clip:
                 scaler.unscale_(optimizer)
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             if guard.watch(state.global_step + 1, loss, grad_norm):
-                running.update(out, y, loss)
+                for out, y, micro_loss in done:
+                    running.update(out, y, micro_loss)
             else:
                 _skip_update(optimizer, state)
             scaler.step(optimizer)
@@ -198,7 +199,7 @@ def fit(
                 compile_seconds = time.perf_counter() - t_start
             at_log = state.batch % t.log_every == 0 or state.batch == steps_per_epoch
             if at_log:
-                _log_step(state, bar, guard, running, lr, loader.batch_size, saver)
+                _log_step(state, bar, guard, running, lr, steps.batch_size, saver)
             if saver is not None and state.batch < steps_per_epoch and saver.due(state, sync_point=at_log):
                 saver.save(state, running)
             if stop_requested(stop, sync_point=at_log):
