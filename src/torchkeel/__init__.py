@@ -17,13 +17,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["KeelError", "Run", "__version__", "data", "fit", "load_config", "models", "weights"]
+__all__ = ["Generator", "KeelError", "Run", "__version__", "data", "fit", "load_config", "models", "weights"]
 
 _LAZY = {
     "fit": ("torchkeel.train.loop", "fit"),
     "Run": ("torchkeel.train.loop", "Run"),
     "load_config": ("torchkeel.config", "load_config"),
     "KeelError": ("torchkeel.errors", "KeelError"),
+    "Generator": ("torchkeel.generation", "Generator"),
     "data": ("torchkeel.data", None),
     "models": ("torchkeel.models", None),
     "weights": ("torchkeel.weights", None),

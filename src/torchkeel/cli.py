@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from torchkeel import __version__, cli_deploy, cli_evaluate, cli_inspect
+from torchkeel import __version__, cli_deploy, cli_evaluate, cli_generate, cli_inspect
 from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
@@ -324,6 +324,7 @@ app.command("models")(cli_deploy.models)
 app.command("sample")(cli_deploy.sample)
 app.command("export")(cli_deploy.export_)
 app.command("serve")(cli_deploy.serve_)
+app.command("generate")(cli_generate.generate)  # language models (cli_generate.py)
 
 
 def main() -> None:

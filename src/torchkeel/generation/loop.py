@@ -1,0 +1,56 @@
+"""The sampling loop: one new token per step per row, with or without the model's KV cache.
+
+The context is cropped to the model's ``block_size``: while the sequence fits, the model sees all
+of it; when it would exceed the block, the context restarts from its last ``keep`` tokens
+(three quarters of the block), so a cached model refills its cache once per quarter block
+rather than at every step (learned positions cannot shift a cache). Both paths use the same
+context at every step, so they compute the same logits (tests/test_generation.py); the cache
+only saves the work of recomputing the keys and values of the tokens already seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from torchkeel.generation.sampling import Sampling, next_tokens
+
+
+def kept_context(block_size: int) -> int:
+    """Tokens kept when the context would outgrow the block."""
+    return block_size - max(1, block_size // 4)
+
+
+@dataclass
+class Step:
+    tokens: torch.Tensor  # (B,) the tokens drawn
+    logits: torch.Tensor  # (B, V) the model's logits they were drawn from
+
+
+@torch.no_grad()
+def sample_steps(
+    model: nn.Module,
+    ids: torch.Tensor,
+    max_new: int,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    cache: bool = True,
+) -> Iterator[Step]:
+    """Draw ``max_new`` tokens after the prompts ``ids`` (B, L), one Step at a time."""
+    block = model.block_size
+    kv = model.new_cache(ids.shape[0], block, ids.device) if cache else None
+    start = max(0, ids.shape[1] - block)  # a prompt longer than the block: its last block tokens
+    for _ in range(max_new):
+        if ids.shape[1] - start > block:
+            start = ids.shape[1] - kept_context(block)
+            if kv is not None:
+                kv.reset()
+        # cached: only the tokens not yet in the cache; else the whole context again
+        fresh = ids[:, start + kv.length :] if kv is not None else ids[:, start:]
+        logits = model(fresh, cache=kv)[:, -1] if kv is not None else model(fresh)[:, -1]
+        tokens = next_tokens(logits, ids, sampling, generator)
+        ids = torch.cat([ids, tokens[:, None]], dim=1)
+        yield Step(tokens, logits)
