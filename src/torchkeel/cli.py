@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from torchkeel import __version__, cli_deploy, cli_evaluate, cli_generate, cli_inspect
+from torchkeel import __version__, cli_deploy, cli_evaluate, cli_generate, cli_inspect, phases
 from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
 
@@ -75,6 +75,9 @@ def train(
     model_code: ModelCodeOpt = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Print where the process's time went: imports, data, training, ...")
+    ] = False,
     nproc: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
@@ -100,6 +103,9 @@ def train(
     model.json, summary.json) under runs/. Ctrl-C or SIGTERM stops after the current step with a
     checkpoint; `keel train --resume RUN` then continues exactly where it stopped.
     """
+    if profile:
+        phases.start()
+    phases.mark("config")
     from torchkeel.config import load_config
 
     shortcuts = {
@@ -124,9 +130,30 @@ def train(
         options = LaunchOptions(nproc, nnodes, node_rank, rdzv_endpoint)
         launch(cfg, options, resume=resume, progress=not quiet, model_code=model_code)
         return
+    phases.mark("imports (torchkeel and the rest)")
     from torchkeel.experiment import train as run_training
 
-    run_training(cfg, out, resume=resume, progress=not quiet, model_code=model_code)
+    run_dir = run_training(cfg, out, resume=resume, progress=not quiet, model_code=model_code)
+    if profile:
+        _print_phases(phases.stop(), run_dir)
+
+
+def _print_phases(rows: list[tuple[str, float]], run_dir: Path) -> None:
+    """The phase table on the console, and in the run folder as profile.json."""
+    from rich.table import Table
+
+    from torchkeel import atomic
+
+    atomic.write_json(run_dir / "profile.json", {"seconds": dict(rows)})
+
+    total = rows[-1][1]
+    table = Table(title="Where the time went (keel train --profile)", title_justify="left")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for name, seconds in rows:
+        table.add_row(name, f"{seconds:.3f}", f"{seconds / total:.0%}")
+    out.print(table)
 
 
 @app.command("eval")

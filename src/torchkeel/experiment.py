@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from torchkeel import atomic, runs
+from torchkeel import atomic, phases, runs
 from torchkeel.config import RunConfig
 from torchkeel.data import DataBundle, fitted_spec
 from torchkeel.data.kinds import kind_of
@@ -63,6 +63,7 @@ def train(
     device = runtime.pick_device(cfg.train.device)  # fail before anything is written
     check_images_fit(cfg, device)  # before a slow decoding pass over an image folder
     say.step("1/6", "Preprocess", f"loading '{cfg.data.name}'")
+    phases.mark("data")
     data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
     if "corpus" in data.spec.extra:  # a language-model corpus: its tokens and what is held out
@@ -76,6 +77,7 @@ def train(
     train_batch = min(dist.local_batch_size(cfg.train.batch_size), len(data.train) if data.train is not None else 1)
     check_training_fits(cfg, data, device, train_batch)  # on the meta device: before anything is allocated
     runtime.seed_everything(cfg.seed)  # the model's initial weights depend on the seed
+    phases.mark("model build")
     with allocation_errors("building the model"):
         if resume is None:
             model = build(cfg.model, data.spec)  # the user's own config: its custom target is theirs
@@ -98,6 +100,7 @@ def train(
     )
     if dist.active():
         say.detail(dist.describe(t.batch_size))
+    phases.mark("training")
     session = run_session(cfg, resume_dir, device, data.spec, say)
     with session as (run_dir, checkpoint, stop), allocation_errors("training"):
         if resume_dir is not None and checkpoint is None and cfg.model.init_from:
@@ -123,9 +126,11 @@ def train(
             )
 
     say.step("6/6", "Evaluate", "test split")
+    phases.mark("evaluation")
     test = run.evaluate("test")
     if not dist.is_main():
         return run_dir  # DDP: rank 0 alone writes the model and the summary
+    phases.mark("writes (model, summary)")
     save_model(run_dir, run.model, cfg, data.spec)
     summary = {
         "test": test,
@@ -145,6 +150,7 @@ def train(
         summary["compile_seconds"] = run.compile_seconds
     atomic.write_json(run_dir / "summary.json", summary)
     after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
+    phases.mark("result table")
     console.print(result_table(test, summary, run_dir))
     return run_dir
 

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
+from torchkeel import phases
 from torchkeel.config import RunConfig
 from torchkeel.data.bundle import DataBundle
 from torchkeel.errors import RunError
@@ -40,6 +41,7 @@ def after_training(
                 f"{r['method']} eps {r['eps']:g}: accuracy {r['clean_accuracy']:.4f} -> {r['adversarial_accuracy']:.4f}"
             )
     if cfg.eval.report:
+        phases.mark("report")
         from torchkeel.evaluate.report import write_report
 
         path = write_report(run_dir, model=model, data=data, device=device, console=console)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -36,17 +37,45 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     groups = param_groups(model, cfg.weight_decay)
     kernels = implementation(cfg)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **kernels)
+        return _EAGER[torch.optim.SGD](groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **kernels)
     if cfg.name == "adam":
         # torch's Adam adds weight decay to the gradient (L2), as the original Adam did
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
+        return _EAGER[torch.optim.Adam](groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
+        return _EAGER[torch.optim.AdamW](groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **kernels)
     if cfg.name == "rmsprop":
         if cfg.implementation == "fused":
             raise ConfigError("train.optimizer.implementation: torch has no fused RMSprop; use foreach")
-        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, **kernels)
+        return _EAGER[torch.optim.RMSprop](groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, **kernels)
     raise AssertionError(f"unvalidated optimizer {cfg.name}")
+
+
+def _eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``cls`` without the decorators that import ``torch._dynamo`` (1.1 s on 2 CPU cores, as
+    long as importing torch; benchmarks/RESULTS.md, "the whole command").
+
+    In torch 2.14 ``Optimizer.__init__`` (through ``add_param_group``), ``zero_grad``,
+    ``state_dict`` and ``load_state_dict`` are wrapped in ``torch._disable_dynamo``, and every
+    optimiser's ``step`` in ``_use_grad_for_differentiable``; both import ``torch._dynamo`` on
+    their first call (torch/_compile.py, torch/optim/optimizer.py), and torch has no switch to
+    skip it. The wrappers only matter while torch.compile traces the call: they keep dynamo out
+    of the optimiser and mark graph breaks. fit() never traces the optimiser (``train.compile``
+    compiles the forward pass alone), so the same methods unwrapped (``functools.wraps`` keeps
+    them as ``__wrapped__``) compute the same update; the step runs under ``no_grad`` as the
+    wrapper runs it for a non-differentiable optimiser. tests/test_optim.py checks the
+    trajectory against torch's class and that ``torch._dynamo`` stays unimported."""
+    raw_step = inspect.unwrap(cls.step)
+
+    def step(self, closure=None):  # noqa: ANN001, ANN202 (torch's signature)
+        with torch.no_grad():
+            return raw_step(self, closure)
+
+    methods = {name: inspect.unwrap(getattr(torch.optim.Optimizer, name)) for name in _DYNAMO_WRAPPED}
+    return type(cls.__name__, (cls,), {**methods, "step": step, "__doc__": cls.__doc__, "__module__": __name__})
+
+
+_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_EAGER = {cls: _eager(cls) for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)}
 
 
 def implementation(cfg: OptimizerConfig) -> dict[str, bool]:
