@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+# The suite runs on pytest-xdist workers, one per core (pyproject's addopts). Each worker, and
+# every process it starts, uses one OpenMP thread: two workers with two threads each on two
+# cores spin at OpenMP barriers, which made small jobs 5-15x slower on a busy machine
+# (benchmarks/RESULTS.md). Without xdist (`-p no:xdist`), torch's default as before.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def keel(*args: str, cwd: Path, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """Run ``python -m torchkeel ARGS`` in ``cwd`` against this checkout's sources."""
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.setdefault("OMP_NUM_THREADS", "2")
     proc = subprocess.run(
         [sys.executable, "-m", "torchkeel", *args],
         cwd=cwd,

@@ -221,7 +221,7 @@ def _wait_for(proc: subprocess.Popen, condition, timeout: float = 300) -> None:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2"}
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
 
 
 def _reference(tmp_path: Path, epochs: int, train_args: list[str] = TRAIN_ARGS) -> Path:
