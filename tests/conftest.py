@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # The suite runs on pytest-xdist workers, one per core (pyproject's addopts). Each worker, and
 # every process it starts, uses one OpenMP thread: two workers with two threads each on two
 # cores spin at OpenMP barriers, which made small jobs 5-15x slower on a busy machine
-# (benchmarks/RESULTS.md). Without xdist (`-p no:xdist`), torch's default as before.
+# (benchmarks/RESULTS.md). With `-n 0` (one process), torch's default as before.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch

@@ -53,6 +53,13 @@ def test_the_last_tenth_of_each_file_is_held_out_as_val_and_test(tmp_path):
     assert "both the val and the test split" in " ".join(corpus_lines(corpus_details(bundle.spec)))
 
 
+def test_the_vectorised_char_encoder_equals_the_per_character_one():
+    char = train_char(["abc\u00e9\n"])  # the corpus encoder's path against the reference loop
+    text = "abc\u00e9\nxyz \U0001f600 cab\u20ac" * 3  # unknown BMP and astral characters are dropped
+    assert char.encode_array(text).tolist() == char.encode(text) == [char.index[c] for c in text if c in char.index]
+    assert char.encode_array("").tolist() == [] and train_char(["a"]).encode_array("\U0001f600a").tolist() == [0]
+
+
 def test_char_and_bpe_tokenisers_round_trip():
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
     char = train_char([text])

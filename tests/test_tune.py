@@ -158,7 +158,11 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
 def test_tune_runs_resumes_after_interruption_and_its_best_config_trains(tmp_path: Path):
     config = _tune_config(tmp_path)
     runs_dir = tmp_path / "studies" / "digits-small" / "runs"
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "torchkeel", "tune", str(config), "--trials", "3"],
         cwd=tmp_path,

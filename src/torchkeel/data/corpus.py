@@ -143,7 +143,7 @@ def _encode(tokenizer: Tokenizer, pieces: Any, path: Path, dtype: Any) -> dict[s
     with open(path, "wb") as f:
         for piece in pieces:
             unknown.update(tokenizer.unknown(piece))
-            ids = np.asarray(tokenizer.encode(piece), dtype=dtype)
+            ids = tokenizer.encode_array(piece).astype(dtype)
             f.write(ids.tobytes())
             tokens += len(ids)
         f.flush()

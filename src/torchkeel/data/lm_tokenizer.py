@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from torchkeel.errors import DataError
 
 
@@ -25,6 +27,10 @@ class CharTokenizer:
     def __init__(self, chars: str):
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
+        # code point -> id (-1: not in the vocabulary); one slot past the largest for the rest
+        points = np.array([ord(c) for c in chars], dtype=np.int64)
+        self._table = np.full(int(points.max(initial=-1)) + 2, -1, dtype=np.int64)
+        self._table[points] = np.arange(len(chars))
 
     @property
     def vocab_size(self) -> int:
@@ -33,6 +39,13 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         index = self.index
         return [index[c] for c in text if c in index]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """``encode`` as an int64 array, vectorised over the text's code points (UTF-32): a
+        gigabyte of text encodes in seconds rather than the minutes a per-character loop takes."""
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = self._table[np.minimum(points, len(self._table) - 1)]
+        return ids[ids >= 0]  # unknown characters dropped, as encode does
 
     def decode(self, ids: list[int]) -> str:
         chars = self.chars
@@ -60,6 +73,9 @@ class ByteBPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.int64)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids))
