@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class ExportResult:
     max_abs_diff: float
     dynamic: DynamicAxes
     quantized: QuantReport | None = None
+    prompt_lengths: list[int] = field(default_factory=list)  # a language model's prompts checked, in tokens
 
     @property
     def folder(self) -> Path:
@@ -89,7 +90,7 @@ def export_run(
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
     model, spec, meta = load_model(run_dir, "cpu", model_code)
-    run_task(spec, "export", run_dir)
+    task = run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
     out = _export_folder(Path(out_dir) if out_dir is not None else run_dir / "export")
     _check_destination(out, run_dir, fmt, quantize, force)
@@ -102,11 +103,17 @@ def export_run(
         facts = _save(form.save, model, example, file, dynamic, fmt)
         runner = form.load(file)
         diff, sizes = verify(model, runner, x)
+        lengths: list[int] = []
         if not diff < tolerance:
             raise ExportError(
                 f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
                 f"(limit {tolerance:.0e}); nothing was written"
             )
+        if "generate" in task.uses:  # a language model: real prompts, at other lengths too
+            from torchkeel.export.lm import verify_prompts
+
+            prompt_diff, lengths = verify_prompts(model, runner, spec, tolerance)
+            diff = max(diff, prompt_diff)
         report = None
         if quantize is not None:
             report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
@@ -114,7 +121,7 @@ def export_run(
         for produced in Path(scratch).iterdir():
             os.replace(produced, out / produced.name)
 
-    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report)
+    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report, lengths)
     write_metadata(out, run_dir, spec, meta, result, facts)
     write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
@@ -249,7 +256,7 @@ def write_metadata(
             "shape": ["batch", "length"] if text else ["batch", *spec.input_shape],
             "dtype": "int64" if text else "float32",
         },
-        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": task_of(spec).export_output},
+        "output": {"name": "output", "shape": output_shape(spec), "meaning": task_of(spec).export_output},
         "preprocess": preprocess_steps(spec),
         "tokenizer_files": sorted(p.name for p in run_dir.glob("tokenizer*.json")),
         "spec": spec.to_dict(),
@@ -257,6 +264,13 @@ def write_metadata(
         "models": models,
     }
     atomic.write_json(path, doc)
+
+
+def output_shape(spec: DataSpec) -> list[Any]:
+    """A language model answers at every position: (batch, length, vocab); the rest (batch, outputs)."""
+    if "generate" in task_of(spec).uses:
+        return ["batch", "length", spec.output_size]
+    return ["batch", spec.output_size]
 
 
 def preprocess_steps(spec: DataSpec) -> dict[str, Any]:
