@@ -64,9 +64,10 @@ def analyse(
     device = next(model.parameters()).device
     task = task_of(spec)
     acc = MetricAccumulator(spec, list(task.metrics), device, details=True)
-    classes = task.predict_index is not None  # wrong predictions for tasks with classes, else points
+    classes = task.predict_index is not None  # wrong predictions for tasks with classes
     wrong = _TopWrong(examples, task) if classes else None
-    points = None if classes else _Reservoir(MAX_POINTS, seed)
+    # (prediction, target) points for the plots of tasks that predict values (regression)
+    points = _Reservoir(MAX_POINTS, seed) if not classes and "regression" in task.report_sections else None
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device, non_blocking=True)
         y = split.y[start : start + batch_size].to(device, non_blocking=True)

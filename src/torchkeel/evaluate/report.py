@@ -31,6 +31,7 @@ from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
+from torchkeel.evaluate.sections_lm import language_model_section
 from torchkeel.runs import read_json, read_metrics
 from torchkeel.tasks import task_of
 from torchkeel.train.losses import build_loss, resolve_loss
@@ -87,6 +88,7 @@ SECTIONS: list[tuple[Applies, Render]] = [
     (_attention, per_model.attention_section),
     (lambda ctx: _task_adds("robustness")(ctx) and bool(ctx.robustness), per_model.robustness_section),
     (_task_adds("gan"), per_model.gan_section),
+    (_task_adds("language_model"), language_model_section),
 ]
 
 
@@ -176,7 +178,8 @@ def render_html(ctx: ReportContext, sections: list[Section]) -> str:
     subtitle = f"{ctx.spec.name} / {ctx.config.model.name} / {ctx.spec.task}"
     if ctx.analysis is not None:
         test = ctx.analysis.metrics
-        subtitle += "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in ("accuracy", "r2", "f1"))
+        shown = ("accuracy", "r2", "f1", task_of(ctx.spec).key_metric)
+        subtitle += "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in shown)
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "\n".join(_section_html(s) for s in sections)
     fields = {"title": html.escape(title), "subtitle": html.escape(subtitle), "nav": nav, "sections": body}

@@ -103,7 +103,7 @@ def data_section(ctx: ReportContext) -> Section:
         names = class_names(ctx)
         counts = {k: np.bincount(v.y.long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()}
         figures.append(Figure(plots.bars(names, counts, "Examples per class", ylabel="examples"), "class balance"))
-    else:
+    elif isinstance(getattr(ctx.data.train, "y", None), torch.Tensor):  # not a corpus's next tokens
         values = {k: v.y.reshape(len(v), -1)[:, 0].float().numpy() for k, v in splits.items()}
         figures.append(Figure(plots.histogram(values, "Target (first output) per split", "target"), "targets"))
     if pixels_in:
