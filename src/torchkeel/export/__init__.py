@@ -90,7 +90,7 @@ def export_run(
         require("export", "onnx", "onnxscript", "onnxruntime")
     run_dir = Path(run_dir)
     model, spec, meta = load_model(run_dir, "cpu", model_code)
-    task = run_task(spec, "export", run_dir)
+    run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
     out = _export_folder(Path(out_dir) if out_dir is not None else run_dir / "export")
     _check_destination(out, run_dir, fmt, quantize, force)
@@ -102,18 +102,7 @@ def export_run(
         file = Path(scratch) / f"model{form.suffix}"
         facts = _save(form.save, model, example, file, dynamic, fmt)
         runner = form.load(file)
-        diff, sizes = verify(model, runner, x)
-        lengths: list[int] = []
-        if not diff < tolerance:
-            raise ExportError(
-                f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
-                f"(limit {tolerance:.0e}); nothing was written"
-            )
-        if "generate" in task.uses:  # a language model: real prompts, at other lengths too
-            from torchkeel.export.lm import verify_prompts
-
-            prompt_diff, lengths = verify_prompts(model, runner, spec, tolerance)
-            diff = max(diff, prompt_diff)
+        diff, sizes, lengths = verify_export(model, runner, x, spec, fmt, tolerance)
         report = None
         if quantize is not None:
             report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
@@ -207,6 +196,25 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
     else:
         x = torch.randn(n, *spec.input_shape, generator=g)  # inputs are standardised
     return x, None, reason
+
+
+def verify_export(
+    model: torch.nn.Module, run: Runner, x: torch.Tensor, spec: DataSpec, fmt: str, tolerance: float
+) -> tuple[float, list[int], list[int]]:
+    """(max |exported - PyTorch|, batch sizes, prompt lengths checked); an ExportError beyond
+    ``tolerance``. A language model is also checked on real prompts at other lengths."""
+    diff, sizes = verify(model, run, x)
+    if not diff < tolerance:
+        raise ExportError(
+            f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
+            f"(limit {tolerance:.0e}); nothing was written"
+        )
+    if "generate" not in task_of(spec).uses:
+        return diff, sizes, []
+    from torchkeel.export.lm import verify_prompts
+
+    prompt_diff, lengths = verify_prompts(model, run, spec, tolerance)
+    return max(diff, prompt_diff), sizes, lengths
 
 
 @torch.inference_mode()

@@ -82,18 +82,9 @@ def create_app(
     ``model_code``: a custom model's code, which the run folder is never trusted to name."""
     run_dir = Path(run_dir)
     set_inference_threads(threads)
-    if (run_dir / "model.json").is_file() and _server(_model_json(run_dir)) == "lm":
-        from torchkeel.generation import Generator
-        from torchkeel.serve.lm_app import create_lm_app
-
-        limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
-        return create_lm_app(run_dir, Generator.from_run(run_dir, model_code), read_run(run_dir).summary, limits)
-    gan = _gan_run(run_dir)
-    if gan is not None:
-        from torchkeel.serve.gan_app import create_gan_app
-
-        limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
-        return create_gan_app(run_dir, *gan, read_run(run_dir).summary, limits)
+    own = _own_server_app(run_dir, model_code, {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout})
+    if own is not None:
+        return own
     predictor = Predictor.from_run(run_dir, model_cls=model_code)
     spec = predictor.spec
     kind = input_kind(spec.kind)
@@ -244,11 +235,22 @@ def _server(meta: dict[str, Any]) -> str:
     return TASKS[name].server if name in TASKS else "predict"
 
 
-def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
-    """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
-    from torchkeel.run_model import load_model
+def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any]) -> FastAPI | None:
+    """The app of a run whose task has its own server: a GAN's (serve/gan_app.py) or a
+    language model's (serve/lm_app.py); None for the others (and unfinished runs, which
+    Predictor.from_run explains)."""
+    if not (run_dir / "model.json").is_file():
+        return None
+    server = _server(_model_json(run_dir))
+    if server == "lm":
+        from torchkeel.generation import Generator
+        from torchkeel.serve.lm_app import create_lm_app
 
-    if not (run_dir / "model.json").is_file() or _server(_model_json(run_dir)) != "generate":
-        return None  # not a GAN (or not finished: Predictor.from_run says so)
-    model, spec, _ = load_model(run_dir)
-    return model.eval(), spec
+        return create_lm_app(run_dir, Generator.from_run(run_dir, model_code), read_run(run_dir).summary, limits)
+    if server == "generate":
+        from torchkeel.run_model import load_model
+        from torchkeel.serve.gan_app import create_gan_app
+
+        model, spec, _ = load_model(run_dir)
+        return create_gan_app(run_dir, model.eval(), spec, read_run(run_dir).summary, limits)
+    return None
