@@ -95,3 +95,8 @@ def test_train_generate_and_export_a_bpe_language_model_on_a_text_file(tmp_path)
     assert proc.stdout.startswith("line 3 of") and proc.stdout.count("\n") == 1  # stopped at the line's end
     result = export_run(run, "onnx")
     assert result.input_source == "the test split" and len(set(result.prompt_lengths)) >= 2
+
+
+def test_the_cli_with_generate_registered_imports_no_torch():
+    code = "import sys, torchkeel.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)
