@@ -28,15 +28,18 @@ def corpus_spec(tokenizer: dict | None = None, vocab: int | None = None, block: 
     return DataSpec("corpus", "text", "language_model", (block,), extra=extra)
 
 
-def write_run(folder: Path, spec: DataSpec, model_cfg: dict | None = None, seed: int = 0) -> Path:
-    """A finished run of ``model_cfg`` (a tiny gpt by default), its weights freshly initialised."""
+def write_run(
+    folder: Path, spec: DataSpec, model_cfg: dict | None = None, seed: int = 0, model: torch.nn.Module | None = None
+) -> Path:
+    """A finished run of ``model_cfg`` (a tiny gpt by default): ``model``'s weights, or fresh ones."""
     model_cfg = model_cfg or GPT_OPTIONS
-    torch.manual_seed(seed)
-    model = build(model_cfg, spec)
-    with torch.no_grad():  # sharper than GPT-2's init, so samples differ visibly between seeds
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.mul_(20.0)
+    if model is None:
+        torch.manual_seed(seed)
+        model = build(model_cfg, spec)
+        with torch.no_grad():  # sharper than GPT-2's init, so samples differ visibly between seeds
+            for p in model.parameters():
+                if p.ndim == 2:
+                    p.mul_(20.0)
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(folder / "model.safetensors", safetensors.torch.save(saveable(model.state_dict())))
     meta = {"format": "torchkeel-model-1", "model": model_cfg, "spec": spec.to_dict(), "loss": "cross_entropy"}

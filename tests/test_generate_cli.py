@@ -1,8 +1,10 @@
 """`keel generate`: text streamed to the terminal, the same as the API's, and one-line errors."""
 
+import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import SRC, assert_one_line_error, keel
@@ -10,6 +12,8 @@ from lm_helpers import corpus_spec, one_torch_thread, write_run  # noqa: F401 (a
 
 from torchkeel import Generator
 from torchkeel.data.bundle import DataSpec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +73,30 @@ def test_drop_unknown_generates_from_the_rest(char_run, tmp_path):
 )
 def test_bad_sampling_options_are_one_line(char_run, tmp_path, args, message):
     assert_one_line_error(keel("generate", str(char_run), *args, cwd=tmp_path), message)
+
+
+@pytest.mark.slow
+def test_train_generate_and_export_a_bpe_language_model_on_a_text_file(tmp_path):
+    from rich.console import Console
+
+    from torchkeel.config import load_config
+    from torchkeel.experiment import train
+    from torchkeel.export import export_run
+
+    text = "".join(f"line {i % 17} of the play, said {'ROMEO' if i % 3 else 'JULIET'}.\n" for i in range(400))
+    (tmp_path / "play.txt").write_text(text, encoding="utf-8")
+    options = [f"data.path={tmp_path / 'play.txt'}", f"out_dir={tmp_path / 'runs'}", "train.epochs=2",
+               "data.corpus.tokenizer=bpe", "data.corpus.vocab_size=300", "data.corpus.block_size=32",
+               "data.corpus.steps_per_epoch=20", "data.corpus.eval_windows=20", "model.n_layer=1",
+               "model.n_embd=32", "model.n_head=2", "train.threads=1"]  # fmt: skip
+    run = train(load_config(ROOT / "configs" / "text_file.yaml", options), Console(file=io.StringIO()), progress=False)
+    proc = keel("generate", str(run), "--prompt", "line 3 of", "--max-tokens", "40", "--seed", "0",
+                "--stop", "\n", cwd=tmp_path, check=True)  # fmt: skip
+    assert proc.stdout.startswith("line 3 of") and proc.stdout.count("\n") == 1  # stopped at the line's end
+    result = export_run(run, "onnx")
+    assert result.input_source == "the test split" and len(set(result.prompt_lengths)) >= 2
+
+
+def test_the_cli_with_generate_registered_imports_no_torch():
+    code = "import sys, torchkeel.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)

@@ -190,3 +190,17 @@ def test_the_speed_measure_runs_both_paths():
     model = build({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}, corpus_spec(block=8))
     speeds = cache_speedup(model, new_tokens=12, rounds=1)  # 12 > the block: cropping included
     assert speeds["tokens_per_s_cache"] > 0 and speeds["tokens_per_s_no_cache"] > 0 and speeds["speedup"] > 0
+
+
+def test_a_byte_level_bpe_run_streams_pieces_that_are_never_revised(tmp_path):
+    bpe = train_bpe(["héllo wörld, 日本語のテキスト, naïve café 🎉 " * 5], vocab_size=300)
+    run = write_run(tmp_path / "bpe-run", corpus_spec(bpe.to_dict(), vocab=bpe.vocab_size, block=16))
+    gen = Generator.from_run(run)
+    assert gen.encode_prompt("日本") == bpe.encode("日本")  # nothing is unknown to bytes
+    for seed in range(3):  # random weights: tokens in any order, many of them parts of characters
+        pieces = list(gen.generate("日本", max_tokens=40, seed=seed, stream=True))
+        steps = sample_steps(gen.model, torch.tensor([bpe.encode("日本")]), 40, Sampling(),
+                             torch.Generator().manual_seed(seed))  # fmt: skip
+        whole = bpe.decode([int(s.tokens[0]) for s in steps])  # the same draws, decoded at once
+        # a shown U+FFFD is never a character that later tokens complete: what was shown stays
+        assert "".join(pieces) == whole and len(pieces) > 1

@@ -25,7 +25,7 @@ SPECS = {
     ),
 }
 # causal language models take a corpus (next-token targets), and the other models do not
-LANGUAGE_MODELS = {"gpt"}
+LANGUAGE_MODELS = {"gpt", "pretrained_lm"}
 # the torchvision ResNets cost seconds each on 2 cores: ResNet-18 covers the grey-input
 # adaptation, the deeper two one colour size
 ONLY = {"resnet34": ["cifar 32x32 colour"], "resnet50": ["cifar 32x32 colour"]}
@@ -51,6 +51,8 @@ def _input(spec: DataSpec, batch: int = 4) -> torch.Tensor:
 def _build(name: str, spec: DataSpec) -> torch.nn.Module:
     if name == "pretrained_text":
         return _pretrained_text(spec)
+    if name == "pretrained_lm":
+        return _pretrained_lm(spec)
     options = {"name": name, "target": "custom_nets:AnyNet"} if name == "custom" else name
     return build(options, spec)
 
@@ -64,6 +66,17 @@ def _pretrained_text(spec: DataSpec) -> torch.nn.Module:
     tokenizer = {"type": "pretrained", "source": str(folder), "max_length": 64}
     spec = dataclasses.replace(spec, extra={**spec.extra, "tokenizer": tokenizer})
     return build({"name": "pretrained_text", "encoder": str(folder), "finetune": True}, spec)
+
+
+def _pretrained_lm(spec: DataSpec) -> torch.nn.Module:
+    """pretrained_lm on a tiny GPT-2 folder (offline) tokenising the corpus."""
+    pytest.importorskip("transformers")
+    from hf_helpers import write_tiny_gpt2
+
+    folder = str(write_tiny_gpt2(Path(tempfile.mkdtemp())))
+    tokenizer = {"type": "pretrained_lm", "source": folder}
+    spec = dataclasses.replace(spec, extra={**spec.extra, "tokenizer": tokenizer})
+    return build({"name": "pretrained_lm", "source": folder}, spec)
 
 
 def test_every_model_is_registered_with_its_kinds_and_a_description():

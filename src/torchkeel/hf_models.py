@@ -26,7 +26,8 @@ def transformers_module(what: str) -> Any:
 
 
 def load_pretrained(part: str, source: str, what: str) -> Any:
-    """``AutoTokenizer`` or ``AutoModel`` (``part``: "tokenizer" | "model") from ``source``: an
+    """``AutoTokenizer``, ``AutoModel`` or ``AutoModelForCausalLM`` (``part``: "tokenizer" |
+    "model" | "causal_lm") from ``source``: an
     existing folder is read offline; anything else is a hub name. Any failure (offline, unknown
     name, no safetensors) becomes one ConfigError line naming ``what`` (the config key)."""
     tf = transformers_module(what)
@@ -36,10 +37,11 @@ def load_pretrained(part: str, source: str, what: str) -> Any:
     try:
         if part == "tokenizer":
             return tf.AutoTokenizer.from_pretrained(source, **options)
+        auto = tf.AutoModelForCausalLM if part == "causal_lm" else tf.AutoModel
         if torch.get_default_device().type == "meta":
             # shapes only (a run's weights are checked before loading): the architecture, no weights
-            return tf.AutoModel.from_config(tf.AutoConfig.from_pretrained(source, **options))
-        return tf.AutoModel.from_pretrained(source, use_safetensors=True, **options)
+            return auto.from_config(tf.AutoConfig.from_pretrained(source, **options))
+        return auto.from_pretrained(source, use_safetensors=True, **options)
     except Exception as e:  # transformers raises OSError, ValueError, HTTP errors ... for the same causes
         reason = " ".join((str(e).strip() or type(e).__name__).split())[:300]
         where = "the folder" if local else "the Hugging Face Hub (is this machine online?)"

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class ExportResult:
     max_abs_diff: float
     dynamic: DynamicAxes
     quantized: QuantReport | None = None
+    prompt_lengths: list[int] = field(default_factory=list)  # a language model's prompts checked, in tokens
 
     @property
     def folder(self) -> Path:
@@ -101,12 +102,7 @@ def export_run(
         file = Path(scratch) / f"model{form.suffix}"
         facts = _save(form.save, model, example, file, dynamic, fmt)
         runner = form.load(file)
-        diff, sizes = verify(model, runner, x)
-        if not diff < tolerance:
-            raise ExportError(
-                f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
-                f"(limit {tolerance:.0e}); nothing was written"
-            )
+        diff, sizes, lengths = verify_export(model, runner, x, spec, fmt, tolerance)
         report = None
         if quantize is not None:
             report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
@@ -114,7 +110,7 @@ def export_run(
         for produced in Path(scratch).iterdir():
             os.replace(produced, out / produced.name)
 
-    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report)
+    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report, lengths)
     write_metadata(out, run_dir, spec, meta, result, facts)
     write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
@@ -202,6 +198,25 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
     return x, None, reason
 
 
+def verify_export(
+    model: torch.nn.Module, run: Runner, x: torch.Tensor, spec: DataSpec, fmt: str, tolerance: float
+) -> tuple[float, list[int], list[int]]:
+    """(max |exported - PyTorch|, batch sizes, prompt lengths checked); an ExportError beyond
+    ``tolerance``. A language model is also checked on real prompts at other lengths."""
+    diff, sizes = verify(model, run, x)
+    if not diff < tolerance:
+        raise ExportError(
+            f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
+            f"(limit {tolerance:.0e}); nothing was written"
+        )
+    if "generate" not in task_of(spec).uses:
+        return diff, sizes, []
+    from torchkeel.export.lm import verify_prompts
+
+    prompt_diff, lengths = verify_prompts(model, run, spec, tolerance)
+    return max(diff, prompt_diff), sizes, lengths
+
+
 @torch.inference_mode()
 def verify(model: torch.nn.Module, run: Runner, x: torch.Tensor, batch: int = 256) -> tuple[float, list[int]]:
     """Max |exported - PyTorch| over ``x`` in batches of ``batch`` and the remainder, plus a
@@ -249,7 +264,7 @@ def write_metadata(
             "shape": ["batch", "length"] if text else ["batch", *spec.input_shape],
             "dtype": "int64" if text else "float32",
         },
-        "output": {"name": "output", "shape": ["batch", spec.output_size], "meaning": task_of(spec).export_output},
+        "output": {"name": "output", "shape": output_shape(spec), "meaning": task_of(spec).export_output},
         "preprocess": preprocess_steps(spec),
         "tokenizer_files": sorted(p.name for p in run_dir.glob("tokenizer*.json")),
         "spec": spec.to_dict(),
@@ -257,6 +272,13 @@ def write_metadata(
         "models": models,
     }
     atomic.write_json(path, doc)
+
+
+def output_shape(spec: DataSpec) -> list[Any]:
+    """A language model answers at every position: (batch, length, vocab); the rest (batch, outputs)."""
+    if "generate" in task_of(spec).uses:
+        return ["batch", "length", spec.output_size]
+    return ["batch", spec.output_size]
 
 
 def preprocess_steps(spec: DataSpec) -> dict[str, Any]:

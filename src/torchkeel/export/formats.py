@@ -38,7 +38,7 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: Dyna
     """Through the ``torch.export``-based exporter (the default since torch 2.9)."""
     import onnx
 
-    dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic.items()}
+    dims = dimensions(model, dynamic)
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > ONNX_INLINE_LIMIT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)  # raised by torch internals, not our call
@@ -56,6 +56,16 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: Dyna
         )
     opset = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import if not o.domain), None)
     return {"opset": opset}
+
+
+def dimensions(model: nn.Module, dynamic: DynamicAxes) -> dict[int, Any]:
+    """``torch.export`` dimensions of the free axes; a language model's sequence length is
+    bounded by its context (``block_size``, the rows of its position table)."""
+    limit = getattr(model, "block_size", None)
+    return {
+        axis: torch.export.Dim(name, min=1, max=limit if name == "length" and isinstance(limit, int) else None)
+        for axis, name in dynamic.items()
+    }
 
 
 def load_onnx(path: Path) -> Runner:
@@ -92,7 +102,7 @@ def load_torchscript(path: Path) -> Runner:
 
 
 def save_exported_program(model: nn.Module, example: torch.Tensor, path: Path, dynamic: DynamicAxes) -> dict[str, Any]:
-    dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic.items()}
+    dims = dimensions(model, dynamic)
     program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
     # torch.export.save would store the example inputs with torch.save (a pickle); without
     # them the archive holds raw weight bytes and JSON only (samples go to safetensors instead)

@@ -13,6 +13,8 @@ def summary_lines(result) -> list[str]:  # noqa: ANN001 - ExportResult (import c
 
     dims = " and ".join(result.dynamic.values()) + " dynamic"
     sizes = ", ".join(str(s) for s in result.batch_sizes)
+    if result.prompt_lengths:  # a language model, also on prompts of these lengths
+        sizes += "; prompts of " + ", ".join(str(n) for n in result.prompt_lengths) + " tokens"
     return [
         f"exported {result.model_file} ({result.format}, {dims})",
         f"verified with {result.runtime} on {result.inputs} inputs of {result.input_source} "

@@ -28,6 +28,7 @@ from torchkeel.models.layers import ACTIVATIONS
 from torchkeel.models.lenet import lenet5
 from torchkeel.models.mlp import mlp
 from torchkeel.models.pretrained import pretrained_text
+from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
 from torchkeel.models.text import embedding_bag
@@ -52,6 +53,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "custom": custom,
     "embedding_bag": embedding_bag,
     "pretrained_text": pretrained_text,
+    "pretrained_lm": pretrained_lm,
     "airbench": airbench,
 }
 
@@ -75,6 +77,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "dcgan": ("image",),
     "embedding_bag": ("text",),
     "pretrained_text": ("text",),
+    "pretrained_lm": ("text",),  # a corpus tokenised by the model's own tokeniser
     "airbench": ("image",),
     "custom": KINDS,  # whatever the user's module takes
 }

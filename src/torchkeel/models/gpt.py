@@ -100,8 +100,10 @@ class CausalSelfAttention(nn.Module):
         else:
             past = cache.length
             k, v = cache.store(layer, k, v)  # (B, h, past + T, hd)
-            # query i sits at position past + i and sees keys 0 .. past + i
-            mask = torch.arange(past + t, device=x.device) <= past + torch.arange(t, device=x.device)[:, None]
+            # query i sits at position past + i and sees keys 0 .. past + i (one new token: all of them)
+            mask = None
+            if t > 1:
+                mask = torch.arange(past + t, device=x.device) <= past + torch.arange(t, device=x.device)[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, c)))
 

@@ -82,12 +82,9 @@ def create_app(
     ``model_code``: a custom model's code, which the run folder is never trusted to name."""
     run_dir = Path(run_dir)
     set_inference_threads(threads)
-    gan = _gan_run(run_dir)
-    if gan is not None:
-        from torchkeel.serve.gan_app import create_gan_app
-
-        limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
-        return create_gan_app(run_dir, *gan, read_run(run_dir).summary, limits)
+    own = _own_server_app(run_dir, model_code, {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout})
+    if own is not None:
+        return own
     predictor = Predictor.from_run(run_dir, model_cls=model_code)
     spec = predictor.spec
     kind = input_kind(spec.kind)
@@ -218,30 +215,42 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
 
 def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
     """Fails (KeelError) for a run that cannot be served, before any server starts; None for
-    a GAN run (served by serve/gan_app.py)."""
+    a GAN run (served by serve/gan_app.py) or a language model (serve/lm_app.py)."""
     from torchkeel.run_model import load_model
 
     _, spec, meta = load_model(run_dir, "cpu", model_code)
-    if _generates(meta):
+    if _server(meta) != "predict":
         return None
     return input_kind(spec.kind)
 
 
-def _generates(meta: dict[str, Any]) -> bool:
-    """Served by the generate server (serve/gan_app.py) rather than POST /predict."""
+def _server(meta: dict[str, Any]) -> str:
+    """Which server a run's task has: "predict" (POST /predict, here), "generate" (a GAN's,
+    serve/gan_app.py) or "lm" (a language model's, serve/lm_app.py)."""
     from torchkeel.models import task_name
     from torchkeel.tasks import TASKS
 
     model, spec = meta.get("model") or {}, meta.get("spec") or {}
     name = task_name(str(model.get("name", "")), str(spec.get("task", "")))
-    return name in TASKS and TASKS[name].server == "generate"
+    return TASKS[name].server if name in TASKS else "predict"
 
 
-def _gan_run(run_dir: Path) -> tuple[Any, DataSpec] | None:
-    """(generator model, spec) when ``run_dir`` is a GAN run, else None."""
-    from torchkeel.run_model import load_model
+def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any]) -> FastAPI | None:
+    """The app of a run whose task has its own server: a GAN's (serve/gan_app.py) or a
+    language model's (serve/lm_app.py); None for the others (and unfinished runs, which
+    Predictor.from_run explains)."""
+    if not (run_dir / "model.json").is_file():
+        return None
+    server = _server(_model_json(run_dir))
+    if server == "lm":
+        from torchkeel.generation import Generator
+        from torchkeel.serve.lm_app import create_lm_app
 
-    if not (run_dir / "model.json").is_file() or not _generates(_model_json(run_dir)):
-        return None  # not a GAN (or not finished: Predictor.from_run says so)
-    model, spec, _ = load_model(run_dir)
-    return model.eval(), spec
+        return create_lm_app(run_dir, Generator.from_run(run_dir, model_code), read_run(run_dir).summary, limits)
+    if server == "generate":
+        from torchkeel.run_model import load_model
+        from torchkeel.serve.gan_app import create_gan_app
+
+        model, spec, _ = load_model(run_dir)
+        return create_gan_app(run_dir, model.eval(), spec, read_run(run_dir).summary, limits)
+    return None
