@@ -152,6 +152,8 @@ def serve_(
 ) -> None:
     """Serve a trained model over HTTP: a web page at /, POST /predict, /health, /info, /docs.
 
+    A language model answers POST /generate and /generate/stream (server-sent events) instead.
+
     Concurrent requests are batched together (dynamic batching); inference runs under
     torch.inference_mode. Limits: --max-body-mb, --read-timeout, JSON nested at most 32 deep.
     Stop with Ctrl-C.
@@ -165,9 +167,9 @@ def serve_(
     from torchkeel.serve.server import listen, serve
 
     sock = listen(host, port)  # a port in use fails here, before the model loads
-    check_servable(run_dir, model_code)
+    endpoints = check_servable(run_dir, model_code)
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), /predict, /docs", highlight=False)
+    out.print(f"serving {run_dir.name} at http://{shown}:{port}/ (web page), {', '.join(endpoints)}", highlight=False)
     serve(
         run_dir,
         sock,

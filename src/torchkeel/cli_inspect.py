@@ -95,8 +95,11 @@ def _run_row(info: Any) -> list[str]:
     keys = [summary.get("key_metric"), "accuracy", "r2", "rmse", "frechet", "loss"]  # older runs: the first found
     key = next((k for k in keys if isinstance(k, str) and _is_number(test.get(k))), None)
     shown = f"{key} {test[key]:.4f}" if key else "-"
-    if key != "roc_auc" and _is_number(test.get("roc_auc")):  # two classes: the ranking quality too
-        shown += f", roc_auc {test['roc_auc']:.4f}"
+    # two classes: the ranking quality too; a language model: bits per character, which compares
+    # runs whatever their tokenisers (a loss is per token, and tokens differ)
+    for extra in ("roc_auc", "bits_per_char"):
+        if key != extra and _is_number(test.get(extra)):
+            shown += f", {extra} {test[extra]:.4f}"
     seconds = summary.get("train_seconds")
     return [
         info.path.name,

@@ -51,6 +51,7 @@ from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema
     TableConfig,
     TextConfig,
     _choice,
+    corpus_of_pretrained_lm,
 )
 
 
@@ -311,9 +312,11 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _pretrained_text_tokenises_its_data(self) -> RunConfig:
+    def _pretrained_models_tokenise_their_data(self) -> RunConfig:
         # the encoder's embeddings only mean something for its own token ids: naming the model
-        # makes the data use its tokeniser (torchkeel.models.pretrained)
+        # makes the data use its tokeniser (torchkeel.models.pretrained, models.pretrained_lm)
+        if self.model.name == "pretrained_lm":
+            corpus_of_pretrained_lm(self.data, self.model.options().get("source"))
         if self.model.name != "pretrained_text":
             return self
         text, encoder = self.data.text, self.model.options().get("encoder")

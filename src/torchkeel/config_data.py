@@ -113,9 +113,12 @@ class CorpusConfig(Strict):
     ``data.val_fraction`` of each file is held out, and is both the val and the test split."""
 
     block_size: int = Field(256, ge=1, description="tokens per window: the model's context length")
-    tokenizer: Literal["char", "bpe"] = Field(
-        "char", description="char: the training part's characters; bpe: byte-level BPE learnt from it"
+    tokenizer: Literal["char", "bpe", "pretrained"] = Field(
+        "char",
+        description="char: the training part's characters; bpe: byte-level BPE learnt from it; "
+        "pretrained: the tokeniser of data.corpus.source (model pretrained_lm sets it)",
     )
+    source: str | None = Field(None, description="tokenizer pretrained: a model folder or a Hugging Face hub name")
     vocab_size: int = Field(4096, ge=257, lt=2**32, description="bpe: tokens in the vocabulary, the 256 bytes included")
     column: str = Field("text", description="a .jsonl or .csv/.tsv file: the column holding the text")
     steps_per_epoch: int = Field(
@@ -125,6 +128,15 @@ class CorpusConfig(Strict):
         1000, ge=1, description="held-out windows evaluated (non-overlapping, evenly spaced; all when fewer)"
     )
     cache: str | None = Field(None, description="folder of encoded corpora (token files); null: <out_dir>/.corpus")
+
+    @model_validator(mode="after")
+    def _pretrained_has_a_source(self) -> CorpusConfig:
+        if self.tokenizer == "pretrained" and self.source is None:
+            raise ValueError(
+                "data.corpus.tokenizer pretrained reads the tokeniser of data.corpus.source: set it to a model "
+                "folder or hub name (model pretrained_lm sets both from model.source)"
+            )
+        return self
 
 
 class DataConfig(Strict):
@@ -168,6 +180,22 @@ def _choice(what: str, name: str, choices: Any) -> str:
         return check_choice(what, name, choices)
     except ConfigError as e:
         raise ValueError(str(e)) from None
+
+
+def corpus_of_pretrained_lm(data: DataConfig, source: Any) -> None:
+    """Make a text corpus use the tokeniser of model ``pretrained_lm``'s ``source``: the model's
+    embeddings only mean something for its own token ids."""
+    if data.name not in CORPUS_DATASETS:
+        return  # the model refuses other data in one line (models.gpt.lm_sizes)
+    corpus = data.corpus or CorpusConfig()
+    if "tokenizer" in corpus.model_fields_set and corpus.tokenizer != "pretrained":
+        raise ConfigError(
+            f"config: data.corpus.tokenizer '{corpus.tokenizer}': model pretrained_lm reads its own tokeniser "
+            "(from model.source); leave data.corpus.tokenizer out"
+        )
+    if corpus.source not in (None, source):
+        raise ConfigError(f"config: data.corpus.source '{corpus.source}' differs from model.source '{source}'")
+    data.corpus = corpus.model_copy(update={"tokenizer": "pretrained", "source": source})
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ def transformers_module(what: str) -> Any:
 
 
 def load_pretrained(part: str, source: str, what: str) -> Any:
-    """``AutoTokenizer``, ``AutoModel`` or ``AutoModelForCausalLM`` (``part``: "tokenizer" |
-    "model" | "causal_lm") from ``source``: an
-    existing folder is read offline; anything else is a hub name. Any failure (offline, unknown
-    name, no safetensors) becomes one ConfigError line naming ``what`` (the config key)."""
+    """``AutoTokenizer``, ``AutoConfig``, ``AutoModel`` or ``AutoModelForCausalLM`` (``part``:
+    "tokenizer" | "config" | "model" | "causal_lm") from ``source``: an existing folder is read
+    offline; anything else is a hub name. Any failure (offline, unknown name, no safetensors)
+    becomes one ConfigError line naming ``what`` (the config key)."""
     tf = transformers_module(what)
     tf.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar would interleave with ours
     local = Path(source).expanduser().is_dir()
@@ -37,6 +37,8 @@ def load_pretrained(part: str, source: str, what: str) -> Any:
     try:
         if part == "tokenizer":
             return tf.AutoTokenizer.from_pretrained(source, **options)
+        if part == "config":  # the architecture's settings alone, no weights
+            return tf.AutoConfig.from_pretrained(source, **options)
         auto = tf.AutoModelForCausalLM if part == "causal_lm" else tf.AutoModel
         if torch.get_default_device().type == "meta":
             # shapes only (a run's weights are checked before loading): the architecture, no weights
@@ -46,3 +48,10 @@ def load_pretrained(part: str, source: str, what: str) -> Any:
         reason = " ".join((str(e).strip() or type(e).__name__).split())[:300]
         where = "the folder" if local else "the Hugging Face Hub (is this machine online?)"
         raise ConfigError(f"{what}: could not load the {part} of '{source}' from {where}: {reason}") from None
+
+
+def context_length(source: str, what: str) -> int | None:
+    """The positions a pretrained causal LM has (GPT-2: 1,024), from its config; None if unstated."""
+    config = load_pretrained("config", source, what)
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return positions if isinstance(positions, int) else None

@@ -57,13 +57,36 @@ TABLE_RECIPE: dict[str, Any] = {
     },
 }
 
-RECIPES: dict[str, dict[str, Any]] = {"text": TEXT_RECIPE, "table": TABLE_RECIPE}
+CORPUS_RECIPE: dict[str, Any] = {
+    # a text corpus trains a language model, never a classifier: nanoGPT's CPU "baby GPT"
+    # (its README and config/train_shakespeare_char.py; configs/shakespeare-char.yaml): 4 layers,
+    # 4 heads, 128 dims (the gpt builder's defaults), context 64, batch 12, AdamW lr 1e-3 (beta2
+    # 0.99, weight decay 0.1), 5% warmup, cosine to 1e-4, clipped gradients. It is sized for
+    # a CPU in minutes on a corpus of any size (2,000 steps, nothing grows with the text); a
+    # GPU or a longer budget wants configs/text_file.yaml's larger model.
+    "model": {"name": "gpt", "dropout": 0.0},
+    "data": {"corpus": {"block_size": 64, "steps_per_epoch": 500}},
+    "train": {
+        "epochs": 4,
+        "batch_size": 12,
+        "optimizer": {"name": "adamw", "lr": 1.0e-3, "betas": [0.9, 0.99], "weight_decay": 0.1},
+        "schedule": {"name": "cosine", "warmup": 0.05, "final_lr": 0.1},
+        "grad_clip": 1.0,
+        "log_every": 50,
+    },
+    "eval": {"batch_size": 256},
+}
+
+RECIPES: dict[str, dict[str, Any]] = {"text": TEXT_RECIPE, "table": TABLE_RECIPE, "corpus": CORPUS_RECIPE}
 
 
 def data_kind(name: str) -> str:
-    """ "text", "table", "series" or "image", from the data set's name alone."""
-    from torchkeel.config_data import SERIES_DATASETS
+    """ "text", "corpus" (a language-model corpus), "table", "series" or "image", from the data
+    set's name alone."""
+    from torchkeel.config_data import CORPUS_DATASETS, SERIES_DATASETS
 
+    if name in CORPUS_DATASETS:
+        return "corpus"
     if name.startswith("hf:") or name in TEXT_DATASETS:
         return "text"
     if name in TABLE_DATASETS:

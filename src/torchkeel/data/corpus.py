@@ -3,13 +3,14 @@
 Split: the last ``data.val_fraction`` of each file's characters is held out (nanoGPT's
 shakespeare_char prepare.py holds out the last 10% of its one file), never a random split of
 overlapping windows; that part is both the val and the test split. The tokeniser is learnt
-from the training part alone.
+from the training part alone, or is a pretrained model's own (``tokenizer: pretrained``).
 
 Cache: ``<cache>/<hash>/`` holds train.bin and val.bin (uint16 token ids when the vocabulary
 has fewer than 65,536 tokens, else uint32) and corpus.json (the tokeniser and the counts);
-the hash covers the files' bytes and every setting that changes the tokens, so a later run on
-the same text reuses the files. The folder is written under a temporary name and renamed into
-place: a run that is stopped half-way leaves no half-written corpus behind.
+the hash covers the files' bytes and every setting that changes the tokens (a pretrained
+tokeniser's source and a hash of its vocabulary), so a later run on the same text reuses the
+files. The folder is written under a temporary name and renamed into place: a run that is
+stopped half-way leaves no half-written corpus behind.
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ def encoded_corpus(cfg: DataConfig, corpus: CorpusConfig, fitted: dict[str, Any]
     if not 0.0 < cfg.val_fraction < 1.0:
         raise DataError("data.val_fraction: a text corpus needs a held-out part (e.g. 0.1: the last 10% of each file)")
     files = sources(cfg.path, corpus.column)
-    settings = {"format": FORMAT, "val_fraction": cfg.val_fraction, "tokenizer": corpus.tokenizer}
-    if corpus.tokenizer == "bpe":
-        settings["vocab_size"] = corpus.vocab_size
+    given = tokenizer_from_dict(fitted) if fitted is not None else _pretrained(corpus)
+    settings = _settings(cfg, corpus, given)
     key = content_hash(files, json.dumps(settings, sort_keys=True))
     cache = Path(corpus.cache or DEFAULT_CACHE)
     found = _read(cache / key)
@@ -78,7 +78,28 @@ def encoded_corpus(cfg: DataConfig, corpus: CorpusConfig, fitted: dict[str, Any]
         found = _read(cache / key)
         if found is not None:
             return found
-    return _write(cache, key, files, cfg.val_fraction, corpus, fitted)
+    return _write(cache, key, files, cfg.val_fraction, corpus, given)
+
+
+def _pretrained(corpus: CorpusConfig) -> Tokenizer | None:
+    """``tokenizer: pretrained``: the tokeniser of ``data.corpus.source``; None for the others."""
+    if corpus.tokenizer != "pretrained":
+        return None
+    from torchkeel.data.pretrained_lm_tokenizer import PretrainedLMTokenizer
+
+    return PretrainedLMTokenizer.load(str(corpus.source))
+
+
+def _settings(cfg: DataConfig, corpus: CorpusConfig, given: Tokenizer | None) -> dict[str, Any]:
+    """What shapes the tokens, for the cache key: a pretrained tokeniser by its source and by a
+    hash of its vocabulary and rules, so another tokeniser never reads these token files."""
+    settings: dict[str, Any] = {"format": FORMAT, "val_fraction": cfg.val_fraction, "tokenizer": corpus.tokenizer}
+    if corpus.tokenizer == "bpe":
+        settings["vocab_size"] = corpus.vocab_size
+    fingerprint = getattr(given, "fingerprint", None)
+    if fingerprint is not None:
+        settings.update(tokenizer="pretrained", source=given.source, fingerprint=fingerprint())
+    return settings
 
 
 def _read(folder: Path) -> EncodedCorpus | None:
@@ -90,8 +111,10 @@ def _read(folder: Path) -> EncodedCorpus | None:
 
 
 def _write(
-    cache: Path, key: str, files: list[TextSource], val_fraction: float, corpus: CorpusConfig, fitted: dict | None
+    cache: Path, key: str, files: list[TextSource], val_fraction: float, corpus: CorpusConfig, given: Tokenizer | None
 ) -> EncodedCorpus:
+    """Encode the files into the cache: with ``given`` (a trained run's or a pretrained model's
+    tokeniser), else with one learnt from the training part."""
     counts = [count_chars(source) for source in files]
     if sum(counts) == 0:
         raise DataError(f"data.path: {files[0].path if len(files) == 1 else 'every file'} is empty: there is no text")
@@ -105,8 +128,8 @@ def _write(
         for source, start, n in zip(files, cuts, counts, strict=True):
             yield from cut(source, start, n)
 
-    if fitted is not None:
-        tokenizer = tokenizer_from_dict(fitted)
+    if given is not None:
+        tokenizer = given
     elif corpus.tokenizer == "bpe":
         tokenizer = train_bpe(train_text(), corpus.vocab_size)
     else:

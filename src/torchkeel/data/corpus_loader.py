@@ -94,6 +94,7 @@ def load_text_file(cfg: DataConfig, seed: int, tokenizer: dict[str, Any] | None 
     """The data set ``text_file``: train windows from the memory-mapped training part; the
     held-out part's fixed windows are both val and test. ``tokenizer``: a trained run's."""
     corpus = cfg.corpus or CorpusConfig()
+    _check_context(corpus)  # before a corpus is encoded, which may take minutes
     encoded = encoded_corpus(cfg, corpus, tokenizer)
     train, val = encoded.tokens("train"), encoded.tokens("val")
     _check_fits(corpus.block_size, len(train), len(val), cfg.val_fraction)
@@ -136,3 +137,21 @@ def _check_fits(block_size: int, train: int, val: int, val_fraction: float) -> N
                 f"{part} ({n:,} tokens; the held-out part is the last {val_fraction:.0%} of each file): "
                 "lower data.corpus.block_size or give more text"
             )
+
+
+def _check_context(corpus: CorpusConfig) -> None:
+    """A pretrained model's windows fit its position table (GPT-2: 1,024 tokens)."""
+    if corpus.tokenizer != "pretrained":
+        return
+    from torchkeel.errors import ConfigError
+    from torchkeel.hf_models import context_length
+
+    try:
+        positions = context_length(str(corpus.source), "data.corpus.source")
+    except ConfigError:  # a tokeniser alone (no model config): loading it says what is wrong, if anything
+        return
+    if positions is not None and corpus.block_size > positions:
+        raise DataError(
+            f"data.corpus.block_size: {corpus.block_size} tokens exceed the {positions} positions of "
+            f"'{corpus.source}' (its longest context): set data.corpus.block_size to at most {positions}"
+        )

@@ -79,10 +79,17 @@ def corpus_details(spec: Any) -> dict[str, Any]:
         "corpus": corpus,
         "vocab_size": spec.extra["vocab_size"],
         "tokenizer": spec.extra["tokenizer"]["type"],
+        "tokenizer_source": spec.extra["tokenizer"].get("source"),  # a pretrained model's
         "vocab_sample": sample,
         "block_size": spec.extra["block_size"],
         "chars_per_token": spec.extra["chars_per_token"],
     }
+
+
+def _corpus_tokenizer(info: dict[str, Any]) -> str:
+    if info.get("tokenizer_source"):
+        return f"the tokeniser of the pretrained model '{info['tokenizer_source']}'"
+    return f"{info['tokenizer']} tokeniser from the training part"
 
 
 def write_sample_grid(bundle: DataBundle, path: str | Path, seed: int = 0, count: int = GRID_SAMPLES) -> Path:
@@ -165,7 +172,7 @@ def corpus_lines(info: dict[str, Any]) -> list[str]:
     lines = [
         f"corpus: {c['files']:,} file(s); {c['train_tokens']:,} training tokens, {c['val_tokens']:,} held out "
         f"({c['held_out']}); windows of {info['block_size']} tokens, {c['eval_windows']:,} held-out windows evaluated",
-        f"vocabulary {info['vocab_size']:,} ({info['tokenizer']} tokeniser from the training part; "
+        f"vocabulary {info['vocab_size']:,} ({_corpus_tokenizer(info)}; "
         f"{info['chars_per_token']:.2f} characters per token): {' '.join(repr(t) for t in info['vocab_sample'][:40])}",
         f"encoded token files: {c['cache']}",
     ]

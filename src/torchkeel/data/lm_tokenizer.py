@@ -9,12 +9,14 @@
   (the held-out part's count is recorded in the corpus's metadata).
 - ``bpe``: byte-level BPE trained offline with Hugging Face ``tokenizers`` (GPT-2's scheme:
   every byte is in the alphabet, so every string encodes and nothing is unknown).
+- ``pretrained_lm``: a pretrained model's own (data/pretrained_lm_tokenizer.py), stored by its
+  source and loaded from it again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -87,7 +89,18 @@ class ByteBPETokenizer:
         return {"type": "bpe", "json": self.serialized}
 
 
-Tokenizer = CharTokenizer | ByteBPETokenizer
+class Tokenizer(Protocol):
+    """What a corpus tokeniser has: CharTokenizer, ByteBPETokenizer, PretrainedLMTokenizer."""
+
+    unknown_policy: str
+
+    @property
+    def vocab_size(self) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def encode_array(self, text: str) -> np.ndarray: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def unknown(self, text: str) -> list[str]: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def train_char(chars: Iterable[str]) -> CharTokenizer:
@@ -121,7 +134,13 @@ def tokenizer_from_dict(stored: dict[str, Any]) -> Tokenizer:
         return CharTokenizer(stored["chars"])
     if kind == "bpe":
         return ByteBPETokenizer(stored["json"])
-    raise DataError(f"unknown language-model tokeniser '{kind}' (char, bpe): retrain the run with this version")
+    if kind == "pretrained_lm":  # a pretrained model's own, read again from its folder or hub name
+        from torchkeel.data.pretrained_lm_tokenizer import PretrainedLMTokenizer
+
+        return PretrainedLMTokenizer.load(str(stored["source"]))
+    raise DataError(
+        f"unknown language-model tokeniser '{kind}' (char, bpe, pretrained_lm): retrain the run with this version"
+    )
 
 
 def tokenizer_from_spec(spec: Any) -> Tokenizer:

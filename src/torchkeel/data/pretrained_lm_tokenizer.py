@@ -11,7 +11,11 @@ the model's start- and end-of-text tokens (GPT-2: both <|endoftext|>), used by g
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
+
+import numpy as np
 
 from torchkeel.hf_models import load_pretrained
 
@@ -35,7 +39,18 @@ class PretrainedLMTokenizer:
         return len(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # verbose=False: a corpus piece is longer than the model's context, and that is fine here
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """A hash of the vocabulary and its rules (merges, normaliser, special tokens): an encoded
+        corpus is reused only by the very same tokeniser, whatever folder or name it came from."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)  # a fast tokeniser: all of it as JSON
+        whole = backend.to_str() if backend is not None else json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        return hashlib.blake2b(whole.encode(), digest_size=16).hexdigest()
 
     def decode(self, ids: list[int]) -> str:
         # no clean-up of spaces: pieces decoded one after the other must join to the whole

@@ -32,12 +32,7 @@ MAX_PROMPT_CHARS = 100_000
 
 def load_tokenizer(spec: Any) -> Any:
     """The tokeniser a language-model run was trained with (its DataSpec's ``extra["tokenizer"]``)."""
-    stored = spec.extra.get("tokenizer") or {}
-    if stored.get("type") == "pretrained_lm":  # a pretrained model's own, from its folder
-        from torchkeel.data.pretrained_lm_tokenizer import PretrainedLMTokenizer
-
-        return PretrainedLMTokenizer.load(stored["source"])
-    from torchkeel.data.lm_tokenizer import tokenizer_from_spec
+    from torchkeel.data.lm_tokenizer import tokenizer_from_spec  # a pretrained model's own too
 
     return tokenizer_from_spec(spec)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
-from torchkeel.hf_models import load_pretrained
+from torchkeel.hf_models import context_length, load_pretrained
 from torchkeel.models.gpt import lm_sizes
 from torchkeel.models.layers import Width
 
@@ -36,8 +36,8 @@ def pretrained_lm(spec: DataSpec, *, source: str, block_size: Width | None = Non
         )
     lm = load_pretrained("causal_lm", source, "model.source")
     block = block_size or data_block
-    positions = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and block > positions:
+    positions = context_length(source, "model.source")
+    if positions is not None and block > positions:
         raise ConfigError(f"model 'pretrained_lm': block_size {block} exceeds the {positions} positions of '{source}'")
     outputs = lm.get_output_embeddings().weight.shape[0]
     if vocab > outputs:

@@ -213,15 +213,22 @@ def set_inference_threads(threads: int | None, workers: int = 1) -> None:
         torch.set_num_interop_threads(1)
 
 
-def check_servable(run_dir: Path, model_code: Any = None) -> InputKind | None:
-    """Fails (KeelError) for a run that cannot be served, before any server starts; None for
-    a GAN run (served by serve/gan_app.py) or a language model (serve/lm_app.py)."""
+# the endpoints of each server (Task.server), besides the page at / and /health, /info, /docs;
+# tests/test_serve_kinds.py checks them against the routes of each server's app
+ENDPOINTS = {"predict": ("/predict",), "generate": ("/predict",), "lm": ("/generate", "/generate/stream")}
+COMMON_ENDPOINTS = ("/health", "/info", "/docs")
+
+
+def check_servable(run_dir: Path, model_code: Any = None) -> tuple[str, ...]:
+    """The endpoints the run's server has (``keel serve`` lists them); fails (KeelError) for a
+    run that cannot be served, before any server starts."""
     from torchkeel.run_model import load_model
 
     _, spec, meta = load_model(run_dir, "cpu", model_code)
-    if _server(meta) != "predict":
-        return None
-    return input_kind(spec.kind)
+    server = _server(meta)
+    if server == "predict":
+        input_kind(spec.kind)  # a kind this server cannot take fails here
+    return (*ENDPOINTS[server], *COMMON_ENDPOINTS)
 
 
 def _server(meta: dict[str, Any]) -> str:
