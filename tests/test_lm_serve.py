@@ -83,6 +83,21 @@ def test_keel_serve_streams_over_http_and_the_page_shows_the_text(lm_run, tmp_pa
         answer = httpx.post(f"{url}/generate", json={"prompt": "ROMEO:", "max_tokens": 40, "seed": 2}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["text"]) == 40
         _stream_in_chromium(url, answer.json()["text"])
+    announced = (tmp_path / "serve.log").read_text().splitlines()[0]  # what keel serve printed first
+    assert announced.endswith("/ (web page), /generate, /generate/stream, /health, /info, /docs"), announced
+
+
+def test_each_servers_listed_endpoints_are_its_apps_routes(client, trained_run, tmp_path):
+    from fastapi.routing import APIRoute
+    from serving import untrained_gan_app
+
+    from torchkeel.serve.app import COMMON_ENDPOINTS, ENDPOINTS
+
+    apps = {"lm": client.app, "generate": untrained_gan_app(tmp_path), "predict": create_app(trained_run)}
+    for server, app in apps.items():
+        routes = [r for r in app.routes if isinstance(r, APIRoute)]
+        assert {r.path for r in routes if "POST" in r.methods} == set(ENDPOINTS[server]), server
+        assert {r.path for r in routes} | {app.docs_url} >= set(COMMON_ENDPOINTS), server
 
 
 def _stream_in_chromium(url: str, expected: str) -> None:

@@ -152,3 +152,12 @@ def test_the_shakespeare_preset_lowers_the_loss_in_200_steps(tmp_path):
     run_dir = train(load_config(ROOT / "configs" / "shakespeare-char.yaml", overrides), Console(file=io.StringIO()))
     loss = json.loads((run_dir / "summary.json").read_text())["test"]["loss"]
     assert loss < 2.6  # from ln(65) = 4.17 at the start
+
+
+def test_keel_runs_names_a_language_models_metrics(tmp_path):
+    from torchkeel.cli_inspect import _run_row
+    from torchkeel.runs import RunInfo
+
+    summary = {"key_metric": "loss", "test": {"loss": 1.87, "perplexity": 6.49, "bits_per_char": 2.698}, "epochs": 4}
+    row = _run_row(RunInfo(tmp_path, "done", {"data": {"name": "text_file"}, "model": {"name": "gpt"}}, summary))
+    assert row[4] == "loss 1.8700, bits_per_char 2.6980"  # per character: comparable across tokenisers

@@ -140,3 +140,24 @@ def test_word_dropout_leaves_out_ids_in_training_only(files: Path):
         torch.testing.assert_close(trained, plain(x.masked_fill(left_out, 0)))
         assert not torch.allclose(trained, plain(x))
         torch.testing.assert_close(dropping.eval()(x), plain(x))  # evaluation sees every id
+
+
+def test_a_text_corpus_without_a_model_trains_a_language_model(tmp_path: Path):
+    import io
+
+    from rich.console import Console
+
+    from torchkeel.experiment import train
+
+    cfg = load_config(None, ["data.path=x.txt"], {"data.name": "text_file"})
+    assert data_kind("text_file") == "corpus" and cfg.model.name == "gpt"  # a language model, not a classifier
+    assert (cfg.data.corpus.block_size, cfg.train.batch_size, cfg.train.schedule.name) == (64, 12, "cosine")
+    books = tmp_path / "books"
+    books.mkdir()
+    for i in range(2):  # a folder of .txt files, as `keel train --data text_file --set data.path=books` reads it
+        (books / f"{i}.txt").write_text("".join(f"line {j % 7} of book {i}.\n" for j in range(300)), encoding="utf-8")
+    options = [f"data.path={books}", f"out_dir={tmp_path / 'runs'}", "data.corpus.steps_per_epoch=5", "train.epochs=1",
+               "model.n_layer=1", "model.n_embd=32", "train.threads=1", "eval.report=false"]  # fmt: skip
+    run = train(load_config(None, options, {"data.name": "text_file"}), Console(file=io.StringIO()), progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["key_metric"] == "loss" and "bits_per_char" in summary["test"]
