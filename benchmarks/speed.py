@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/speed.py [--rounds 3] [--workloads mnist images text predict]
                                   [--features] [--root data] [--cifar-root DIR] [--epochs 2]
+                                  [--device cpu|cuda]
 
 Per workload every variant runs in its own process, ROUNDS times, interleaved (the order
 rotates each round, so a busy spell of the machine hits every variant alike). Per variant:
@@ -78,7 +79,7 @@ class Workload:
     variants: dict = field(default_factory=dict)  # name -> function(seed, tmp) -> result dict
 
 
-def keel_config(workload: str, data: dict, model: dict, epochs: int, batch: int) -> dict:
+def keel_config(workload: str, data: dict, model: dict, epochs: int, batch: int, device: str = "cpu") -> dict:
     """The peers' recipe as a torchkeel config: Adam 3e-3 peak, one-cycle, no validation pass."""
     return {
         "name": f"speed-{workload}",
@@ -91,6 +92,7 @@ def keel_config(workload: str, data: dict, model: dict, epochs: int, batch: int)
             "schedule": {"name": "onecycle"},
             "channels_last": model["name"] == "simple_cnn",
             "log_every": 50,
+            "device": device,
         },
         "eval": {"metrics": ["accuracy"]},
     }
@@ -102,7 +104,7 @@ def workloads(args: argparse.Namespace, tmp: Path) -> list[Workload]:
         if (Path(args.root) / "MNIST" / "raw").is_dir():
             model = {"name": "simple_cnn", "channels": [24, 32], "kernels": [5, 3], "padding": "valid", "hidden": 256}
             data = {"name": "mnist", "root": str(Path(args.root).resolve())}
-            found.append(Workload("mnist", args.root, keel_config("mnist", data, model, args.epochs, 128)))
+            found.append(Workload("mnist", args.root, keel_config("mnist", data, model, args.epochs, 128, args.device)))
         else:
             print(f"workload mnist skipped: no MNIST/raw under {args.root} (pass --root)", file=sys.stderr)
     if "images" in args.workloads:
@@ -112,7 +114,11 @@ def workloads(args: argparse.Namespace, tmp: Path) -> list[Workload]:
             folder = make_images(tmp / "images", IMAGES_TRAIN)
         data = {"name": "image_folder", "root": str(folder), "augment": {"flip": False}}
         found.append(
-            Workload("images", str(folder), keel_config("images", data, {"name": "simple_cnn"}, args.epochs, 128))
+            Workload(
+                "images",
+                str(folder),
+                keel_config("images", data, {"name": "simple_cnn"}, args.epochs, 128, args.device),
+            )
         )
     if "text" in args.workloads:
         folder = make_text(tmp / "text", TEXTS_TRAIN)
@@ -123,7 +129,9 @@ def workloads(args: argparse.Namespace, tmp: Path) -> list[Workload]:
             "target": "label",
             "text": {"tokenizer": "word", "max_length": 64},
         }
-        found.append(Workload("text", str(folder), keel_config("text", data, {"name": "lstm"}, args.epochs, 64)))
+        found.append(
+            Workload("text", str(folder), keel_config("text", data, {"name": "lstm"}, args.epochs, 64, args.device))
+        )
     return found
 
 
@@ -145,6 +153,7 @@ def run_process(cmd: list[str], cwd: Path = REPO) -> tuple[str, float, float, fl
 
 def run_peer(script: str, work: Workload, seed: int, epochs: int) -> dict:
     cmd = [sys.executable, str(PEERS / script), "--workload", work.name, "--data", work.peer_data]
+    cmd += ["--device", work.config["train"]["device"]]
     stdout, wall, rss, cpu = run_process([*cmd, "--epochs", str(epochs), "--seed", str(seed)])
     result = json.loads(stdout.strip().splitlines()[-1])
     return {"train": result["train_seconds"], "wall": wall, "cpu": cpu, "accuracy": result["test_accuracy"], "rss": rss}
@@ -230,13 +239,15 @@ def machine_line(args: argparse.Namespace) -> str:
         except ImportError:
             versions.append(f"{module} not installed")
     cpu = torch.backends.cpu.get_cpu_capability()
+    if args.device.startswith("cuda"):
+        versions.append(f"on {torch.cuda.get_device_name(0)}")
     return (
         f"# {platform.machine()} {os.cpu_count()} CPUs ({cpu}), {', '.join(versions)}; "
         f"{args.rounds} interleaved rounds, seeds 0-{args.rounds - 1}, {args.epochs} epochs"
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
@@ -245,7 +256,12 @@ def main() -> None:
     parser.add_argument("--features", action="store_true", help="also torchkeel's engine features on/off (mnist)")
     parser.add_argument("--root", default=str(REPO / "data"), help="folder holding MNIST/raw")
     parser.add_argument("--cifar-root", default=None, help="folder holding cifar-10-batches-py (else generated images)")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: every variant trains there (keras: its own)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     samples = {"mnist": 60_000, "images": IMAGES_TRAIN, "text": TEXTS_TRAIN}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

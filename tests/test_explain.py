@@ -80,6 +80,24 @@ def test_grad_cam_matches_a_hand_computed_reference(corner_model):
     torch.testing.assert_close(grad_cam(model, x, cls, data.spec), cam.detach(), atol=1e-5, rtol=1e-4)
 
 
+def test_saliency_and_grad_cam_equal_captums(corner_model):
+    """The maps are computed in torch alone (no captum import for an image report); captum's
+    Saliency and LayerGradCam + bilinear interpolate are the reference."""
+    from captum.attr import LayerAttribution, LayerGradCam, Saliency
+
+    model, data = corner_model
+    x = data.test.x[:8]
+    cls, _ = predicted(model, x, data.spec)
+    sal = Saliency(model).attribute(x.clone().requires_grad_(True), target=cls, abs=True).amax(1)
+    sal = sal / sal.flatten(1).amax(1).view(-1, 1, 1)
+    torch.testing.assert_close(saliency(model, x, cls, data.spec), sal.detach(), atol=1e-6, rtol=1e-5)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    cam = LayerGradCam(model, conv).attribute(x, target=cls, relu_attributions=True)
+    cam = LayerAttribution.interpolate(cam.detach(), (16, 16), interpolate_mode="bilinear")[:, 0]
+    cam = cam / cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    torch.testing.assert_close(grad_cam(model, x, cls, data.spec), cam, atol=1e-5, rtol=1e-4)
+
+
 def test_integrated_gradients_find_the_features_that_matter():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(800, 6, generator=g)

@@ -17,7 +17,14 @@ from torchkeel.data.tokenize import encode_texts
 from torchkeel.errors import ConfigError, ResourceError, RunError
 from torchkeel.models import build
 from torchkeel.train import checkpoint as ckpt
-from torchkeel.train.footprint import check_step_fits, forward_bytes, optimizer_states
+from torchkeel.train.footprint import (
+    PROBE_PARAMETERS,
+    activation_bytes,
+    check_step_fits,
+    forward_bytes,
+    optimizer_states,
+    probe_bytes,
+)
 from torchkeel.train.runtime import pick_device
 
 
@@ -40,6 +47,29 @@ def test_forward_bytes_counts_a_step_and_not_the_scores_the_fused_attention_neve
     assert largest == 8 * 1001 * 64 * 4 * 4  # the MLP's hidden layer, (B, T, 4 * dim)
     short, _ = forward_bytes(model, (100,), torch.int64, 8)
     assert 8 < total / short < 12  # linear in T
+
+
+@pytest.mark.parametrize("sets", [[], ["model.batch_norm=true"], ["model.name=lenet5"], ["model.name=mlp"]])
+def test_a_small_model_run_for_real_keeps_part_of_what_the_meta_estimate_counts(sets):
+    """The real two-sample pass (what autograd saves) is a lower bound of the meta pass (every
+    tensor made), of the same size: neither misses a layer."""
+    cfg = load_config(None, sets, {})
+    spec = DataSpec("digits", "image", "classification", (1, 8, 8), classes=list("0123456789"))
+    with torch.device("meta"):
+        meta = build(cfg.model, spec)
+    total, largest = forward_bytes(meta, (1, 8, 8), torch.float32, 32)
+    probed, probed_largest = probe_bytes(cfg, spec, torch.float32, 32)
+    assert 0.4 * total < probed <= total and probed_largest == largest
+    assert activation_bytes(cfg, spec, meta, torch.float32, 32) == (probed, probed_largest)
+
+
+def test_a_large_model_is_estimated_on_the_meta_device():
+    cfg = load_config(None, ["model.name=mlp", "model.hidden=[4096, 4096]"], {})
+    spec = DataSpec("t", "table", "classification", (64,), classes=["a", "b"])
+    with torch.device("meta"):
+        meta = build(cfg.model, spec)
+    assert sum(p.numel() for p in meta.parameters()) > PROBE_PARAMETERS
+    assert activation_bytes(cfg, spec, meta, torch.float32, 32) == forward_bytes(meta, (64,), torch.float32, 32)
 
 
 def test_a_step_that_cannot_fit_is_refused_with_its_numbers():

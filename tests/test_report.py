@@ -219,3 +219,22 @@ def test_transformer_run_gets_attention_with_cls_and_word_tokens(tmp_path: Path)
 
     ctx = build_context(run, model=model, data=data, device="cpu")
     assert _tokens(ctx, data.test.x[0, :3]) == ["the", "film", "was"]
+
+
+def test_a_laid_out_figure_is_saved_without_measuring_it_again(monkeypatch):
+    """bbox_inches="tight" measures every axes' extent again on saving (about a fifth of a
+    report figure's CPU time); a figure already laid out by tight_layout is saved without it."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from torchkeel.evaluate import plots
+
+    measured = []
+    extent = Axes.get_tightbbox
+    monkeypatch.setattr(Axes, "get_tightbbox", lambda self, *a, **k: (measured.append(1), extent(self, *a, **k))[1])
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
+    fig.tight_layout()
+    laid_out = len(measured)
+    assert plots.png(fig).startswith(b"\x89PNG") and len(measured) == laid_out
+    assert plots.png(fig, tight=True) and len(measured) == laid_out + 1  # cropping to the content measures again

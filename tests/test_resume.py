@@ -83,6 +83,7 @@ def test_deterministic_turns_on_deterministic_algorithms():
         torch.backends.cudnn.deterministic = False
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_resume_is_bit_identical_with_deterministic(tmp_path):
     data = keel_lib.data.load("digits")

@@ -37,7 +37,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--data", default="data", help="mnist: folder holding MNIST/raw; else the generated folder")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="sliced.py: bf16 autocast on the CPU")
+    parser.add_argument("--bf16", action="store_true", help="sliced.py: bf16 autocast")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (keras: its backend's own choice)")
     return parser.parse_args()
 
 
@@ -177,7 +178,11 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.
 @torch.inference_mode()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
-    correct = sum((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item() for i in range(0, len(x), batch))
+    device = next(model.parameters()).device
+    correct = sum(
+        (model(x[i : i + batch].to(device)).argmax(1).cpu() == y[i : i + batch]).sum().item()
+        for i in range(0, len(x), batch)
+    )
     return correct / len(x)
 
 
@@ -187,6 +192,8 @@ class Timer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if torch.cuda.is_initialized():  # the GPU's queued work is part of the training time
+            torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.start
 
 

@@ -37,7 +37,8 @@ model = LitModule(build_net(args.workload, x_train, y_train), len(loader) * args
 with tempfile.TemporaryDirectory() as tmp:
     trainer = L.Trainer(
         max_epochs=args.epochs,
-        accelerator="cpu",
+        accelerator="gpu" if args.device.startswith("cuda") else "cpu",
+        devices=1,
         default_root_dir=tmp,
         enable_progress_bar=False,
         enable_model_summary=False,

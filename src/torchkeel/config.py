@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -184,7 +184,9 @@ class TrainConfig(Strict):
     compile: bool = False
     channels_last: bool = False
     device: str = "auto"
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's)")
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="CPU threads for torch; auto: 1 for a small step, else torch's (train/threads.py)"
+    )
     allocator: Literal["retain", "system"] = Field(
         "retain", description="retain: glibc keeps freed blocks for reuse (fewer page faults per step); system: as is"
     )

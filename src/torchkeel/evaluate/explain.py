@@ -1,4 +1,4 @@
-"""Why did the model say that: saliency, Grad-CAM, integrated gradients (through captum).
+"""Why did the model say that: saliency, Grad-CAM (in torch), integrated gradients (through captum).
 
 - ``saliency``: |d score / d input|, max over channels (Simonyan et al. 2014).
 - ``grad_cam``: the last conv layer's activations weighted by their mean gradient, ReLU,
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
@@ -58,29 +59,43 @@ def last_conv(model: nn.Module) -> nn.Module | None:
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: DataSpec) -> torch.Tensor:
-    """(N, H, W) in [0, 1] per image, for images ``x`` (N, C, H, W)."""
-    Saliency = captum_attr().Saliency
-
+    """(N, H, W) in [0, 1] per image, for images ``x`` (N, C, H, W): captum's ``Saliency``
+    (abs=True) by its definition, in torch alone: the images' maps are what report.html draws,
+    and importing captum costs more than computing them (tests/test_explain.py checks both
+    against captum)."""
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)  # captum warns when it has to switch this on itself
-        grads = Saliency(class_scores(model, spec)).attribute(x, target=target, abs=True)  # (N, C, H, W)
-    return _unit(grads.amax(1).detach())
+        x = x.detach().requires_grad_(True)
+        (grads,) = torch.autograd.grad(_target_scores(model, x, target, spec), x)  # (N, C, H, W)
+    return _unit(grads.abs().amax(1))
 
 
 def grad_cam(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: DataSpec, layer: nn.Module | None = None
 ) -> torch.Tensor:
-    """(N, H, W) in [0, 1] per image: Grad-CAM of ``layer`` (default: the last Conv2d)."""
-    attr = captum_attr()
-    LayerAttribution, LayerGradCam = attr.LayerAttribution, attr.LayerGradCam
-
+    """(N, H, W) in [0, 1] per image: Grad-CAM of ``layer`` (default: the last Conv2d), as
+    captum's ``LayerGradCam`` (relu_attributions) then bilinear ``LayerAttribution.interpolate``
+    compute it: channel weights = mean gradient of the target score over the layer's output,
+    ReLU of the weighted sum of its channels, upsampled to the input."""
     layer = layer or last_conv(model)
     if layer is None:
         raise DataError("Grad-CAM needs a convolutional model (an nn.Conv2d layer); this model has none")
-    with torch.enable_grad():
-        cam = LayerGradCam(class_scores(model, spec), layer).attribute(x, target=target, relu_attributions=True)
-    cam = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    return _unit(cam[:, 0].clamp_min(0))  # (N, H, W)
+    saved: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda module, inputs, out: saved.update(out=out))
+    try:
+        with torch.enable_grad():
+            scores = _target_scores(model, x.detach(), target, spec)
+            (grads,) = torch.autograd.grad(scores, saved["out"])  # (N, C, h, w)
+    finally:
+        handle.remove()
+    cam = (grads.mean((2, 3), keepdim=True) * saved["out"]).sum(1, keepdim=True).clamp_min(0)  # (N, 1, h, w)
+    cam = F.interpolate(cam.detach(), size=tuple(x.shape[-2:]), mode="bilinear")
+    return _unit(cam[:, 0])  # (N, H, W)
+
+
+def _target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """The sum over the batch of each input's ``target`` class score (one backward pass gives
+    every input's gradient: the inputs do not interact in eval mode)."""
+    return class_scores(model, spec)(x).gather(1, target.view(-1, 1).to(x.device)).sum()
 
 
 def integrated_gradients(

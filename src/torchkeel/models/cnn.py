@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
@@ -33,7 +32,7 @@ def simple_cnn(
     net (conv 24 5x5, pool, conv 32 3x3, pool, fc 256) is ``channels: [24, 32], kernels:
     [5, 3], padding: valid, hidden: 256``.
 
-    The flattened size comes from a trial forward pass over the data's input shape, so the
+    The flattened size is worked out from the data's input shape (``conv_pool_side``), so the
     same network runs on 8x8 grey, 28x28 grey and 32x32 colour images.
     """
     c, h, w = image_shape(spec, "simple_cnn")
@@ -57,14 +56,14 @@ def simple_cnn(
         blocks += [make_activation(activation), nn.MaxPool2d(2)]
         c = out
     features = nn.Sequential(*blocks)
-    with torch.no_grad():
-        try:
-            flat = features(torch.zeros(1, *spec.input_shape)).numel()
-        except RuntimeError:  # a valid conv or a pool took the image below one pixel
-            raise ConfigError(
-                f"simple_cnn: kernels {list(kernels)} with padding '{padding}' shrink {h}x{w} images "
-                "below one pixel; use padding 'same' or smaller kernels"
-            ) from None
+    for k in kernels:
+        h, w = (conv_pool_side(side, k, conv_padding(k, padding)) for side in (h, w))
+    if min(h, w) < 1:  # a valid conv or a pool took the image below one pixel
+        raise ConfigError(
+            f"simple_cnn: kernels {list(kernels)} with padding '{padding}' shrink {spec.input_shape[1]}x"
+            f"{spec.input_shape[2]} images below one pixel; use padding 'same' or smaller kernels"
+        )
+    flat = c * h * w
     head: list[nn.Module] = [nn.Flatten()]
     if dropout:
         head.append(nn.Dropout(dropout))
@@ -81,6 +80,16 @@ def conv_padding(kernel: int, padding: str) -> int | str:
     if padding == "valid":
         return 0
     return (kernel - 1) // 2 if kernel % 2 else "same"
+
+
+def conv_pool_side(side: int, kernel: int, padding: int | str) -> int:
+    """One side of an image after a stride-1 conv (``padding`` pixels each side, or "same")
+    and a 2x2 pool in torch's floor mode; 0 when either takes it below one pixel. Worked out
+    rather than found by a trial forward pass: the memory estimate builds the model on the meta
+    device, where a forward pass runs torch's Python references, which import torch._dynamo
+    (1.1 s; benchmarks/RESULTS.md, "the whole command")."""
+    conv = side if padding == "same" else side + 2 * padding - kernel + 1
+    return conv // 2 if conv >= 1 else 0
 
 
 def image_shape(spec: DataSpec, model: str) -> tuple[int, int, int]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
-from torchkeel.models.cnn import image_shape
+from torchkeel.models.cnn import conv_pool_side, image_shape
 from torchkeel.models.layers import Probability
 from torchkeel.models.layers import activation as make_activation
 
@@ -44,8 +43,8 @@ def lenet5(
         make_activation(activation),
         pooling(2),
     )
-    with torch.no_grad():
-        flat = features(torch.zeros(1, c, h, w)).numel()  # 16 x 5 x 5 = 400 for 28 and 32 px
+    sides = [conv_pool_side(conv_pool_side(side, 5, pad1), 5, pad2) for side in (h, w)]
+    flat = 16 * sides[0] * sides[1]  # 16 x 5 x 5 = 400 for 28 and 32 px
     head: list[nn.Module] = [nn.Flatten(), nn.Linear(flat, 120), make_activation(activation)]
     if dropout:
         head.append(nn.Dropout(dropout))

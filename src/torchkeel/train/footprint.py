@@ -2,8 +2,12 @@
 
 The model is built a first time on ``meta`` (shapes without storage, so a 360 GB model costs
 nothing) to count its parameters, and one training batch is run through it there, counting
-the bytes of every tensor the forward pass makes. The estimates are lower bounds (see
-torchkeel.memory): what they refuse cannot fit.
+the bytes of every tensor the forward pass makes. A small model on small inputs is run for
+real instead, on the CPU and two samples (``probe_bytes``): on the meta device the elementwise
+ops run torch's Python references, whose first call imports torch._dynamo and sympy (1.1 s of
+a 2-core machine, as long as the whole default training run; benchmarks/RESULTS.md, "the whole
+command"), while building a small model and running it on two samples costs milliseconds. The
+estimates are lower bounds (see torchkeel.memory): what they refuse cannot fit.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from torchkeel.tasks import task_of
 
 # models whose builder reads files or runs the user's code: built once only, for real
 NOT_ESTIMATED = ("custom", "pretrained_text")
+# run for real on the CPU (probe_bytes) when the model has at most PROBE_PARAMETERS parameters
+# (16 MB of fp32 weights) and parameters x input elements per sample is at most PROBE_WORK (a
+# forward pass of about a GFLOP for PROBE_BATCH samples); the rest is estimated on the meta device
+PROBE_PARAMETERS = 2**22
+PROBE_WORK = 2**30
+PROBE_BATCH = 2  # BatchNorm in training mode needs more than one value per channel
 FIX_MODEL = (
     "make the model or its input smaller (model.channels, model.dim, model.layers; data.image.size, "
     "data.text.max_length)"
@@ -67,7 +77,7 @@ def check_step_fits(
     if task_of(spec).loop != "fit" or not forward:  # a GAN's steps are not one forward pass
         return
     shape = tuple(spec.input_shape)
-    total, largest = forward_bytes(model, shape, dtype, batch)
+    total, largest = activation_bytes(cfg, spec, model, dtype, batch)
     if total is None:
         return
     step = f"one training step of '{cfg.model.name}' on a batch of {batch} inputs of shape {shape} "
@@ -103,6 +113,52 @@ def _input_dtype(data: DataBundle) -> torch.dtype:
     if isinstance(x, torch.Tensor):
         return x.dtype
     return getattr(data.train, "dtype", torch.float32)  # a streamed split says what its batches hold
+
+
+def activation_bytes(
+    cfg: RunConfig, spec: DataSpec, meta: nn.Module, dtype: torch.dtype, batch: int
+) -> tuple[Any, int]:
+    """``probe_bytes`` for a small model on small inputs, else ``forward_bytes`` on ``meta``."""
+    n, shape = count_parameters(meta), tuple(spec.input_shape)
+    if n <= PROBE_PARAMETERS and n * math.prod(shape) <= PROBE_WORK:
+        total, largest = probe_bytes(cfg, spec, dtype, batch)
+        if total is not None:
+            return total, largest
+    return forward_bytes(meta, shape, dtype, batch)
+
+
+def probe_bytes(cfg: RunConfig, spec: DataSpec, dtype: torch.dtype, batch: int) -> tuple[Any, int]:
+    """(bytes, largest tensor's bytes) of what one training forward pass keeps for ``batch``
+    inputs: the input, the output and every tensor autograd saves for the backward pass, found
+    on a copy of the model built on the CPU and run on PROBE_BATCH samples, scaled to ``batch``
+    (activations grow linearly with it); the parameters and buffers are left out (the caller
+    counts them). (None, 0) when the model does not run that way."""
+    with torch.device("cpu"):
+        try:
+            model = build(cfg.model, spec).train()
+        except Exception:  # a builder that fails here fails again, with its message, on the real build
+            return None, 0
+        fill = torch.ones if not dtype.is_floating_point else torch.zeros  # token 1: not padding
+        x = fill((PROBE_BATCH, *spec.input_shape), dtype=dtype)
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    sizes: dict[int, int] = {}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            sizes[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            out = model(x)
+    except Exception:  # an input the model cannot take (its own checks): the meta estimate decides
+        return None, 0
+    for t in (x, *(out if isinstance(out, tuple | list) else (out,))):
+        if isinstance(t, torch.Tensor):
+            keep(t)
+    scale = batch / PROBE_BATCH
+    return math.ceil(sum(sizes.values()) * scale), math.ceil(max(sizes.values()) * scale)
 
 
 def forward_bytes(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, batch: int) -> tuple[Any, int]:

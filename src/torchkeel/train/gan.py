@@ -81,7 +81,7 @@ def fit_gan(
 
     cfg = fit_config(config, options)
     t, g = cfg.train, cfg.train.gan or GanConfig()
-    runtime.set_threads(t.threads)
+    runtime.set_threads(t.threads if t.threads != "auto" else None)  # the auto rule is fit()'s
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(t.device)
     gan.to(device)

@@ -90,7 +90,8 @@ def launch(
     # each worker gets its share of the cores (train.threads overrides): with more OpenMP
     # threads than cores, workers stall each other in spin-waits (20x slower on 2 busy cores)
     share = max(1, (os.cpu_count() or 1) // options.nproc)
-    os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or share)  # inherited by the workers only
+    threads = cfg.train.threads if isinstance(cfg.train.threads, int) else share
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers only
     # torchrun logs each failure at length; the TrainingError below says it in one line
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:

@@ -32,7 +32,7 @@ from torchkeel.tasks import task_of
 from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import distributed as dist
-from torchkeel.train import runtime
+from torchkeel.train import runtime, threads
 from torchkeel.train.accumulate import Accumulated, forward_backward
 from torchkeel.train.guard import NonFiniteGuard
 from torchkeel.train.loggers import Loggers, open_loggers
@@ -113,7 +113,6 @@ def fit(
     """
     cfg = fit_config(config, options)
     t = cfg.train
-    runtime.set_threads(t.threads)
     runtime.set_allocator(t.allocator)
     runtime.set_deterministic(t.deterministic)
     runtime.seed_everything(dist.rank_seed(cfg.seed))  # DDP: one stream per rank; rank 0's is cfg.seed's
@@ -139,6 +138,8 @@ def fit(
         # every conv and ran no faster than plain NCHW (benchmarks/speed.py, workload 1)
         loader.x = loader.x.contiguous(memory_format=torch.channels_last)
     steps = Accumulated(loader, t.accumulate)  # batches per optimiser step: train.accumulate
+    sample = _one_sample(data.train) if device.type == "cpu" and not dist.active() else None  # auto: CPU alone
+    runtime.set_threads(threads.choose(t.threads, model, sample, t.batch_size))
     val = data.val.to(device) if data.val is not None and len(data.val) else None
     optimizer = build_optimizer(model, t.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -297,6 +298,13 @@ def _validate(model: nn.Module, val: Any, spec: Any, loss_fn: Any, cfg: RunConfi
     return dist.evaluate(
         model, val, spec, loss_fn, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k, tta=cfg.eval.tta
     )
+
+
+def _one_sample(split: Any) -> torch.Tensor | None:
+    """The first training input as a batch of one, for ``train.threads: auto`` (None for a
+    streamed split, which holds no tensor)."""
+    x = getattr(split, "x", None)
+    return x[:1] if isinstance(x, torch.Tensor) and len(x) else None
 
 
 def _skip_update(optimizer: torch.optim.Optimizer, state: LoopState) -> None:
