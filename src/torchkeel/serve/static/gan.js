@@ -16,15 +16,8 @@ form.addEventListener("submit", async (event) => {
   const label = document.getElementById("label").value;
   if (label !== "") body.label = Number(label);
   status.textContent = "generating...";
-  const response = await fetch("/predict", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) {
-    status.textContent = (await response.json()).error;
-    return;
-  }
+  const response = await postJSON("/predict", body, status);
+  if (response === null) return;
   grid.src = URL.createObjectURL(await response.blob());
   grid.hidden = false;
   status.textContent = "";

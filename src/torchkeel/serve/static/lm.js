@@ -41,15 +41,8 @@ form.addEventListener("submit", async (event) => {
   document.getElementById("shown-prompt").textContent = body.prompt;
   text.textContent = "";
   status.textContent = "generating...";
-  const response = await fetch("/generate/stream", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) {
-    status.textContent = (await response.json()).error;
-    return;
-  }
+  const response = await postJSON("/generate/stream", body, status);
+  if (response === null) return;
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
