@@ -88,6 +88,9 @@ def _worker_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
+# ~50 s: the default run covers two-process training (test_two_processes_follow_one_process) and
+# its exact resume (test_each_rank_checkpoints_and_resumes_its_own_rng_streams)
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
 def test_a_dead_rank_fails_the_job_cleanly_and_resume_is_exact(one_and_two, tmp_path: Path):
     """The 2-process run again, rank 1 killed (SIGKILL) after the first checkpoint: the job

@@ -59,6 +59,9 @@ class TinyNet(nn.Module):
 """
 
 
+# ~27 s: the default run trains a custom module through the CLI and loads it with --model-code in
+# tests/test_run_trust.py (custom_run)
+@pytest.mark.slow
 def test_keel_train_a_custom_module_then_predict(tmp_path: Path):
     (tmp_path / "my_net.py").write_text(NET)
     config = tmp_path / "custom.yaml"

@@ -83,6 +83,9 @@ def _rank(rank: int, world: int, folder: str) -> None:
     tdist.destroy_process_group()
 
 
+# ~30 s: the default run trains a ragged task on one process (above) and shards tensors over two
+# (tests/test_distributed.py); this is the two together
+@pytest.mark.slow
 def test_two_processes_train_a_ragged_target_task_as_one(tmp_path: Path):
     """Ragged batches shard across ranks like fixed ones (each rank gathers its share of the
     permutation) and the metrics' sums reduce across ranks: same weights and numbers."""

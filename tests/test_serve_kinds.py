@@ -88,7 +88,8 @@ def _type_in_chromium(url: str, text: str, expected: str) -> None:
     assert problems == []
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+# TorchScript of images is in the default run (tests/test_export.py); of texts and tables under -m slow
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("torchscript", marks=pytest.mark.slow)])
 def test_text_and_table_models_export_verified(text_run: Path, table_run: Path, tmp_path: Path, fmt: str):
     for run in (text_run, table_run):
         out = tmp_path / f"{run.parent.parent.name}-{fmt}"
