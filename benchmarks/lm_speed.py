@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from speed import run_process  # noqa: E402  (wall time, peak RSS and CPU time of one process)
@@ -50,7 +52,9 @@ def keel_train(data: Path, out: Path, sets: list[str] = ()) -> dict:
 
 
 def plain_train(data: Path, seed: int) -> dict:
-    stdout, wall, rss, _ = run_process([sys.executable, str(PLAIN), "--path", str(data), "--seed", str(seed)])
+    lr = yaml.safe_load(CONFIG.read_text())["train"]["optimizer"]["lr"]  # the preset's, so both run one recipe
+    cmd = [sys.executable, str(PLAIN), "--path", str(data), "--seed", str(seed), "--lr", str(lr)]
+    stdout, wall, rss, _ = run_process(cmd)
     result = json.loads(stdout.strip().splitlines()[-1])
     return {"val_loss": result["val_loss"], "train_s": result["train_seconds"], "wall_s": wall, "rss_mb": rss}
 

@@ -111,11 +111,14 @@ def val_loss(model: nn.Module, val: torch.Tensor) -> float:
 
 
 def main() -> None:
+    global LR, MIN_LR
     ap = argparse.ArgumentParser()
     ap.add_argument("--path", default="data/tinyshakespeare/input.txt")
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=LR, help="peak learning rate; the final one is a tenth of it")
     args = ap.parse_args()
+    LR, MIN_LR = args.lr, args.lr / 10
     torch.manual_seed(args.seed)
     train, val, vocab = load(args.path)
     model = GPT(vocab)
