@@ -51,6 +51,7 @@ from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema
     TableConfig,
     TextConfig,
     _choice,
+    check_data_sections,
     corpus_of_pretrained_lm,
 )
 
@@ -304,13 +305,7 @@ class RunConfig(Strict):
             )
         if self.train.finetune is not None and gan:
             raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
-        if self.data.corpus is not None and self.data.name not in CORPUS_DATASETS:
-            raise ConfigError(f"config: data.corpus is for the text corpus data set text_file, not '{self.data.name}'")
-        if self.data.series is not None and self.data.name not in SERIES_DATASETS:
-            raise ConfigError(
-                f"config: data.series is for the series data sets ({', '.join(SERIES_DATASETS)}), "
-                f"not '{self.data.name}'"
-            )
+        check_data_sections(self.data)
         return self
 
     @model_validator(mode="after")

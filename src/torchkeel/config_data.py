@@ -182,6 +182,19 @@ def _choice(what: str, name: str, choices: Any) -> str:
         raise ValueError(str(e)) from None
 
 
+# data sections that only some data sets read: (the data sets, what they are)
+SECTION_DATASETS = {"corpus": (CORPUS_DATASETS, "text corpus"), "series": (SERIES_DATASETS, "series")}
+
+
+def check_data_sections(data: DataConfig) -> None:
+    """A section the chosen data set does not read is an error, not ignored."""
+    for section, (names, what) in SECTION_DATASETS.items():
+        if getattr(data, section) is not None and data.name not in names:
+            raise ConfigError(
+                f"config: data.{section} is for the {what} data sets ({', '.join(names)}), not '{data.name}'"
+            )
+
+
 def corpus_of_pretrained_lm(data: DataConfig, source: Any) -> None:
     """Make a text corpus use the tokeniser of model ``pretrained_lm``'s ``source``: the model's
     embeddings only mean something for its own token ids."""

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from torchkeel.config_data import DataConfig
-from torchkeel.data import idx
 from torchkeel.data.bundle import DataBundle
+from torchkeel.data.idx import FILES as IDX_FILES
+from torchkeel.data.idx import read_split
 from torchkeel.data.images import image_bundle
 from torchkeel.data.resize import fit_images
 from torchkeel.errors import DataError
@@ -79,11 +80,11 @@ def load_vision(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 def _idx_files_present(info: VisionSet, root: Path) -> bool:
-    return info.cls in IDX_SETS and all((root / info.cls / "raw" / f).is_file() for f in sum(idx.FILES.values(), ()))
+    return info.cls in IDX_SETS and all((root / info.cls / "raw" / f).is_file() for f in sum(IDX_FILES.values(), ()))
 
 
 def _read_idx(info: VisionSet, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = idx.read_split(root / info.cls / "raw", train)
+    images, labels = read_split(root / info.cls / "raw", train)
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W); copied: the file's buffer is read-only
     classes = len(info.classes or ())
     if int(labels.max(initial=0)) >= classes:
