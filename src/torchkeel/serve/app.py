@@ -32,12 +32,11 @@ from torchkeel.data.kinds import kind_of
 from torchkeel.errors import DataError
 from torchkeel.runs import read_run
 from torchkeel.serve.batching import DynamicBatcher
-from torchkeel.serve.http import install_error_handlers, read_payload
+from torchkeel.serve.http import STATIC, install_error_handlers, read_payload
 from torchkeel.serve.inputs import INPUT_KINDS, InputKind, RequestError, Sample
 from torchkeel.serve.limits import READ_TIMEOUT_S, RequestLimits
 from torchkeel.serve.predictor import Prediction, Predictor
 
-STATIC = Path(__file__).parent / "static"
 # uploads up to this size are decoded on the event loop: a small PNG decodes in about 0.1 ms,
 # less than the hop to a worker thread and back costs
 INLINE_DECODE_BYTES = 64 * 1024

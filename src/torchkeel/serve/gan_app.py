@@ -15,15 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from torchkeel import __version__
-from torchkeel.serve.http import install_error_handlers
-from torchkeel.serve.limits import RequestLimits
+from torchkeel.serve.http import page_app
 
-STATIC = Path(__file__).parent / "static"
 MAX_SAMPLES = 256  # one grid; larger ones are for `keel sample`
 
 
@@ -44,14 +41,6 @@ def create_gan_app(
     are :class:`RequestLimits`'s options (default: an 8 MiB body)."""
     from torchkeel.train.gan_sample import generate_png
 
-    app = FastAPI(
-        title=f"torchkeel: {run_dir.name}",
-        version=__version__,
-        description=f"Images from a GAN trained on {spec.name}. POST /predict returns a PNG grid.",
-    )
-    app.add_middleware(RequestLimits, **(limits or {"max_bytes": 8 * 2**20}))
-    install_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     info = {
         "run": run_dir.name,
         "model": "dcgan",
@@ -62,18 +51,9 @@ def create_gan_app(
         "accepts": 'JSON {"n", "seed", "label", "nrow"}, all optional; answers image/png',
         "torchkeel": __version__,
     }
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "gan.html")
-
-    @app.get("/health", summary="Liveness")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
-
-    @app.get("/info", summary="The generator, its image shape, classes and last Frechet distance")
-    async def get_info() -> dict[str, Any]:
-        return info
+    description = f"Images from a GAN trained on {spec.name}. POST /predict returns a PNG grid."
+    about = "The generator, its image shape, classes and last Frechet distance"
+    app = page_app(run_dir, description, limits or {"max_bytes": 8 * 2**20}, "gan.html", info, about)
 
     @app.post(
         "/predict",

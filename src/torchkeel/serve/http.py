@@ -6,17 +6,47 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from torchkeel import __version__
 from torchkeel.errors import KeelError
 from torchkeel.serve.inputs import MAX_FILES, InputKind, Payload, RequestError, Upload
+from torchkeel.serve.limits import RequestLimits
 
 log = logging.getLogger("torchkeel.serve")
+STATIC = Path(__file__).parent / "static"
+
+
+def page_app(run_dir: Path, description: str, limits: dict[str, Any], page: str, info: dict, about: str) -> FastAPI:
+    """What the GAN and language-model servers share: request limits (``limits``: the options of
+    :class:`serve.limits.RequestLimits`), errors as one JSON line, the static files, the page
+    ``page`` at /, /health and /info (``info``, summarised in the API docs as ``about``)."""
+    app = FastAPI(title=f"torchkeel: {run_dir.name}", version=__version__, description=description)
+    app.add_middleware(RequestLimits, **limits)
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / page)
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/info", summary=about)
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    return app
 
 
 async def read_payload(request: Request, kind: InputKind) -> Payload:

@@ -21,15 +21,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from torchkeel import __version__
-from torchkeel.serve.http import install_error_handlers
-from torchkeel.serve.limits import RequestLimits
+from torchkeel.serve.http import page_app
 
-STATIC = Path(__file__).parent / "static"
 MAX_PROMPT_CHARS = 8_000  # per request; longer texts are cropped to the model's context anyway
 MAX_SERVED_TOKENS = 2_000  # new tokens per request: a request holds a worker thread while it runs
 
@@ -56,27 +53,10 @@ def create_lm_app(
 ) -> FastAPI:
     """The app for a finished language-model run whose ``generator`` (a Generator) is loaded;
     ``limits`` are :class:`RequestLimits`'s options (default: a 1 MiB body)."""
-    app = FastAPI(
-        title=f"torchkeel: {run_dir.name}",
-        version=__version__,
-        description="Text from a language model. POST /generate returns it whole, /generate/stream as it is made.",
-    )
-    app.add_middleware(RequestLimits, **(limits or {"max_bytes": 2**20}))
-    install_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    description = "Text from a language model. POST /generate returns it whole, /generate/stream as it is made."
+    about = "The model, its vocabulary and context, test metrics and the request limits"
     info = describe(run_dir, generator, summary)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "lm.html")
-
-    @app.get("/health", summary="Liveness")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
-
-    @app.get("/info", summary="The model, its vocabulary and context, test metrics and the request limits")
-    async def get_info() -> dict[str, Any]:
-        return info
+    app = page_app(run_dir, description, limits or {"max_bytes": 2**20}, "lm.html", info, about)
 
     @app.post("/generate", summary="The continuation of a prompt, whole")
     async def generate(request: GenerateRequest) -> dict[str, Any]:
