@@ -73,3 +73,13 @@ def test_profile_phases_add_up_to_the_process_wall_time(tmp_path):
     for phase in ("data", "model build", "training", "evaluation", "report", "import torch"):
         assert seconds[phase] > 0, phase
     assert all(v >= 0 for v in seconds.values()), seconds
+
+
+def test_a_language_model_without_report_imports_what_training_needs(tmp_path):
+    """The model is sized on the meta device first (train/footprint.py): an embedding's
+    initialiser must not pull torch._dynamo and sympy in there."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question.\n" * 40, encoding="utf-8")
+    sets = ["data.path=corpus.txt", "data.corpus.block_size=16", "data.corpus.steps_per_epoch=3", "eval.report=false"]
+    args = ("train", "-q", "--data", "text_file", "--epochs", "1", "--out-dir", str(tmp_path / "runs"))
+    assert _modules(*args, *(a for s in sets for a in ("--set", s)), cwd=tmp_path) == TRAINING

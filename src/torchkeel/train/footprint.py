@@ -100,7 +100,7 @@ def optimizer_states(name: str, momentum: float) -> int:
 
 def _meta_model(cfg: RunConfig, spec: DataSpec) -> nn.Module | None:
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _NoRandomFills():
             return build(cfg.model, spec)
     except KeelError:
         raise
@@ -174,6 +174,25 @@ def forward_bytes(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, 
         return None, 0
     size = x.numel() * x.element_size()
     return counter.total + size, max(counter.largest, size)
+
+
+class _NoRandomFills(TorchFunctionMode):
+    """While a model is built on the meta device its initialisers fill nothing (a meta tensor
+    has no values): ``normal_`` there runs torch's Python reference, whose first call imports
+    torch._dynamo and sympy (1-2 s; an ``nn.Embedding`` is initialised that way), so the random
+    fills are skipped and the empty tensor returned as it is."""
+
+    FILLS = frozenset(
+        {torch.Tensor.normal_, torch.Tensor.uniform_, nn.init.normal_, nn.init.uniform_, nn.init.trunc_normal_}
+    )
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in self.FILLS:
+            tensor = args[0] if args else kwargs["tensor"]
+            if tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
 
 
 class _OutputBytes(TorchDispatchMode):
