@@ -53,6 +53,23 @@ def test_a_tiny_model_learns_a_repeated_pattern_to_near_zero_loss(tmp_path):
     assert val["val/bits_per_char"] == pytest.approx(val["val/loss"] / math.log(2))  # one character per token
 
 
+def test_the_test_split_is_the_last_validation_until_the_weights_change(tmp_path):
+    """A corpus's held-out part is both val and test: the test numbers are the last epoch's
+    val numbers, not a second pass; a weight changed in place since is evaluated again."""
+    data = corpus(tmp_path, "abcab" * 400)
+    assert data.test is data.val
+    torch.manual_seed(0)
+    run = tk.fit(TinyLM(data.spec.extra["vocab_size"]), data, epochs=1, batch_size=8, optimizer="adamw",
+                 implementation="fused", progress=False)  # fmt: skip
+    last_val = {k.removeprefix("val/"): v for k, v in run.history[-1].items() if k.startswith("val/")}
+    assert run.evaluate("test") == last_val
+    with torch.no_grad():
+        run.model.head.bias[:1].add_(3.0)  # one token made likelier: a different loss
+    again = run.evaluate("test")
+    assert again["loss"] != last_val["loss"]
+    assert again == run.evaluate("val")  # a val pass, computed afresh
+
+
 def _without_seconds(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 

@@ -62,15 +62,24 @@ CORPUS_RECIPE: dict[str, Any] = {
     # (its README and config/train_shakespeare_char.py; configs/shakespeare-char.yaml): 4 layers,
     # 4 heads, 128 dims (the gpt builder's defaults), context 64, batch 12, AdamW (beta2 0.99,
     # weight decay 0.1) at lr 2e-3, twice nanoGPT's (measured in configs/shakespeare-char.yaml's
-    # header), 5% warmup, cosine to a tenth of the peak, clipped gradients. It is sized for
-    # a CPU in minutes on a corpus of any size (2,000 steps, nothing grows with the text); a
-    # GPU or a longer budget wants configs/text_file.yaml's larger model.
+    # header), 5% warmup, cosine to a tenth of the peak, clipped gradients; torch's fused AdamW
+    # kernel (the same update: 1.4 ms a step on this model, 5.7 ms for the loop over parameters). It is
+    # sized for a CPU in minutes on a corpus of any size (2,000 steps, nothing grows with the
+    # text), validated twice (on Tiny Shakespeare one pass over the held-out part costs about
+    # as much as 50 training steps); a GPU or a longer budget wants configs/text_file.yaml's
+    # larger model.
     "model": {"name": "gpt", "dropout": 0.0},
-    "data": {"corpus": {"block_size": 64, "steps_per_epoch": 500}},
+    "data": {"corpus": {"block_size": 64, "steps_per_epoch": 1000}},
     "train": {
-        "epochs": 4,
+        "epochs": 2,
         "batch_size": 12,
-        "optimizer": {"name": "adamw", "lr": 2.0e-3, "betas": [0.9, 0.99], "weight_decay": 0.1},
+        "optimizer": {
+            "name": "adamw",
+            "lr": 2.0e-3,
+            "betas": [0.9, 0.99],
+            "weight_decay": 0.1,
+            "implementation": "fused",
+        },
         "schedule": {"name": "cosine", "warmup": 0.05, "final_lr": 0.1},
         "grad_clip": 1.0,
         "log_every": 50,
