@@ -87,8 +87,12 @@ def generation(run: Path, new_tokens: int) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from torchkeel import Generator
     from torchkeel.generation.speed import cache_speedup
+    from torchkeel.train.runtime import set_threads
+    from torchkeel.train.threads import decode_threads
 
-    return cache_speedup(Generator.from_run(run).model, new_tokens)
+    model = Generator.from_run(run).model
+    set_threads(decode_threads(model))  # as `keel generate` and `keel serve` run it
+    return cache_speedup(model, new_tokens)
 
 
 def memory(data: Path, big_mb: int, tmp: Path) -> dict:

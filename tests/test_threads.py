@@ -11,7 +11,7 @@ import torchkeel as keel_api
 from torchkeel.config import load_config
 from torchkeel.data.bundle import DataSpec
 from torchkeel.models import build
-from torchkeel.train.threads import SMALL_STEP, choose, forward_macs
+from torchkeel.train.threads import SMALL_STEP, choose, decode_threads, forward_macs
 
 DIGITS = DataSpec("digits", "image", "classification", (1, 8, 8), classes=list("0123456789"))
 MNIST = DataSpec("mnist", "image", "classification", (1, 28, 28), classes=list("0123456789"))
@@ -78,3 +78,12 @@ def test_fit_sets_one_thread_for_the_default_job(restore_threads):
     keel_api.fit(_model(data.spec, []), data, epochs=1, threads=2, progress=False)
     assert torch.get_num_threads() == 2
     assert load_config(None, [], {}).train.threads == "auto"
+
+
+def test_generation_takes_one_thread_for_a_small_model_only():
+    small = nn.Linear(100, 100)
+    assert decode_threads(small) == 1
+    with torch.device("meta"):
+        assert decode_threads(nn.Linear(100, 100)) is None  # not on the CPU: torch's choice
+        big = nn.Embedding(SMALL_STEP // 64 + 1, 64)
+    assert decode_threads(big.to_empty(device="cpu")) is None  # a step touches every weight

@@ -53,10 +53,12 @@ def generate(
     """
     from torchkeel.generation import Generator
     from torchkeel.runs import resolve_run
-    from torchkeel.train.runtime import pick_device
+    from torchkeel.train.runtime import pick_device, set_threads
+    from torchkeel.train.threads import decode_threads
 
     run_dir = resolve_run(run, out_dir)
     generator = Generator.from_run(run_dir, model_code, pick_device(device))
+    set_threads(decode_threads(generator.model))
     pieces = generator.generate(
         prompt,
         max_tokens=max_tokens,

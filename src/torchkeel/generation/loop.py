@@ -30,7 +30,7 @@ class Step:
     logits: torch.Tensor  # (B, V) the model's logits they were drawn from
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_steps(
     model: nn.Module,
     ids: torch.Tensor,
@@ -40,17 +40,19 @@ def sample_steps(
     cache: bool = True,
 ) -> Iterator[Step]:
     """Draw ``max_new`` tokens after the prompts ``ids`` (B, L), one Step at a time."""
-    block = model.block_size
-    kv = model.new_cache(ids.shape[0], block, ids.device) if cache else None
-    start = max(0, ids.shape[1] - block)  # a prompt longer than the block: its last block tokens
-    for _ in range(max_new):
-        if ids.shape[1] - start > block:
-            start = ids.shape[1] - kept_context(block)
+    block, (rows, length) = model.block_size, ids.shape
+    kv = model.new_cache(rows, block, ids.device) if cache else None
+    sequence = torch.empty(rows, length + max_new, dtype=ids.dtype, device=ids.device)  # prompt, then each draw
+    sequence[:, :length] = ids
+    start = max(0, length - block)  # a prompt longer than the block: its last block tokens
+    for n in range(length, length + max_new):
+        if n - start > block:
+            start = n - kept_context(block)
             if kv is not None:
                 kv.reset()
         # cached: only the tokens not yet in the cache; else the whole context again
-        fresh = ids[:, start + kv.length :] if kv is not None else ids[:, start:]
-        logits = model(fresh, cache=kv)[:, -1] if kv is not None else model(fresh)[:, -1]
-        tokens = next_tokens(logits, ids, sampling, generator)
-        ids = torch.cat([ids, tokens[:, None]], dim=1)
+        fresh = sequence[:, start + kv.length : n] if kv is not None else sequence[:, start:n]
+        logits = (model(fresh, cache=kv) if kv is not None else model(fresh))[:, -1]
+        tokens = next_tokens(logits, sequence[:, :n], sampling, generator)
+        sequence[:, n] = tokens
         yield Step(tokens, logits)

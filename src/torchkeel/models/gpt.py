@@ -62,23 +62,23 @@ def lm_sizes(spec: DataSpec, model: str) -> tuple[int, int]:
 
 
 class KVCache:
-    """Keys and values of every layer for up to ``max_len`` positions: (B, heads, max_len, hd)."""
+    """Keys and values of every layer for up to ``max_len`` positions, one buffer per layer:
+    (2, B, heads, max_len, hd), keys then values (one copy a step writes both)."""
 
     def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
-        shape = (batch, heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        shape = (2, batch, heads, max_len, head_dim)
+        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.max_len, self.length = max_len, 0
 
     def reset(self) -> None:
         self.length = 0
 
-    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new positions' k, v (B, h, T_new, hd); return all keys and values so far."""
-        end = self.length + k.shape[2]
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+    def store(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions' keys and values (2, B, h, T_new, hd); return all so far."""
+        end = self.length + kv.shape[3]
+        buffer = self.kv[layer]
+        buffer[:, :, :, self.length : end] = kv
+        return buffer[0, :, :, :end], buffer[1, :, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -87,29 +87,32 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.dropout = n_head, dropout
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)  # writes into the residual stream
-        self.resid_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, hd)
-        p = self.dropout if self.training else 0.0
+        qkv = _linear(x, self.qkv).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        q, p = qkv[0], self.dropout if self.training else 0.0  # qkv: (3, B, h, T, hd)
         if cache is None or cache.length == 0:
             if cache is not None:
-                cache.store(layer, k, v)
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+                cache.store(layer, qkv[1:])
+            out = F.scaled_dot_product_attention(q, qkv[1], qkv[2], dropout_p=p, is_causal=True)
         else:
             past = cache.length
-            k, v = cache.store(layer, k, v)  # (B, h, past + T, hd)
+            k, v = cache.store(layer, qkv[1:])  # (B, h, past + T, hd)
             # query i sits at position past + i and sees keys 0 .. past + i (one new token: all of them)
             mask = None
             if t > 1:
                 mask = torch.arange(past + t, device=x.device) <= past + torch.arange(t, device=x.device)[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, c)))
+        return _dropout(_linear(out.transpose(1, 2).reshape(b, t, c), self.proj), p)
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block: x + attention(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm decoder block: x + attention(LN(x)), then x + MLP(LN(x)).
+
+    The forward passes call torch's functions on the submodules' parameters rather than the
+    submodules themselves: a one-token generation step is a few dozen tiny ops, and the
+    per-call cost of a module (its hooks' checks) was a third of that step's time on a CPU."""
 
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
@@ -119,12 +122,25 @@ class Block(nn.Module):
             nn.Linear(n_embd, 4 * n_embd, bias=bias),
             nn.GELU(),
             nn.Linear(4 * n_embd, n_embd, bias=bias),  # writes into the residual stream
-            nn.Dropout(dropout),
         )
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
-        return x + self.mlp(self.ln2(x))
+        x = x + self.attn(_norm(x, self.ln1), cache, layer)
+        hidden = F.gelu(_linear(_norm(x, self.ln2), self.mlp[0]))
+        return x + _dropout(_linear(hidden, self.mlp[2]), self.dropout if self.training else 0.0)
+
+
+def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def _norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    return F.dropout(x, p) if p else x
 
 
 class GPT(nn.Module):
@@ -135,7 +151,7 @@ class GPT(nn.Module):
         self.block_size, self.n_head, self.vocab_size = block_size, n_head, vocab
         self.tok = nn.Embedding(vocab, n_embd)
         self.pos = nn.Embedding(block_size, n_embd)
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.head = nn.Linear(n_embd, vocab, bias=False)
@@ -165,10 +181,10 @@ class GPT(nn.Module):
         limit = cache.max_len if cache is not None else self.block_size
         if start + t > limit:
             raise ValueError(f"{start + t} positions exceed this model's context of {limit} tokens; crop the input")
-        positions = torch.arange(start, start + t, device=x.device)
-        h = self.drop(self.tok(x) + self.pos(positions))  # (B, T, C)
+        h = F.embedding(x, self.tok.weight) + self.pos.weight[start : start + t]  # (B, T, C)
+        h = _dropout(h, self.dropout if self.training else 0.0)
         for i, block in enumerate(self.blocks):
             h = block(h, cache, i)
         if cache is not None:
             cache.length += t
-        return self.head(self.ln_f(h))  # (B, T, vocab)
+        return F.linear(_norm(h, self.ln_f), self.head.weight)  # (B, T, vocab)

@@ -251,8 +251,12 @@ def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any]) -> F
     if server == "lm":
         from torchkeel.generation import Generator
         from torchkeel.serve.lm_app import create_lm_app
+        from torchkeel.train.runtime import set_threads
+        from torchkeel.train.threads import decode_threads
 
-        return create_lm_app(run_dir, Generator.from_run(run_dir, model_code), read_run(run_dir).summary, limits)
+        generator = Generator.from_run(run_dir, model_code)
+        set_threads(decode_threads(generator.model))
+        return create_lm_app(run_dir, generator, read_run(run_dir).summary, limits)
     if server == "generate":
         from torchkeel.run_model import load_model
         from torchkeel.serve.gan_app import create_gan_app

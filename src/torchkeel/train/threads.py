@@ -40,6 +40,17 @@ def choose(setting: int | str | None, model: nn.Module, sample: torch.Tensor | N
     return 1 if forward_macs(model, sample) * batch < SMALL_STEP else None
 
 
+def decode_threads(model: nn.Module) -> int | None:
+    """Threads for generating text one token at a time: 1 on the CPU when a step is small by
+    the rule above. A one-token step multiplies by every weight once, so its multiply-adds are
+    the parameter count (the baby GPT's 0.8 M: 1.6x faster on one thread than on two, measured
+    with generation/speed.py on 2 cores); else None (torch's)."""
+    first = next(model.parameters(), None)
+    if first is None or first.device.type != "cpu":
+        return None
+    return 1 if sum(p.numel() for p in model.parameters()) < SMALL_STEP else None
+
+
 def forward_macs(model: nn.Module, sample: torch.Tensor) -> int:
     """Multiply-adds of one forward pass over ``sample`` (a batch of one) in the model's
     convolutions (kernel x output positions), linear layers (weights x positions) and
