@@ -42,9 +42,10 @@ def choose(setting: int | str | None, model: nn.Module, sample: torch.Tensor | N
 
 def decode_threads(model: nn.Module) -> int | None:
     """Threads for generating text one token at a time: 1 on the CPU when a step is small by
-    the rule above. A one-token step multiplies by every weight once, so its multiply-adds are
-    the parameter count (the baby GPT's 0.8 M: 1.6x faster on one thread than on two, measured
-    with generation/speed.py on 2 cores); else None (torch's)."""
+    the rule above, else None (torch's). A one-token step multiplies by every weight once, so
+    its multiply-adds are the parameter count: the baby GPT's 0.8 M. On a quiet 2-core machine
+    its cached steps ran about as fast on one thread as on two (657 and 701 tokens/s, medians of
+    5 alternating rounds of generation/speed.py); on a busy one the barrier above decides."""
     first = next(model.parameters(), None)
     if first is None or first.device.type != "cpu":
         return None
