@@ -31,7 +31,7 @@ from torchkeel.models.pretrained import pretrained_text
 from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
-from torchkeel.models.text import embedding_bag
+from torchkeel.models.text import embedding_bag, linear_bow
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50
 
@@ -52,6 +52,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dcgan": dcgan,
     "custom": custom,
     "embedding_bag": embedding_bag,
+    "linear_bow": linear_bow,
     "pretrained_text": pretrained_text,
     "pretrained_lm": pretrained_lm,
     "airbench": airbench,
@@ -76,6 +77,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "vit": ("image",),
     "dcgan": ("image",),
     "embedding_bag": ("text",),
+    "linear_bow": ("text",),
     "pretrained_text": ("text",),
     "pretrained_lm": ("text",),  # a corpus tokenised by the model's own tokeniser
     "airbench": ("image",),

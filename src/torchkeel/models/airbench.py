@@ -9,8 +9,6 @@ its bias learns), a high momentum and a tiny epsilon, as airbench sets them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -86,6 +84,8 @@ class Whitening(nn.Module):
     negative (so a ReLU-like activation keeps both signs): out_channels = 2 * C * k * k.
     The ``fitted`` buffer travels with the weights, so a loaded model is never refitted."""
 
+    fit_needs = "the training images in memory; set model.whiten: false"
+
     def __init__(self, channels: int, kernel: int = 2, frozen: bool = True, eps: float = 5e-4):
         super().__init__()
         self.kernel, self.eps = kernel, eps
@@ -113,16 +113,3 @@ class Whitening(nn.Module):
         filters = filters.reshape(-1, x.shape[1], k, k)  # rows were flattened as (C, k_h, k_w): a conv's layout
         self.conv.weight.copy_(torch.cat([filters, -filters]).to(self.conv.weight))
         self.fitted.fill_(True)
-
-
-def fit_to_data(model: nn.Module, split: Any) -> None:
-    """Data-dependent initialisation before training: every whitening conv in ``model`` that
-    has not been fitted (a fresh model, not loaded weights) sees the training images once."""
-    convs = [m for m in model.modules() if isinstance(m, Whitening) and not bool(m.fitted)]
-    if not convs:
-        return
-    x = getattr(split, "x", None)
-    if x is None:
-        raise ConfigError("airbench's whitening needs the training images in memory; set model.whiten: false")
-    for conv in convs:
-        conv.fit_data(x)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 from torch import nn
+
+from torchkeel.errors import ConfigError
 
 # option types for builder signatures: checked when a config is loaded
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -24,3 +26,18 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
+
+
+def fit_to_data(model: nn.Module, split: Any) -> None:
+    """Data-dependent initialisation before training: every layer of ``model`` with a
+    ``fit_data(x)`` method and a ``fitted`` buffer that has not been fitted (a fresh model, not
+    loaded weights) sees the training inputs once: airbench's whitening conv (the images'
+    patch covariance), linear_bow's tf-idf (the texts' document frequencies)."""
+    layers = [m for m in model.modules() if callable(getattr(m, "fit_data", None)) and not bool(m.fitted)]
+    if not layers:
+        return
+    x = getattr(split, "x", None)
+    for layer in layers:
+        if x is None:
+            raise ConfigError(f"{type(layer).__name__} (fitted to the data before training) needs {layer.fit_needs}")
+        layer.fit_data(x)

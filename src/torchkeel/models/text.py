@@ -56,3 +56,73 @@ def embedding_bag(
     return EmbeddingBagClassifier(
         spec.extra["vocab_size"], embed_dim, spec.output_size, dropout, spec.extra.get("pad_index", 0), token_dropout
     )
+
+
+def linear_bow(spec: DataSpec) -> nn.Module:
+    """tf-idf weighted bag of the text's ids (words, and hashed n-grams with
+    ``data.text.ngrams: 2``) into one linear layer: logistic regression on tf-idf features,
+    trained by the same loop (regularise it with ``train.optimizer.weight_decay``).
+
+    The weighting is scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``: 1 + log(count) per
+    id and text, times the smoothed inverse document frequency log((1 + n) / (1 + df)) + 1 of
+    the training texts, each text's vector scaled to unit length (tests/test_linear_bow.py
+    checks it against scikit-learn, feature for feature).
+    """
+    if not kind_of(spec).token_ids or "vocab_size" not in spec.extra:
+        raise ConfigError(f"model 'linear_bow' takes text (token ids); data '{spec.name}' gives {spec.kind} samples")
+    return TfidfLinear(spec.extra["vocab_size"], spec.output_size, spec.extra.get("pad_index", 0))
+
+
+class TfidfLinear(nn.Module):
+    """A linear layer over sparse tf-idf features, as an EmbeddingBag(sum) whose per-id weights
+    are the tf-idf values: the (vocab, outputs) table is the linear layer's weight matrix,
+    read only at the ids a text holds. The idf comes from the training texts (``fit_data``,
+    called once before training, as for every data-fitted layer)."""
+
+    fit_needs = "the training texts' token ids in memory"
+
+    def __init__(self, vocab_size: int, outputs: int, pad_index: int):
+        super().__init__()
+        self.pad_index = pad_index
+        self.linear = nn.EmbeddingBag(vocab_size, outputs, mode="sum", padding_idx=pad_index)
+        nn.init.zeros_(self.linear.weight)  # logistic regression's start: every class equally likely
+        self.bias = nn.Parameter(torch.zeros(outputs))
+        self.register_buffer("idf", torch.ones(vocab_size))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit_data(self, tokens: torch.Tensor, chunk: int = 1024) -> None:
+        """The smoothed idf from the training texts' ids (N, L)."""
+        vocab = self.idf.numel()
+        df = torch.zeros(vocab, dtype=torch.float64)
+        for part in tokens.split(chunk):
+            keys = torch.unique(_row_keys(part, vocab))  # each id once per text
+            df += torch.bincount(keys % vocab, minlength=vocab).double()
+        n = len(tokens)
+        self.idf.copy_((torch.log((1 + n) / (1 + df)) + 1).to(self.idf))
+        self.fitted.fill_(True)
+
+    def weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) weight of each id occurrence: an id's occurrences in a text sum to its tf-idf
+        value there, and pad ids weigh 0."""
+        b, vocab = tokens.shape[0], self.idf.numel()
+        keys, position, counts = torch.unique(_row_keys(tokens, vocab), return_inverse=True, return_counts=True)
+        ids, rows = keys % vocab, keys // vocab
+        value = (1 + counts.to(self.idf.dtype).log()) * self.idf[ids]
+        value = value.masked_fill(ids == self.pad_index, 0.0)
+        norm = torch.zeros(b, dtype=value.dtype, device=value.device).index_add_(0, rows, value * value).sqrt()
+        return (value / counts / norm.clamp_min(1e-12)[rows])[position]
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The dense (B, vocab) tf-idf matrix (for inspection and tests; training never makes it)."""
+        out = torch.zeros(tokens.shape[0], self.idf.numel(), dtype=self.idf.dtype, device=tokens.device)
+        return out.scatter_add_(1, tokens, self.weights(tokens))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear(tokens, per_sample_weights=self.weights(tokens)) + self.bias  # (B, outputs)
+
+
+def _row_keys(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(B, L) ids made unique per row: row * vocab + id."""
+    rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None]
+    return rows * vocab + tokens

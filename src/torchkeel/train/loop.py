@@ -27,7 +27,7 @@ from torchkeel.data.stream import make_loader
 from torchkeel.errors import ConfigError, unknown_choice
 from torchkeel.evaluate.metrics import evaluate
 from torchkeel.evaluate.tta import check_tta
-from torchkeel.models.airbench import fit_to_data
+from torchkeel.models.layers import fit_to_data
 from torchkeel.tasks import task_of
 from torchkeel.tasks.meter import TrainMeter
 from torchkeel.train import checkpoint as ckpt
