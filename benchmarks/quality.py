@@ -3,7 +3,8 @@
 On the same seeded, stratified 80/10/10 splits (torchkeel's own ``holdout_indices``; the
 script checks that its test labels equal those of torchkeel's loader):
 
-- text, AG News (7,600 news items, 4 topics): tf-idf of word uni+bigrams + logistic regression
+- text, AG News (7,600 news items, 4 topics), and with --sets bbc_news imdb tweets trec6 the
+  text sets of other shapes under data/text/: tf-idf of word uni+bigrams + logistic regression
   with C chosen on the validation split, vs. ``keel train --data text_csv`` (the default
   recipe: no model named) and alternatives.
 - table, UCI credit-card default (30,000 clients, 22% positive): logistic regression (C on
@@ -45,7 +46,15 @@ from torchkeel.models import build
 from torchkeel.train.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_FILE, TABLE_FILE = "ag_news/ag_news_test.csv", "credit_default/UCI_Credit_Card.csv"
+TABLE_FILE = "credit_default/UCI_Credit_Card.csv"
+# text sets of different shapes (the data folder's README gives each one's source and license)
+TEXT_SETS = {
+    "text": "ag_news/ag_news_test.csv",  # 7,600 news items, 4 topics, ~38 words
+    "bbc_news": "text/bbc_news/bbc_news.csv",  # 2,125 articles, 5 topics, ~384 words
+    "imdb": "text/imdb_sample/imdb_sample.csv",  # 5,996 movie reviews, sentiment, ~232 words
+    "tweets": "text/airline_tweets/airline_tweets.csv",  # 14,450 tweets, 3 sentiments
+    "trec6": "text/trec6/trec6_train.csv",  # questions, 6 answer types
+}
 TABLE_TARGET = "default_payment_next_month"
 CATEGORICAL = ["SEX", "EDUCATION", "MARRIAGE"]  # coded as numbers, meant as categories
 SPLIT = ["data.val_fraction=0.1", "data.test_fraction=0.1"]
@@ -57,6 +66,14 @@ TEXT_ROWS: dict[str, list[str]] = {
     "keel-default": [],  # the text recipe: embedding_bag over words + hashed bigrams
     "keel-unigram": ["data.text.ngrams=1"],  # the same without bigrams
     "keel-no-word-dropout": ["model.token_dropout=0.0"],  # the same without word dropout
+    "keel-whole-text": ["data.text.max_length=100000"],  # the same reading every text whole
+    "keel-linear_bow": [  # configs/linear_bow.yaml: tf-idf ids into one linear layer, SGD
+        *["model.name=linear_bow", "data.text.vocab_size=50000", "data.text.max_length=100000"],
+        *["data.text.ngrams=2", "data.text.ngram_buckets=65536", "train.epochs=20", "train.batch_size=32"],
+        *["train.optimizer.name=sgd", "train.optimizer.lr=2.0", "train.optimizer.momentum=0.9"],
+        *["train.optimizer.weight_decay=1e-5", "train.schedule.name=cosine"],
+        "train.early_stopping={monitor: val/loss, patience: 3}",
+    ],
 }
 # sequence models (a named model gets no recipe: every setting is here); slower, so run only
 # when asked for by --rows
@@ -161,8 +178,8 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 def run_set(
     kind: str, root: Path, seeds: list[int], rows: list[str] | None, threads: int, pretrained: bool
 ) -> dict[str, list[dict]]:
-    if kind == "text":
-        path = root / TEXT_FILE
+    if kind in TEXT_SETS:
+        path = root / TEXT_SETS[kind]
         frame = pd.read_csv(path)
         texts = frame["text"].fillna("").astype(str).tolist()
         keel_rows = TEXT_ROWS | {k: v for k, v in SEQUENCE_ROWS.items() if rows and k in rows}
@@ -235,7 +252,8 @@ def print_table(all_results: dict[str, dict[str, list[dict]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT / "data", help="folder holding ag_news/, credit_default/")
-    parser.add_argument("--sets", nargs="+", default=["text", "table"], choices=["text", "table"])
+    parser.add_argument("--sets", nargs="+", default=["text", "table"], choices=[*TEXT_SETS, "table"],
+                        help="text is AG News; bbc_news, imdb, tweets, trec6 the other text shapes")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", help="only these methods (e.g. tfidf-lr keel-default)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per torchkeel run")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import keel
 from make_data import TOPICS, news_rows, write_rows
 
 from torchkeel.config import DataConfig, TextConfig
@@ -157,3 +158,16 @@ def test_a_rebuilt_split_reuses_the_fitted_tokeniser(news: Path):
     assert again.spec.extra["tokenizer"] == first.spec.extra["tokenizer"]
     for name in ("train", "val", "test"):
         assert torch.equal(getattr(again, name).x, getattr(first, name).x)
+
+
+def test_the_run_says_how_many_texts_were_cut(tmp_path: Path):
+    rows = [
+        {"text": " ".join(["word"] * n) + (" goal" if n % 2 else " stock"), "label": "sport" if n % 2 else "business"}
+        for n in range(1, 41)
+    ]  # fmt: skip; n + 1 words
+    write_rows(tmp_path / "long.csv", rows)
+    args = ["train", "--data", "text_csv", "--set", "data.path=long.csv", "--set", "data.text.max_length=10"]
+    proc = keel(*args, "--set", "data.text.ngrams=1", "--epochs", "1", "--set", "eval.report=false", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())  # as one line, however the terminal wrapped it
+    assert "31 of 40 texts are longer than data.text.max_length (10 tokens) and were cut" in said

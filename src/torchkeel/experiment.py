@@ -66,6 +66,8 @@ def train(
     phases.mark("data")
     data = prepare_data(cfg, fitted_spec(resume_dir) if resume_dir is not None else None)
     say.detail(data.summary())
+    if data.spec.extra.get("truncated"):
+        say.detail(_truncation_note(data, cfg.data.text.max_length))
     if "corpus" in data.spec.extra:  # a language-model corpus: its tokens and what is held out
         from torchkeel.data.describe import corpus_details, corpus_lines
 
@@ -223,3 +225,13 @@ def _token_throughput(run: Run) -> dict[str, float]:
 
 def _fmt(values: list[float] | None) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in (values or [])) + "]"
+
+
+def _truncation_note(data: Any, max_length: int) -> str:
+    total = sum(len(split) for split in data.splits().values())
+    return (
+        f"{data.spec.extra['truncated']:,} of {total:,} texts are longer than data.text.max_length "
+        f"({max_length:,} tokens) and were cut there; a bag model (embedding_bag, linear_bow) reads "
+        "any length at the same cost: raise data.text.max_length to keep them whole"
+    )
+
