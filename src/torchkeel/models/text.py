@@ -119,6 +119,9 @@ class TfidfLinear(nn.Module):
         return out.scatter_add_(1, tokens, self.weights(tokens))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # rows are right-padded to the data's longest text: a batch of shorter ones needs only
+        # its own longest row's width (the weighting sorts every id, so the pad columns cost)
+        tokens = tokens[:, : max(1, int((tokens != self.pad_index).sum(1).max()))]
         return self.linear(tokens, per_sample_weights=self.weights(tokens)) + self.bias  # (B, outputs)
 
 
