@@ -13,9 +13,11 @@ from conftest import keel
 from make_data import news_rows, shop_rows, write_rows
 
 from torchkeel.config import DataConfig, TextConfig, load_config
+from torchkeel.config_data import BAG_MAX_LENGTH, SEQUENCE_MAX_LENGTH
 from torchkeel.data import load
 from torchkeel.data.tokenize import NGRAM_HASH, NgramTokenizer, WordTokenizer, tokenizer_from_dict, train_tokenizer
 from torchkeel.models import build
+from torchkeel.models.text import trim_padding
 from torchkeel.recipes import TEXT_RECIPE, data_kind
 
 
@@ -127,7 +129,7 @@ def test_keel_train_on_a_table_without_a_model_learns(files: Path, tmp_path: Pat
 
 def test_word_dropout_leaves_out_ids_in_training_only(files: Path):
     data = load(DataConfig(name="text_csv", path=str(files / "news.csv")), seed=0)
-    x = data.train.x[:8]
+    x = trim_padding(data.train.x[:8], 0)  # what the model reads: the batch cut to its longest text
     torch.manual_seed(0)
     plain = build({"name": "embedding_bag", "embed_dim": 8}, data.spec).eval()
     dropping = build({"name": "embedding_bag", "embed_dim": 8, "token_dropout": 0.5}, data.spec)
@@ -161,3 +163,14 @@ def test_a_text_corpus_without_a_model_trains_a_language_model(tmp_path: Path):
     run = train(load_config(None, options, {"data.name": "text_file"}), Console(file=io.StringIO()), progress=False)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["key_metric"] == "loss" and "bits_per_char" in summary["test"]
+
+
+def test_bag_models_read_texts_whole_unless_a_length_is_set():
+    def length(*sets: str) -> int:
+        return load_config(None, ["data.path=x.csv", *sets], {"data.name": "text_csv"}).data.text.max_length
+
+    assert length() == BAG_MAX_LENGTH  # the recipe's embedding_bag
+    assert length("model.name=linear_bow") == BAG_MAX_LENGTH
+    assert length("model.name=lstm") == SEQUENCE_MAX_LENGTH  # a sequence model's cost grows with it
+    assert length("data.text.max_length=300") == 300  # set: kept, for any model
+    assert length("model.name=lstm", "data.text.max_length=300") == 300

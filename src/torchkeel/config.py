@@ -53,6 +53,7 @@ from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema
     _choice,
     check_data_sections,
     corpus_of_pretrained_lm,
+    resolve_text_length,
 )
 
 
@@ -306,6 +307,7 @@ class RunConfig(Strict):
         if self.train.finetune is not None and gan:
             raise ConfigError("config: train.finetune is for supervised models; a GAN trains by train.gan")
         check_data_sections(self.data)
+        resolve_text_length(self.data, self.model.name)
         return self
 
     @model_validator(mode="after")

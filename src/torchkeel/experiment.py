@@ -234,4 +234,3 @@ def _truncation_note(data: Any, max_length: int) -> str:
         f"({max_length:,} tokens) and were cut there; a bag model (embedding_bag, linear_bow) reads "
         "any length at the same cost: raise data.text.max_length to keep them whole"
     )
-

@@ -35,6 +35,7 @@ class EmbeddingBagClassifier(nn.Module):
         self.head = nn.Linear(dim, outputs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = trim_padding(tokens, self.pad_index)
         if self.training and self.token_dropout > 0:
             # word dropout (Iyyer et al. 2015, "Deep Unordered Composition"): each training text
             # loses a random share of its ids, so no single word or n-gram can carry the label
@@ -59,11 +60,11 @@ def embedding_bag(
 
 
 def linear_bow(spec: DataSpec) -> nn.Module:
-    """tf-idf weighted bag of the text's ids (words, and hashed n-grams with
-    ``data.text.ngrams: 2``) into one linear layer: logistic regression on tf-idf features,
-    trained by the same loop (regularise it with ``train.optimizer.weight_decay``).
+    """Logistic regression on tf-idf: a text's word (and n-gram) ids into one linear layer.
 
-    The weighting is scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``: 1 + log(count) per
+    The ids are the words and, with ``data.text.ngrams: 2``, hashed word bigrams; the loop
+    trains it like any model (regularise it with ``train.optimizer.weight_decay``). The
+    weighting is scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``: 1 + log(count) per
     id and text, times the smoothed inverse document frequency log((1 + n) / (1 + df)) + 1 of
     the training texts, each text's vector scaled to unit length (tests/test_linear_bow.py
     checks it against scikit-learn, feature for feature).
@@ -119,10 +120,18 @@ class TfidfLinear(nn.Module):
         return out.scatter_add_(1, tokens, self.weights(tokens))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        # rows are right-padded to the data's longest text: a batch of shorter ones needs only
-        # its own longest row's width (the weighting sorts every id, so the pad columns cost)
-        tokens = tokens[:, : max(1, int((tokens != self.pad_index).sum(1).max()))]
+        tokens = trim_padding(tokens, self.pad_index)  # the weighting sorts every id: pads cost too
         return self.linear(tokens, per_sample_weights=self.weights(tokens)) + self.bias  # (B, outputs)
+
+
+def trim_padding(tokens: torch.Tensor, pad_index: int) -> torch.Tensor:
+    """(B, L) right-padded rows cut to the batch's longest row: the rows are padded to the
+    longest text of the whole data (up to data.text.max_length), most batches need far less.
+    Not while the model is traced or exported, where the width must stay the input's."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return tokens
+    used = (tokens != pad_index).any(0).nonzero()  # columns holding an id in some row
+    return tokens[:, : int(used.max()) + 1 if len(used) else 1]
 
 
 def _row_keys(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
