@@ -17,6 +17,7 @@ import torchkeel as tk
 from torchkeel.errors import ConfigError
 from torchkeel.models import build
 from torchkeel.models.layers import fit_to_data
+from torchkeel.models.text import trim_padding
 
 
 def negation_set(path, rows: int = 2400, seed: int = 0):
@@ -83,3 +84,15 @@ def test_a_loaded_model_keeps_its_idf_and_other_data_is_refused(data):
     digits = tk.data.load({"name": "digits"})
     with pytest.raises(ConfigError, match="model 'linear_bow' takes text"):
         build("linear_bow", digits.spec)
+
+
+def test_batches_are_cut_after_their_last_used_column_only():
+    """Rows are right-padded to the data's longest text; a bag model trims each batch, and an
+    id after a pad (a dropped word, ids given by hand) is never cut off."""
+    x = torch.tensor([[5, 0, 7, 0, 0, 0], [1, 2, 0, 0, 0, 0]])
+    assert trim_padding(x, 0).tolist() == [[5, 0, 7], [1, 2, 0]]
+    assert trim_padding(torch.zeros(2, 4, dtype=torch.long), 0).shape == (2, 1)  # empty texts: one pad
+    model = build("linear_bow", tk.data.bundle.DataSpec("t", "text", "classification", (6,), classes=["a", "b"],
+                                                        extra={"vocab_size": 10, "pad_index": 0}))  # fmt: skip
+    fit_to_data(model, tk.data.bundle.Split(x, torch.tensor([0, 1])))
+    torch.testing.assert_close(model(x), model(trim_padding(x, 0)))
