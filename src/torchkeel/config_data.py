@@ -88,7 +88,8 @@ class TextConfig(Strict):
     max_length: int = Field(
         SEQUENCE_MAX_LENGTH,
         ge=1,
-        description=f"tokens kept per text; longer ones are cut (unset: {BAG_MAX_LENGTH} for bag models, else 256)",
+        description=f"tokens kept per text; longer ones are cut (unset: {BAG_MAX_LENGTH} for bag models, "
+        f"else {SEQUENCE_MAX_LENGTH})",
     )
     lowercase: bool = True
     ngrams: int = Field(

@@ -118,6 +118,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(n_embd, bias=bias), nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        # a Sequential for its parameter names (mlp.0, mlp.2, as saved runs hold them);
+        # forward calls F.gelu, the GELU module only keeps the indices
         self.mlp = nn.Sequential(
             nn.Linear(n_embd, 4 * n_embd, bias=bias),
             nn.GELU(),

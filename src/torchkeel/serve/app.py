@@ -81,7 +81,8 @@ def create_app(
     ``model_code``: a custom model's code, which the run folder is never trusted to name."""
     run_dir = Path(run_dir)
     set_inference_threads(threads)
-    own = _own_server_app(run_dir, model_code, {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout})
+    limits = {"max_bytes": int(max_body_mb * 2**20), "read_timeout": read_timeout}
+    own = _own_server_app(run_dir, model_code, limits, threads)
     if own is not None:
         return own
     predictor = Predictor.from_run(run_dir, model_cls=model_code)
@@ -241,10 +242,11 @@ def _server(meta: dict[str, Any]) -> str:
     return TASKS[name].server if name in TASKS else "predict"
 
 
-def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any]) -> FastAPI | None:
+def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any], threads: int | None) -> FastAPI | None:
     """The app of a run whose task has its own server: a GAN's (serve/gan_app.py) or a
     language model's (serve/lm_app.py); None for the others (and unfinished runs, which
-    Predictor.from_run explains)."""
+    Predictor.from_run explains). ``threads``: the user's --threads, which a language model's
+    own choice (one thread for a small model) never overrides."""
     if not (run_dir / "model.json").is_file():
         return None
     server = _server(_model_json(run_dir))
@@ -255,7 +257,8 @@ def _own_server_app(run_dir: Path, model_code: Any, limits: dict[str, Any]) -> F
         from torchkeel.train.threads import decode_threads
 
         generator = Generator.from_run(run_dir, model_code)
-        set_threads(decode_threads(generator.model))
+        if threads is None:
+            set_threads(decode_threads(generator.model))
         return create_lm_app(run_dir, generator, read_run(run_dir).summary, limits)
     if server == "generate":
         from torchkeel.run_model import load_model

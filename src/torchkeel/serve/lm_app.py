@@ -82,10 +82,12 @@ def events(pieces: Iterator[str]) -> Iterator[str]:
 
 
 def describe(run_dir: Path, generator: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    from torchkeel.models import count_parameters
+
     model = generator.model
     return {
         "run": run_dir.name,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": count_parameters(model),
         "vocab_size": generator.tokenizer.vocab_size,
         "block_size": model.block_size,
         "tokenizer": type(generator.tokenizer).__name__,

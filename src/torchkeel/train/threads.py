@@ -46,10 +46,12 @@ def decode_threads(model: nn.Module) -> int | None:
     its multiply-adds are the parameter count: the baby GPT's 0.8 M. On a quiet 2-core machine
     its cached steps ran about as fast on one thread as on two (657 and 701 tokens/s, medians of
     5 alternating rounds of generation/speed.py); on a busy one the barrier above decides."""
+    from torchkeel.models import count_parameters
+
     first = next(model.parameters(), None)
     if first is None or first.device.type != "cpu":
         return None
-    return 1 if sum(p.numel() for p in model.parameters()) < SMALL_STEP else None
+    return 1 if count_parameters(model) < SMALL_STEP else None
 
 
 def forward_macs(model: nn.Module, sample: torch.Tensor) -> int:
