@@ -47,7 +47,7 @@ def test_text_recipe_beats_tfidf_logistic_regression_on_ag_news():
     keel_scores, tfidf_scores = [], []
     for seed in (0, 1, 2):
         cfg, bundle, probs = _default_run("text_csv", AG_NEWS, f"seed={seed}")
-        assert cfg.model.name == "embedding_bag"
+        assert cfg.model.name == "linear_bow"
         train, val, test = holdout_indices(y, len(y), cfg.data, cfg.seed)
         assert np.array_equal(y[test], bundle.test.y.numpy())  # the same split
         vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)

@@ -31,7 +31,7 @@ def files(tmp_path_factory) -> Path:
 
 def test_text_data_without_a_model_gets_the_text_recipe():
     cfg = load_config(None, ["data.path=x.csv"], {"data.name": "text_csv"})
-    assert cfg.model.name == "embedding_bag" and cfg.model.options()["embed_dim"] == TEXT_RECIPE["model"]["embed_dim"]
+    assert cfg.model.name == "linear_bow" and cfg.train.optimizer.name == TEXT_RECIPE["train"]["optimizer"]["name"]
     assert cfg.data.text.ngrams == 2
     assert cfg.train.early_stopping is not None and cfg.train.early_stopping.monitor == "val/loss"
     assert cfg.train.epochs == TEXT_RECIPE["train"]["epochs"]
@@ -40,10 +40,10 @@ def test_text_data_without_a_model_gets_the_text_recipe():
 def test_the_users_keys_win_over_the_recipe():
     cfg = load_config(
         None,
-        ["data.path=x.csv", "train.epochs=3", "model.embed_dim=16", "data.text.ngrams=1"],
+        ["data.path=x.csv", "train.epochs=3", "train.batch_size=16", "data.text.ngrams=1"],
         {"data.name": "text_csv"},
     )
-    assert (cfg.train.epochs, cfg.model.name, cfg.model.options()["embed_dim"]) == (3, "embedding_bag", 16)
+    assert (cfg.train.epochs, cfg.model.name, cfg.train.batch_size) == (3, "linear_bow", 16)
     assert cfg.data.text.ngrams == 1
     assert cfg.train.optimizer.lr == TEXT_RECIPE["train"]["optimizer"]["lr"]  # the rest still from the recipe
 
@@ -109,7 +109,7 @@ def test_keel_train_on_text_without_a_model_learns_and_predicts(files: Path, tmp
     assert proc.returncode == 0, proc.stderr
     run = next((tmp_path / "runs").iterdir())
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["name"] == "embedding_bag" and saved["data"]["text"]["ngrams"] == 2
+    assert saved["model"]["name"] == "linear_bow" and saved["data"]["text"]["ngrams"] == 2
     assert json.loads((run / "summary.json").read_text())["test"]["accuracy"] >= 0.9
     proc = keel("predict", "latest", "-t", "the team scored a goal in the match", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.split(":")[1].split()[0] == "sport", proc.stdout
@@ -169,7 +169,8 @@ def test_bag_models_read_texts_whole_unless_a_length_is_set():
     def length(*sets: str) -> int:
         return load_config(None, ["data.path=x.csv", *sets], {"data.name": "text_csv"}).data.text.max_length
 
-    assert length() == BAG_MAX_LENGTH  # the recipe's embedding_bag
+    assert length() == BAG_MAX_LENGTH  # the recipe's linear_bow
+    assert length("model.name=embedding_bag") == BAG_MAX_LENGTH
     assert length("model.name=linear_bow") == BAG_MAX_LENGTH
     assert length("model.name=lstm") == SEQUENCE_MAX_LENGTH  # a sequence model's cost grows with it
     assert length("data.text.max_length=300") == 300  # set: kept, for any model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+STARTED = time.perf_counter()  # the command's start, near enough: what --auto's budget counts from
 # pipes and logs get wide tables instead of rich's 80-column default
 err = Console(stderr=True, soft_wrap=True)
 
@@ -96,6 +98,14 @@ def train(
         Optional[str],  # noqa: UP045
         typer.Option(help="HOST:PORT of the first node, for --nnodes > 1.", rich_help_panel="Distributed"),
     ] = None,
+    auto: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            metavar="BUDGET",
+            help="Try the data kind's recipes within a time budget (30s, 5m, 1h), keep the best on val, "
+            "test it once; auto/<name>/leaderboard.json; the same command resumes.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model: preprocess, design, forward, loss, backward + update, evaluate.
 
@@ -118,6 +128,14 @@ def train(
     }
     if resume is not None and (config or set_ or any(v is not None for k, v in shortcuts.items() if k != "out_dir")):
         raise ConfigError("--resume continues a run with the config saved in it: drop the config file and other flags")
+    if auto is not None:
+        if resume is not None or nproc is not None:
+            raise ConfigError("--auto runs its candidates one by one in this process: drop --resume and --nproc")
+        from torchkeel.auto import run_auto
+        from torchkeel.config import load_raw
+
+        run_auto(load_raw(config, set_, shortcuts), auto, out, progress=not quiet, started=STARTED)
+        return
     cfg = load_config(config, set_, shortcuts)
     if print_config:
         out.print(cfg.to_yaml(), end="", highlight=False, markup=False)

@@ -55,6 +55,15 @@ from torchkeel.config_data import (  # noqa: E402,F401  (re-exported: the schema
     corpus_of_pretrained_lm,
     resolve_text_length,
 )
+from torchkeel.config_train import (  # noqa: E402,F401  (re-exported)
+    CheckpointConfig,
+    EarlyStoppingConfig,
+    FinetuneConfig,
+    GanConfig,
+    LookaheadConfig,
+    MlflowConfig,
+    parse_duration,
+)
 
 
 class ModelConfig(BaseModel):
@@ -122,56 +131,6 @@ class ScheduleConfig(Strict):
         return _choice("schedule", name, SCHEDULES)
 
 
-class EarlyStoppingConfig(Strict):
-    monitor: str = "val/loss"
-    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
-    mode: Literal["auto", "min", "max"] = "auto"
-    min_delta: float = Field(0.0, ge=0.0)
-    restore_best: bool = True
-
-
-class CheckpointConfig(Strict):
-    every_epochs: int = Field(1, ge=1, description="checkpoint at the end of every N-th epoch")
-    min_seconds: float = Field(
-        30.0, ge=0.0, description="skip an epoch-end checkpoint within this many seconds of the last (final: always)"
-    )
-    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimiser steps, mid-epoch")
-    every_minutes: float | None = Field(
-        10.0, gt=0.0, description="also checkpoint when this many minutes passed since the last (null: off)"
-    )
-    keep: int = Field(2, ge=1, description="checkpoints kept on disk (a corrupt newest one falls back to the previous)")
-
-
-class FinetuneConfig(Strict):
-    """Transfer learning's second phase: unfreeze every layer, train on at a lower learning rate."""
-
-    epochs: int = Field(3, ge=1, description="epochs with every layer trainable, after train.epochs")
-    lr: float = Field(1e-4, gt=0.0, description="peak learning rate of this phase (below the head's)")
-
-
-class GanConfig(Strict):
-    """The GAN loop's settings (DCGAN's by default: Adam, lr 2e-4, beta1 0.5)."""
-
-    lr: float = Field(2e-4, gt=0.0, description="Adam learning rate of both networks")
-    betas: tuple[float, float] = (0.5, 0.999)
-    d_steps: int = Field(1, ge=1, description="discriminator steps per generator step")
-    grid: int = Field(64, ge=1, le=1024, description="samples in each epoch's PNG grid (fixed noise)")
-    frechet_samples: int = Field(2000, ge=16, description="real and generated samples for the Frechet distance")
-    classifier_epochs: int = Field(4, ge=1, description="epochs of the feature classifier (simple_cnn)")
-
-
-class LookaheadConfig(Strict):
-    """airbench's lookahead EMA of the weights; the final weights are the average (train/lookahead.py)."""
-
-    decay: float = Field(0.95**5, ge=0.0, lt=1.0, description="EMA decay per sync at the end (ramps up as (t/T)^3)")
-    every: int = Field(5, ge=1, description="optimiser steps between syncs of the weights with their average")
-
-
-class MlflowConfig(Strict):
-    tracking_uri: str | None = Field(None, description="default: sqlite:///<out_dir>/mlflow.db")
-    experiment: str | None = Field(None, description="default: the run's name")
-
-
 class TrainConfig(Strict):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -205,6 +164,16 @@ class TrainConfig(Strict):
     loggers: list[str] = Field([], description="copies of the metrics for: tensorboard, mlflow")
     lookahead: LookaheadConfig | None = Field(None, description="lookahead EMA of the weights (airbench)")
     mlflow: MlflowConfig = Field(default_factory=lambda: MlflowConfig())
+    max_time: float | None = Field(
+        None,
+        description="training time limit (90, 30s, 5m, 1h): the epoch in progress ends there, is validated, "
+        "and the run ends as early stopping ends it",
+    )
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float | None:
+        return None if value is None else parse_duration(value, "train.max_time")  # type: ignore[arg-type]
 
     @field_validator("loggers")
     @classmethod
@@ -342,6 +311,15 @@ def load_config(
     shortcut flags (``{"data.name": "mnist", ...}``; a changed model name drops the old
     model's options), then, when no model is named, the data kind's default recipe under it all
     (``torchkeel.recipes``). Raises ConfigError naming the key on any problem."""
+    return validate_config(apply_recipe(load_raw(path, overrides, shortcuts)))
+
+
+def load_raw(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    shortcuts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What :func:`load_config` validates, before any recipe is put under it."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides or []:
         key, sep, value = item.partition("=")
@@ -356,7 +334,7 @@ def load_config(
             raw["model"] = {}
         set_path(raw, key, value)
     check_bounded(raw, Path("--set"))
-    return validate_config(apply_recipe(raw))
+    return raw
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:

@@ -52,6 +52,11 @@ class StopRequested(Exception):  # noqa: N818 - a request, not an error
     this way): unlike a failure, it leaves the run folder as it is."""
 
 
+class EndTraining(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an ``on_epoch`` hook to end training as early stopping does (``keel train
+    --auto`` cuts a recipe this way): the run completes with its best weights."""
+
+
 class ResourceError(KeelError):
     """A setting that needs more memory than this machine (or device) has available."""
 

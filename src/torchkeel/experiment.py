@@ -49,12 +49,16 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     model_code: Any = None,
+    test: bool = True,
 ) -> Path:
     """Run the whole workflow for ``cfg``; return the run folder. ``resume`` (a run folder,
     name or ``latest``) continues that run with its own saved config from its newest good
     checkpoint, or from the start when it has none yet. ``on_epoch`` goes to :func:`fit`
     (``keel tune`` prunes trials with it). ``model_code``: on resume, the code of a custom
-    model, which a run folder's own config.yaml is never trusted to name (see models.rebuild)."""
+    model, which a run folder's own config.yaml is never trusted to name (see models.rebuild).
+    ``test=False``: one of several candidates (``keel train --auto``): the trained model is
+    measured on the val split, and the test split, attacks and report wait for
+    :func:`finish_run` on the one chosen."""
     say = _Narrator(console)
     resume_dir = None
     if resume is not None:
@@ -127,15 +131,16 @@ def train(
                 stop.exit_code,
             )
 
-    say.step("6/6", "Evaluate", "test split")
+    split = "test" if test else "val"
+    say.step("6/6", "Evaluate", f"{split} split" + ("" if test else " (the test split waits for the chosen recipe)"))
     phases.mark("evaluation")
-    test = run.evaluate("test")
+    measured = run.evaluate(split)
     if not dist.is_main():
         return run_dir  # DDP: rank 0 alone writes the model and the summary
     phases.mark("writes (model, summary)")
     save_model(run_dir, run.model, cfg, data.spec)
     summary = {
-        "test": test,
+        split: measured,
         "epochs": len(run.history),
         "stopped_early": run.stopped_early,
         "train_seconds": run.train_seconds,
@@ -151,10 +156,34 @@ def train(
     if run.compile_seconds is not None:  # train.compile: the first step, tracing and compiling included
         summary["compile_seconds"] = run.compile_seconds
     atomic.write_json(run_dir / "summary.json", summary)
-    after_training(run_dir, cfg, run.model, data, summary, say.detail, console)  # attacks, report.html, loggers
-    phases.mark("result table")
-    console.print(result_table(test, summary, run_dir))
+    if test:
+        _after_test(run_dir, cfg, run.model, data, summary, say, console)
     return run_dir
+
+
+def finish_run(run_dir: Path, console: Console) -> dict[str, float]:
+    """The test split, attacks, report and result table of a run trained with ``test=False``
+    (the recipe ``keel train --auto`` chose), from its folder: its own config, data split and
+    tokeniser; its test metrics go into summary.json beside the val ones."""
+    say = _Narrator(console)
+    cfg = load_run_config(run_dir)
+    model, spec, _ = load_model(run_dir, runtime.pick_device(cfg.train.device))
+    data = prepare_data(cfg, spec)
+    say.step("6/6", "Evaluate", f"test split, {run_dir.name}")
+    run = Run(model, data, cfg, [], 0.0, run_dir)
+    summary = runs.read_json(run_dir / "summary.json")
+    summary["test"] = run.evaluate("test")
+    atomic.write_json(run_dir / "summary.json", summary)
+    _after_test(run_dir, cfg, model, data, summary, say, console)
+    return summary["test"]
+
+
+def _after_test(
+    run_dir: Path, cfg: RunConfig, model: nn.Module, data: DataBundle, summary: dict, say: _Narrator, console: Console
+) -> None:
+    after_training(run_dir, cfg, model, data, summary, say.detail, console)  # attacks, report.html, loggers
+    phases.mark("result table")
+    console.print(result_table(summary["test"], summary, run_dir))
 
 
 def _gan_loop(

@@ -24,7 +24,7 @@ from torchkeel.config import RunConfig, TrainConfig, validate_config
 from torchkeel.data import augment as aug
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.stream import make_loader
-from torchkeel.errors import ConfigError, unknown_choice
+from torchkeel.errors import ConfigError, EndTraining, unknown_choice
 from torchkeel.evaluate.metrics import evaluate
 from torchkeel.evaluate.tta import check_tta
 from torchkeel.models.layers import fit_to_data
@@ -43,6 +43,7 @@ from torchkeel.train.progress import TrainProgress
 from torchkeel.train.resume import (
     CheckpointSaver,
     last_checkpoint_note,
+    past_deadline,
     resume_from,
     stop_requested,
     stop_with_checkpoint,
@@ -181,13 +182,14 @@ def fit(
         open_loggers(cfg, run_dir, state.global_step) if dist.is_main() else Loggers([])
     )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
+    deadline = None if t.max_time is None else t_start + t.max_time  # train.max_time
     compile_seconds = validated = None
 
     for epoch in range(state.epoch, t.epochs):
         if state.stopped_early:
             break
         model.train()
-        running = task.train_meter(spec, device)
+        running, out_of_time = task.train_meter(spec, device), False
         if meter_totals is not None:  # resumed mid-epoch: this epoch's running totals so far
             running.totals.copy_(meter_totals)
             meter_totals = None
@@ -224,6 +226,9 @@ def fit(
                 saver.save(state, running)
             if stop_requested(stop, sync_point=at_log):
                 stop_with_checkpoint(stop, saver, state, running)
+            if past_deadline(deadline, sync_point=at_log):
+                out_of_time = True
+                break  # the epoch ends here: validated, then the run ends
 
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
@@ -241,6 +246,9 @@ def fit(
                 f"early stopping: no {t.early_stopping.monitor} improvement for "
                 f"{t.early_stopping.patience} epochs (best {state.best:.4f} at epoch {state.best_epoch})"
             )
+        if (out_of_time or past_deadline(deadline)) and not state.stopped_early:
+            state.stopped_early = True
+            bar.message(f"train.max_time: {t.max_time:g} s of training reached in epoch {epoch + 1}")
         final = state.epoch == t.epochs or state.stopped_early
         if saver is not None and saver.due(state, epoch_end=True, final=final):
             saver.save(state)
@@ -248,7 +256,13 @@ def fit(
             stop_with_checkpoint(stop, saver, state, None)
         loggers.log_epoch(record, state.steps)
         if on_epoch is not None:
-            on_epoch(record)
+            try:
+                on_epoch(record)
+            except EndTraining as e:  # the hook ends the run as early stopping would
+                bar.message(str(e))
+                state.stopped_early = True
+                if saver is not None and not final:
+                    saver.save(state)
 
     loggers.close()
     if saver is not None:

@@ -121,6 +121,16 @@ def stop_requested(stop: StopSignals | None, sync_point: bool = True) -> bool:
     return sync_point and dist.agree(stop.received is not None)
 
 
+def past_deadline(deadline: float | None, sync_point: bool = True) -> bool:
+    """train.max_time is up: checked every step on one process; under DDP at sync points, where
+    the ranks agree, so that every rank ends the epoch at the same step."""
+    if deadline is None:
+        return False
+    if not dist.active():
+        return time.perf_counter() >= deadline
+    return sync_point and dist.agree(time.perf_counter() >= deadline)
+
+
 def stop_with_checkpoint(
     stop: StopSignals, saver: CheckpointSaver | None, state: LoopState, running: Running | None
 ) -> None:
