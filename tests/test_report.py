@@ -82,6 +82,8 @@ def test_binary_table_report(table_runs):
     assert calibration["images"] == 2  # reliability diagram and ROC curve
     evaluation = json.loads((table_runs["binary"] / "evaluation.json").read_text())
     assert evaluation["roc_auc"] > 0.9 and 0 <= evaluation["ece"] < 0.5
+    html = (table_runs["binary"] / "report.html").read_text()
+    assert "mean radius=" in html  # wrong rows show the user's column names and values
 
 
 def _with_gan_files(run: Path) -> Path:

@@ -45,6 +45,20 @@ def test_csv_classification_with_gaps_and_categories(shop: Path):
     assert torch.equal(data.train.x[:, 2:].sum(1), torch.ones(len(data.train)))
 
 
+@pytest.mark.parametrize("encoding", ["onehot", "index"])
+def test_encoded_rows_read_back_as_the_users_columns_and_values(shop: Path, encoding: str):
+    """What the report shows for a wrong prediction: the original values, not standardised numbers."""
+    data = load(_cfg(shop, table={"exclude": ["id", "price"], "encoding": encoding}), seed=0)
+    encoder = TableEncoder.from_dict(data.spec.extra["table"]["encoder"])
+    frame = pd.read_csv(shop).dropna(subset=["age", "income"]).head(20)
+    rows = encoder.inverse(encoder.transform(frame))
+    assert list(rows[0]) == ["age", "income", "city"]
+    for row, (_, raw) in zip(rows, frame.iterrows(), strict=True):
+        assert float(row["age"]) == pytest.approx(raw["age"], rel=1e-5)
+        assert float(row["income"]) == pytest.approx(raw["income"], rel=1e-5)
+        assert row["city"] == (raw["city"] if isinstance(raw["city"], str) else "<missing>")
+
+
 def test_statistics_come_from_train_and_predict_applies_them(shop: Path):
     data = load(_cfg(shop, table={"exclude": ["id", "price"]}), seed=0)
     encoder = TableEncoder.from_dict(data.spec.extra["table"]["encoder"])

@@ -95,6 +95,26 @@ class TableEncoder:
         matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
         return torch.from_numpy(matrix.astype(np.float32))
 
+    def inverse(self, x: torch.Tensor) -> list[dict[str, str]]:
+        """The rows of an encoded (N, features) matrix as the user's columns and values: numbers
+        un-standardised (a missing value shows as the fill it got), categories by name
+        (``<other>`` for a value not kept from train)."""
+        x = x.detach().double().cpu().numpy()
+        rows: list[dict[str, str]] = [{} for _ in range(len(x))]
+        for j, c in enumerate(self.numeric):
+            for row, value in zip(rows, x[:, j] * c.std + c.mean, strict=True):
+                row[c.name] = f"{value:.6g}"
+        at = len(self.numeric)
+        for c in self.categorical:
+            width = 1 if self.encoding == "index" else len(c.categories)
+            block = x[:, at : at + width]
+            at += width
+            for row, codes in zip(rows, block, strict=True):
+                index = int(round(codes[0])) - 1 if self.encoding == "index" else int(codes.argmax())
+                seen = 0 <= index < len(c.categories) and (self.encoding == "index" or codes[index] > 0.5)
+                row[c.name] = c.categories[index] if seen else "<other>"
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from torchkeel.data.kinds import kind_of
+from torchkeel.data.table_encoder import TableEncoder
 from torchkeel.evaluate import plots
 from torchkeel.evaluate.explain import pixels
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
@@ -195,11 +196,15 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
     names = class_names(ctx)
     vocab = ctx.spec.extra.get("vocab")
     token_ids = kind_of(ctx.spec).token_ids
+    table = ctx.spec.extra.get("table")
+    columns = TableEncoder.from_dict(table["encoder"]).inverse(x) if table and "encoder" in table else None
     rows = []
     for i in range(len(x)):
         if token_ids:
             ids = [int(t) for t in x[i] if int(t) != 0]
             text = " ".join(vocab[t] if vocab and t < len(vocab) else str(t) for t in ids[:60])
+        elif columns is not None:  # a table row as the user's columns and values, not standardised numbers
+            text = ", ".join(f"{k}={v}" for k, v in list(columns[i].items())[:24])
         else:
             text = ", ".join(f"{v:.3g}" for v in x[i].flatten()[:16].tolist())
         rows.append((names[wrong.true[i]], names[wrong.pred[i]], wrong.confidence[i], text))
