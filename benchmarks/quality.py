@@ -18,6 +18,7 @@ metric functions as the baselines.
     python benchmarks/quality.py                       # both sets, seeds 0 1 2
     python benchmarks/quality.py --sets text --seeds 0 --rows keel-default tfidf-lr
     python benchmarks/quality.py --sets text --pretrained --rows keel-minilm-frozen   # needs [minilm]
+    python benchmarks/quality.py --sets trec6 --seeds 0 --auto 5m --rows keel-auto-5m  # the --auto search
     python benchmarks/quality.py --sets text --rows keel-bilstm keel-transformer      # slower
 
 Data: ``data/ag_news/ag_news_test.csv`` and ``data/credit_default/UCI_Credit_Card.csv`` under
@@ -118,6 +119,38 @@ def keel_row(data: str, path: Path, overrides: list[str], seed: int, threads: in
     return probs.numpy(), time.perf_counter() - start, info
 
 
+def keel_auto_row(
+    data: str, path: Path, overrides: list[str], seed: int, threads: int, budget: str
+) -> tuple[np.ndarray, float, dict]:
+    """``keel train --auto BUDGET`` as the CLI runs it (in a scratch folder); the winner's test
+    probabilities, the whole search's seconds, and which recipe won."""
+    import contextlib
+    import tempfile
+
+    from rich.console import Console
+
+    from torchkeel.auto import run_auto
+    from torchkeel.config import load_raw
+    from torchkeel.experiment import load_model, load_run_config, prepare_data
+
+    start = time.perf_counter()
+    sets = [f"data.path={path.resolve()}", *SPLIT, f"train.threads={threads}", "eval.report=false", *overrides]
+    raw = load_raw(None, sets, {"data.name": data, "seed": seed})
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        result = run_auto(raw, budget, Console(quiet=True), started=start)
+        seconds = time.perf_counter() - start
+        run_dir = Path(scratch) / result.winner["run"]
+        model, spec, _ = load_model(run_dir)
+        bundle = prepare_data(load_run_config(run_dir), spec)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x in bundle.test.x.split(1024)])
+    probs = torch.sigmoid(logits[:, 0]) if bundle.spec.task == "binary" else logits.softmax(1)
+    board = {e["recipe"]: (e.get("val"), e["state"]) for e in result.leaderboard}
+    print(f"  --auto {budget} seed {seed}: winner {result.winner['recipe']}; {board}", flush=True)
+    return probs.numpy(), seconds, {"epochs": result.winner.get("epochs"), "test_y": bundle.test.y.numpy()}
+
+
 # ---- scikit-learn baselines
 
 
@@ -174,8 +207,9 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 
 def run_set(
-    kind: str, root: Path, seeds: list[int], rows: list[str] | None, threads: int, pretrained: bool
-) -> dict[str, list[dict]]:
+    kind: str, root: Path, seeds: list[int], rows: list[str] | None, threads: int, pretrained: bool,
+    auto: str | None = None,
+) -> dict[str, list[dict]]:  # fmt: skip
     if kind in TEXT_SETS:
         path = root / TEXT_SETS[kind]
         frame = pd.read_csv(path)
@@ -201,6 +235,8 @@ def run_set(
             "hist-gradient-boosting": lambda s, seed: table_hgb(features, y, s, seed),
         }
         data, target, extra = "csv", frame[TABLE_TARGET], TABLE_DATA
+    if auto is not None:  # keel train --auto BUDGET: the recipes of the data kind, best on val
+        keel_rows[f"keel-auto-{auto}"] = []
     _, _, y = encode_target(target, "auto", str(target.name))
     y = y.astype(np.int64)
     results: dict[str, list[dict]] = {}
@@ -218,7 +254,10 @@ def run_set(
         for name, overrides in keel_rows.items():
             if rows and name not in rows:
                 continue
-            probs, seconds, info = keel_row(data, path, [*extra, *overrides], seed, threads)
+            if name.startswith("keel-auto-"):
+                probs, seconds, info = keel_auto_row(data, path, [*extra], seed, threads, name[len("keel-auto-") :])
+            else:
+                probs, seconds, info = keel_row(data, path, [*extra, *overrides], seed, threads)
             if not np.array_equal(info["test_y"].astype(np.int64), y[split[2]]):
                 raise SystemExit(f"{name}: torchkeel's test split differs from the baselines' split")
             record = scores(y[split[2]], probs) | {"seconds": seconds, "epochs": info["epochs"]}
@@ -256,10 +295,12 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", help="only these methods (e.g. tfidf-lr keel-default)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per torchkeel run")
     parser.add_argument("--pretrained", action="store_true", help="add pretrained_text (frozen MiniLM) on text")
+    parser.add_argument("--auto", metavar="BUDGET", help="add a keel train --auto BUDGET row (e.g. 5m)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {
-        kind: run_set(kind, args.root, args.seeds, args.rows, args.threads, args.pretrained) for kind in args.sets
+        kind: run_set(kind, args.root, args.seeds, args.rows, args.threads, args.pretrained, args.auto)
+        for kind in args.sets
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), seeds {args.seeds}")
     print_table(results)

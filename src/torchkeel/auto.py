@@ -172,8 +172,8 @@ def run_auto(
         except TrainingError as e:  # a recipe that diverges loses; the search goes on
             entry |= {"state": "failed", "reason": str(e)}
         entry["seconds"] = round(time.perf_counter() - t0, 2)
-        if "train_seconds" in entry:
-            overhead = max(0.0, entry["seconds"] - entry["train_seconds"])
+        if "train_seconds" in entry:  # the largest seen: recipes differ (a pretrained encoder loads for seconds)
+            overhead = max(overhead or 0.0, entry["seconds"] - entry["train_seconds"])
         shown = f"val {chosen['metric']} {entry['val']:.4f}" if "val" in entry else entry.get("reason", "")
         console.print(f"       {entry['state']}: {shown} ({entry['seconds']:.1f} s)", highlight=False)
         save()

@@ -101,6 +101,17 @@ class Run:
         )
 
 
+def _val_reserve(last: float | None, epoch_start: float, samples: int, val: Any) -> float:
+    """Seconds to keep for the validation that ends a cut epoch: the last one's time, or before
+    the first, the epoch's time per training sample over the val split (an overestimate for most
+    models, whose forward pass is a third of a step; not for a frozen encoder's, which is all of it)."""
+    if val is None or (last is None and samples == 0):
+        return 0.0
+    if last is not None:
+        return last
+    return (time.perf_counter() - epoch_start) / samples * len(val)
+
+
 def weight_versions(model: nn.Module) -> list[int]:
     return [p._version for p in model.parameters()]
 
@@ -183,6 +194,7 @@ def fit(
     )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
     deadline = None if t.max_time is None else t_start + t.max_time  # train.max_time
+    val_seconds: float | None = None  # the last validation's time: train.max_time leaves room for the next
     compile_seconds = validated = None
 
     for epoch in range(state.epoch, t.epochs):
@@ -196,6 +208,7 @@ def fit(
         # the last step's lr: what the epoch record shows when a resume lands at the epoch's end
         lr = t.optimizer.lr * lr_factor(t.schedule, max(state.global_step - 1, 0), total_steps, steps_per_epoch)
         bar.start_epoch(epoch, steps_per_epoch, done=state.batch)
+        epoch_start, first_batch = time.perf_counter(), state.batch
         for batch, micro in enumerate(steps.epoch(epoch, start=state.batch), start=state.batch):
             lr = t.optimizer.lr * lr_factor(t.schedule, state.global_step, total_steps, steps_per_epoch)
             set_lr(optimizer, lr)
@@ -226,12 +239,17 @@ def fit(
                 saver.save(state, running)
             if stop_requested(stop, sync_point=at_log):
                 stop_with_checkpoint(stop, saver, state, running)
-            if past_deadline(deadline, sync_point=at_log):
+            if deadline is not None and past_deadline(
+                deadline - _val_reserve(val_seconds, epoch_start, (state.batch - first_batch) * steps.batch_size, val),
+                sync_point=at_log,
+            ):
                 out_of_time = True
                 break  # the epoch ends here: validated, then the run ends
 
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
+        val_start = time.perf_counter()
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
+        val_seconds = time.perf_counter() - val_start
         validated = (val_metrics, weight_versions(model)) if val_metrics else None
         seconds = bar.end_epoch(epoch, train_metrics, val_metrics, lr)
         record = {"epoch": epoch + 1, "step": state.global_step, "lr": lr, "seconds": seconds}
