@@ -175,3 +175,32 @@ def test_bag_models_read_texts_whole_unless_a_length_is_set():
     assert length("model.name=lstm") == SEQUENCE_MAX_LENGTH  # a sequence model's cost grows with it
     assert length("data.text.max_length=300") == 300  # set: kept, for any model
     assert length("model.name=lstm", "data.text.max_length=300") == 300
+
+
+def test_the_text_recipe_reads_long_texts_whole_where_cutting_them_loses_the_label(tmp_path: Path):
+    """Long texts (~400 filler words drawn from 2,000) whose label is in their last ten words (a
+    review's verdict, from 20 words per label): the recipe reads them whole and learns it; the
+    same recipe cut at 256 tokens sees only filler, at chance."""
+    import random
+
+    from torchkeel.train.loop import fit
+
+    rng = random.Random(0)
+    filler = [f"w{i}" for i in range(2000)]
+    verdicts = {"yes": [f"good{i}" for i in range(20)], "no": [f"bad{i}" for i in range(20)]}
+    rows = []
+    for _ in range(600):
+        label = rng.choice(["yes", "no"])
+        words = [rng.choice(filler) for _ in range(rng.randint(350, 450))]
+        words += [rng.choice(verdicts[label]) for _ in range(10)]
+        rows.append({"text": " ".join(words), "label": label})
+    write_rows(tmp_path / "long.csv", rows)
+
+    def accuracy(*sets: str) -> float:
+        cfg = load_config(None, [f"data.path={tmp_path / 'long.csv'}", "train.threads=1", *sets], {"data.name": "text_csv"})
+        data = load(cfg.data, cfg.seed)
+        run = fit(build(cfg.model, data.spec), data, cfg, progress=False)
+        return run.evaluate("test")["accuracy"]
+
+    assert accuracy() >= 0.95
+    assert accuracy("data.text.max_length=256") <= 0.7
