@@ -197,7 +197,8 @@ def test_the_text_recipe_reads_long_texts_whole_where_cutting_them_loses_the_lab
     write_rows(tmp_path / "long.csv", rows)
 
     def accuracy(*sets: str) -> float:
-        cfg = load_config(None, [f"data.path={tmp_path / 'long.csv'}", "train.threads=1", *sets], {"data.name": "text_csv"})
+        sets = (f"data.path={tmp_path / 'long.csv'}", "train.threads=1", *sets)
+        cfg = load_config(None, list(sets), {"data.name": "text_csv"})
         data = load(cfg.data, cfg.seed)
         run = fit(build(cfg.model, data.spec), data, cfg, progress=False)
         return run.evaluate("test")["accuracy"]
