@@ -114,6 +114,8 @@ def test_auto_interrupted_keeps_its_leaderboard_and_resumes_within_the_budget(tm
     assert [e["recipe"] for e in board["entries"]] == list(candidates({"data": {"name": "breast_cancer"}}))
     assert board["entries"][0]["state"] == "cut (time)" and board["spent_seconds"] <= 24 * 1.1
     assert "accuracy" in board["test"]
+    listed = keel("runs", cwd=tmp_path).stdout
+    assert "val accuracy" in listed  # the candidates that lost were measured on val only
 
 
 def test_max_time_ends_training_like_early_stopping(tmp_path: Path):

@@ -95,6 +95,9 @@ def _run_row(info: Any) -> list[str]:
     keys = [summary.get("key_metric"), "accuracy", "r2", "rmse", "frechet", "loss"]  # older runs: the first found
     key = next((k for k in keys if isinstance(k, str) and _is_number(test.get(k))), None)
     shown = f"{key} {test[key]:.4f}" if key else "-"
+    val = summary.get("val", {})  # a keel train --auto candidate: measured on val only
+    if key is None and isinstance(val, dict) and _is_number(val.get(summary.get("key_metric"))):
+        shown = f"val {summary['key_metric']} {val[summary['key_metric']]:.4f}"
     # two classes: the ranking quality too; a language model: bits per character, which compares
     # runs whatever their tokenisers (a loss is per token, and tokens differ)
     for extra in ("roc_auc", "bits_per_char"):
