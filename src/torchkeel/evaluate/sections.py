@@ -198,6 +198,7 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
     token_ids = kind_of(ctx.spec).token_ids
     table = ctx.spec.extra.get("table")
     columns = TableEncoder.from_dict(table["encoder"]).inverse(x) if table and "encoder" in table else None
+    features = ctx.spec.extra.get("feature_names")
     rows = []
     for i in range(len(x)):
         if token_ids:
@@ -205,6 +206,9 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
             text = " ".join(vocab[t] if vocab and t < len(vocab) else str(t) for t in ids[:60])
         elif columns is not None:  # a table row as the user's columns and values, not standardised numbers
             text = ", ".join(f"{k}={v}" for k, v in list(columns[i].items())[:24])
+        elif features:  # named features without an encoder: the names with the values the model saw
+            pairs = list(zip(features, x[i].flatten().tolist(), strict=False))[:24]
+            text = ", ".join(f"{k}={v:.3g}" for k, v in pairs)
         else:
             text = ", ".join(f"{v:.3g}" for v in x[i].flatten()[:16].tolist())
         rows.append((names[wrong.true[i]], names[wrong.pred[i]], wrong.confidence[i], text))
