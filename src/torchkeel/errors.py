@@ -54,7 +54,8 @@ class StopRequested(Exception):  # noqa: N818 - a request, not an error
 
 class EndTraining(Exception):  # noqa: N818 - a request, not an error
     """Raised by an ``on_epoch`` hook to end training as early stopping does (``keel train
-    --auto`` cuts a recipe this way): the run completes with its best weights."""
+    --auto`` cuts a recipe this way): the run completes with its best weights. Under DDP every
+    rank's hook must raise it at the same epoch."""
 
 
 class ResourceError(KeelError):

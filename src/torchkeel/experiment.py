@@ -143,6 +143,7 @@ def train(
         split: measured,
         "epochs": len(run.history),
         "stopped_early": run.stopped_early,
+        "stopped_by": run.stopped_by,
         "train_seconds": run.train_seconds,
         "parameters": n_params,
         "samples_per_second": _throughput(run),

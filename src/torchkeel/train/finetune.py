@@ -41,8 +41,12 @@ def finetune(
     """Unfreeze ``run.model`` and train it on ``run.data`` with ``settings``; every other
     setting (batch, optimiser, schedule, early stopping, seed) is the first phase's. With a
     ``run_dir`` the phase writes ``finetune/`` there and resumes from its last checkpoint."""
-    unfreeze(run.model)
     phase = run.config.model_copy(deep=True)
+    if phase.train.max_time is not None:  # train.max_time covers both phases
+        if run.stopped_by == "max_time" or phase.train.max_time - run.train_seconds <= 0:
+            return run
+        phase.train.max_time -= run.train_seconds
+    unfreeze(run.model)
     phase.train.epochs = settings.epochs
     phase.train.optimizer.lr = settings.lr
     phase.train.finetune = None
@@ -60,6 +64,7 @@ def finetune(
         run.train_seconds + second.train_seconds,
         run.path,
         second.stopped_early,
+        stopped_by=second.stopped_by,
     )
 
 

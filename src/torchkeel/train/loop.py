@@ -67,6 +67,7 @@ class Run:
     nan_skips: int = 0  # steps skipped for a non-finite loss or gradient (train.on_nan: skip)
     compile_seconds: float | None = None  # train.compile: the first step's time, compiling included
     validated: tuple[dict[str, float], list[int]] | None = None  # the last val metrics, weight versions then
+    stopped_by: str = ""  # early_stopping, max_time or hook (an on_epoch EndTraining); "" ran every epoch
 
     def evaluate(self, split: str = "test", metrics: list[str] | None = None) -> dict[str, float]:
         if split == "test" and metrics is None and self._test_is_last_val():
@@ -193,7 +194,9 @@ def fit(
         open_loggers(cfg, run_dir, state.global_step) if dist.is_main() else Loggers([])
     )  # train.loggers: tensorboard/mlflow copies
     t_start = time.perf_counter()
-    deadline = None if t.max_time is None else t_start + t.max_time  # train.max_time
+    earlier = state.trained_seconds  # a resumed run: the time its earlier sessions trained
+    # train.max_time counts every session of the run
+    deadline = None if t.max_time is None else t_start + t.max_time - earlier
     val_seconds: float | None = None  # the last validation's time: train.max_time leaves room for the next
     compile_seconds = validated = None
 
@@ -228,6 +231,7 @@ def fit(
             scaler.update()
             state.global_step += 1
             state.batch = batch + 1
+            state.trained_seconds = earlier + time.perf_counter() - t_start
             if lookahead is not None:
                 lookahead.step(state.global_step)
             if t.compile and compile_seconds is None:
@@ -239,14 +243,18 @@ def fit(
                 saver.save(state, running)
             if stop_requested(stop, sync_point=at_log):
                 stop_with_checkpoint(stop, saver, state, running)
+            if state.batch - first_batch == 1:  # the first step (warm-up, compiling) says nothing about the pace
+                epoch_start = time.perf_counter()
+            samples = (state.batch - first_batch - 1) * steps.batch_size
             if deadline is not None and past_deadline(
-                deadline - _val_reserve(val_seconds, epoch_start, (state.batch - first_batch) * steps.batch_size, val),
+                deadline - min(_val_reserve(val_seconds, epoch_start, samples, val), t.max_time / 2),
                 sync_point=at_log,
             ):
                 out_of_time = True
                 break  # the epoch ends here: validated, then the run ends
 
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
+        state.trained_seconds = earlier + time.perf_counter() - t_start
         val_start = time.perf_counter()
         val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
         val_seconds = time.perf_counter() - val_start
@@ -264,8 +272,9 @@ def fit(
                 f"early stopping: no {t.early_stopping.monitor} improvement for "
                 f"{t.early_stopping.patience} epochs (best {state.best:.4f} at epoch {state.best_epoch})"
             )
+        state.trained_seconds = earlier + time.perf_counter() - t_start  # the validation counts too
         if (out_of_time or past_deadline(deadline)) and not state.stopped_early:
-            state.stopped_early = True
+            state.stopped_early, state.stopped_by = True, "max_time"
             bar.message(f"train.max_time: {t.max_time:g} s of training reached in epoch {epoch + 1}")
         final = state.epoch == t.epochs or state.stopped_early
         if saver is not None and saver.due(state, epoch_end=True, final=final):
@@ -278,7 +287,7 @@ def fit(
                 on_epoch(record)
             except EndTraining as e:  # the hook ends the run as early stopping would
                 bar.message(str(e))
-                state.stopped_early = True
+                state.stopped_early, state.stopped_by = True, state.stopped_by or "hook"
                 if saver is not None and not final:
                     saver.save(state)
 
@@ -303,6 +312,7 @@ def fit(
         state.nan_skips,
         compile_seconds,
         validated,
+        state.stopped_by,
     )
 
 

@@ -27,6 +27,8 @@ class LoopState:
     steps_per_epoch: int = 0  # what ``batch`` counts in; a resume with another batch size is refused
     nan_skips: int = 0  # steps skipped for a non-finite loss or gradient (train.on_nan: skip)
     scaler: dict[str, Any] = field(default_factory=dict)  # fp16 GradScaler state
+    trained_seconds: float = 0.0  # training time so far, over every session of the run (train.max_time)
+    stopped_by: str = ""  # why training ended before train.epochs: early_stopping, max_time or a hook
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,7 @@ class EarlyStopping:
             return False
         state.bad_epochs += 1
         state.stopped_early = state.bad_epochs >= self.cfg.patience
+        state.stopped_by = "early_stopping" if state.stopped_early else ""
         return state.stopped_early
 
 
