@@ -21,7 +21,7 @@ from test_tune import _process_state, _wait_for
 from torchkeel.auto import candidates, rank, run_auto
 from torchkeel.config import load_config, validate_config
 from torchkeel.data import load
-from torchkeel.errors import EndTraining
+from torchkeel.errors import ConfigError, EndTraining
 from torchkeel.models import build
 from torchkeel.train.loop import fit
 
@@ -86,25 +86,26 @@ def test_a_budget_below_the_minimum_is_one_line_and_exit_2(tmp_path: Path):
 
 
 def test_auto_interrupted_keeps_its_leaderboard_and_resumes_within_the_budget(tmp_path: Path):
-    """Ctrl-C during the second candidate: exit 130 with the leaderboard so far; the same
-    command again trains only what is left and spends what is left of the same budget."""
+    """Ctrl-C during the first candidate (which nothing earlier can prune): exit 130 with the
+    leaderboard so far; the same command again trains what is left, within what is left of the
+    same budget."""
     args = [sys.executable, "-m", "torchkeel", "train", "--data", "breast_cancer", "--auto", "24s", "-q",
             "--set", "train.epochs=5000", "--set", "train.early_stopping=null", "--set", "train.threads=1",
             "--set", "eval.report=false"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = tmp_path / "runs"
-    _wait_for(lambda: any(second.glob("*-auto-mlp-128-64-lr3e-3")), proc)
+    runs_dir = tmp_path / "runs"
+    _wait_for(lambda: any(runs_dir.glob("*-auto-mlp-256-128")), proc)
     proc.send_signal(signal.SIGSTOP)
     _wait_for(lambda: _process_state(proc.pid) == "T", proc)
-    assert not (next(second.glob("*-auto-mlp-128-64-lr3e-3")) / "summary.json").exists()  # 5000 epochs: still training
+    assert not (next(runs_dir.glob("*-auto-mlp-256-128")) / "summary.json").exists()  # 5000 epochs: still training
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, (stdout, stderr)
     assert "run the same command again to resume" in stdout and "Traceback" not in stderr
     board = json.loads((tmp_path / "auto" / "breast_cancer" / "leaderboard.json").read_text())
-    assert [e["state"] for e in board["entries"]] == ["cut (time)", "interrupted"]
+    assert [e["state"] for e in board["entries"]] == ["interrupted"]
     first_spent = board["spent_seconds"]
 
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -112,7 +113,7 @@ def test_auto_interrupted_keeps_its_leaderboard_and_resumes_within_the_budget(tm
     assert f"resumed with {first_spent:.0f} s" in proc.stdout
     board = json.loads((tmp_path / "auto" / "breast_cancer" / "leaderboard.json").read_text())
     assert [e["recipe"] for e in board["entries"]] == list(candidates({"data": {"name": "breast_cancer"}}))
-    assert board["entries"][0]["state"] == "cut (time)" and board["spent_seconds"] <= 24 * 1.1
+    assert "interrupted" not in [e["state"] for e in board["entries"]] and board["spent_seconds"] <= 24 * 1.1
     assert "accuracy" in board["test"]
     listed = keel("runs", cwd=tmp_path).stdout
     assert "val accuracy" in listed  # the candidates that lost were measured on val only
@@ -122,7 +123,7 @@ def test_max_time_ends_training_like_early_stopping(tmp_path: Path):
     cfg = load_config(None, ["train.epochs=100000", "train.max_time=1.5", "train.threads=1"], {"data.name": "iris"})
     data = load(cfg.data, cfg.seed)
     run = fit(build(cfg.model, data.spec), data, cfg, progress=False)
-    assert run.stopped_early and len(run.history) < 100000
+    assert run.stopped_early and run.stopped_by == "max_time" and len(run.history) < 100000
     assert run.train_seconds >= 1.5  # it trained up to the limit, then validated the cut epoch
     assert "val/loss" in run.history[-1]
 
@@ -136,7 +137,39 @@ def test_an_on_epoch_hook_ends_training_with_end_training(tmp_path: Path):
             raise EndTraining("enough")
 
     run = fit(build(cfg.model, data.spec), data, cfg, progress=False, on_epoch=hook, run_dir=tmp_path / "run")
-    assert len(run.history) == 3 and run.stopped_early
+    assert len(run.history) == 3 and run.stopped_early and run.stopped_by == "hook"
+
+
+def test_max_time_counts_every_session_of_a_resumed_run(tmp_path: Path):
+    """A run resumed from its checkpoint gets what is left of train.max_time, not a new one."""
+    from torchkeel.train import checkpoint as ckpt
+
+    sets = ["train.threads=1", "model.hidden=[512, 512]"]
+    first = load_config(None, [*sets, "train.epochs=40"], {"data.name": "wine", "model.name": "mlp"})
+    data = load(first.data, first.seed)
+    run = fit(build(first.model, data.spec), data, first, progress=False, run_dir=tmp_path / "run")
+    trained = ckpt.newest_good_checkpoint(tmp_path / "run" / "checkpoint")
+    assert run.train_seconds > 0.2
+    again = first.model_copy(deep=True)
+    again.train.epochs, again.train.max_time = 100000, run.train_seconds + 0.25
+    second = fit(build(first.model, data.spec), data, again, progress=False, resume=trained)
+    assert second.stopped_by == "max_time" and len(second.history) > 40
+    assert second.train_seconds < run.train_seconds  # a new budget would have trained at least as long
+
+
+def test_auto_on_a_regression_table_chooses_on_what_val_measures(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = {"data": {"name": "diabetes"}, "train": {"threads": 1, "epochs": 5}, "eval": {"report": False}}
+    run_auto(raw, "20s", Console(file=io.StringIO()))
+    board = json.loads((tmp_path / "auto" / "diabetes" / "leaderboard.json").read_text())
+    assert board["metric"] in ("r2", "loss") and all("val" in e for e in board["entries"])
+    assert "r2" in board["test"]
+
+
+def test_auto_needs_a_val_split(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        run_auto({"data": {"name": "iris", "val_fraction": 0.0}}, "20s", Console(file=io.StringIO()))
 
 
 @pytest.mark.parametrize("value", ["0", "-3s", "1d", "true"])

@@ -40,8 +40,8 @@ from rich.table import Table
 
 from torchkeel import atomic, runs
 from torchkeel.config import parse_duration, validate_config
-from torchkeel.errors import ConfigError, EndTraining, TrainingError, TrainingInterrupted
-from torchkeel.recipes import AUTO_CANDIDATES, data_kind, merge_under
+from torchkeel.errors import ConfigError, EndTraining, KeelError, TrainingError, TrainingInterrupted
+from torchkeel.recipes import AUTO_CANDIDATES, apply_recipe, data_kind, merge_under
 from torchkeel.tasks import lower_is_better
 
 MIN_BUDGET = 10.0  # seconds: data loading, one short training and the test evaluation
@@ -74,8 +74,8 @@ def candidates(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         recipe = recipe_if_installed()
         if recipe is not None:
             listed[name] = recipe
-    if not listed:  # one candidate: the kind's default recipe (applied when the config is validated)
-        return {"default": copy.deepcopy(raw)}
+    if not listed:  # one candidate: the kind's default recipe
+        return {"default": apply_recipe(copy.deepcopy(raw))}
     return {name: merge_under(copy.deepcopy(recipe), copy.deepcopy(raw)) for name, recipe in listed.items()}
 
 
@@ -118,6 +118,8 @@ def run_auto(
     pool = candidates(raw)
     configs = {name: validate_config(cand) for name, cand in pool.items()}  # every one must be valid, first
     first = next(iter(configs.values()))
+    if first.data.val_fraction <= 0:
+        raise ConfigError("--auto chooses on the val split: set data.val_fraction above 0 (0.1, say)")
     name = first.name or first.data.name.replace(":", "-")
     folder = Path("auto") / runs._safe(name)
     board = _open_board(folder, raw, pool, seconds, first.seed)
@@ -142,6 +144,8 @@ def run_auto(
     overhead = None  # seconds a candidate took beyond its training time (data, build, evaluation)
     done = {e["recipe"] for e in board["entries"] if e["state"] != "interrupted"}
     board["entries"] = [e for e in board["entries"] if e["recipe"] in done]
+    order = list(configs)  # a resumed search keeps the candidates' order (rank's tie-break)
+    board["entries"].sort(key=lambda e: order.index(e["recipe"]) if e["recipe"] in order else len(order))
     for index, (recipe, cfg) in enumerate(configs.items()):
         if recipe in done:
             continue
@@ -159,6 +163,7 @@ def run_auto(
         console.print(f"[{index + 1}/{len(configs)}] {recipe}: training (up to {share:.0f} s)", highlight=False)
         entry: dict[str, Any] = {"recipe": recipe, "state": "running", "curve": [], "max_time": round(share, 2)}
         board["entries"].append(entry)
+        board["entries"].sort(key=lambda e: order.index(e["recipe"]) if e["recipe"] in order else len(order))
         t0 = time.perf_counter()
         try:
             entry.update(_train_candidate(cfg, chosen, board["entries"], entry, progress))
@@ -169,7 +174,7 @@ def run_auto(
             console.print(leaderboard_table(board["entries"], chosen["metric"]))
             console.print("--auto interrupted: run the same command again to resume it", highlight=False)
             raise
-        except TrainingError as e:  # a recipe that diverges loses; the search goes on
+        except KeelError as e:  # a recipe that diverges, or does not fit this data or machine, loses
             entry |= {"state": "failed", "reason": str(e)}
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         if "train_seconds" in entry:  # the largest seen: recipes differ (a pretrained encoder loads for seconds)
@@ -219,21 +224,22 @@ def _train_candidate(
         if at_epoch and not on_pace:
             median = statistics.median(at_epoch)
             if (value > median) if lower_is_better(metric) else (value < median):
-                entry["pruned"] = True
                 raise EndTraining(
                     f"--auto: val {metric} {value:.4f} at epoch {epoch} is worse than the median {median:.4f}"
                 )
 
     run_dir = train(cfg, Console(quiet=True), progress=progress, on_epoch=on_epoch, test=False)
     summary = runs.read_json(run_dir / "summary.json")
-    chosen["metric"] = chosen["metric"] or summary.get("key_metric", "loss")
     val = summary.get("val", {})
+    if chosen["metric"] is None:  # the task's key metric when eval.metrics measures it, else the loss
+        key = summary.get("key_metric", "loss")
+        chosen["metric"] = key if key in val else "loss"
     if chosen["metric"] not in val:
-        raise ConfigError(f"--auto: the val split gives no '{chosen['metric']}'; set data.val_fraction above 0")
-    pruned = entry.pop("pruned", False)
-    timed_out = summary.get("stopped_early") and summary.get("train_seconds", 0) >= 0.98 * cfg.train.max_time
+        raise ConfigError(f"--auto: this recipe's val split gives no '{chosen['metric']}' (it gives {', '.join(val)})")
+    entry.pop("pruned", None)
+    states = {"hook": "pruned", "max_time": "cut (time)"}
     return {
-        "state": "pruned" if pruned else "cut (time)" if timed_out else "complete",
+        "state": states.get(summary.get("stopped_by", ""), "complete"),
         "val": float(val[chosen["metric"]]),
         "val_loss": float(val.get("loss", float("nan"))),
         "run": str(run_dir),

@@ -129,8 +129,10 @@ def train(
     if resume is not None and (config or set_ or any(v is not None for k, v in shortcuts.items() if k != "out_dir")):
         raise ConfigError("--resume continues a run with the config saved in it: drop the config file and other flags")
     if auto is not None:
-        if resume is not None or nproc is not None:
-            raise ConfigError("--auto runs its candidates one by one in this process: drop --resume and --nproc")
+        if resume is not None or nproc is not None or print_config:
+            raise ConfigError(
+                "--auto runs its candidates one by one in this process: drop --resume, --nproc and --print-config"
+            )
         from torchkeel.auto import run_auto
         from torchkeel.config import load_raw
 

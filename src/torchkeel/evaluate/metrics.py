@@ -35,7 +35,7 @@ def MetricAccumulator(  # noqa: N802  (a factory named as the accumulator it ret
     task = task_of(spec)
     if task.accumulator is None:
         task.require("eval", spec.name)
-    return task.accumulator(spec, names, device, top_k, details=details)
+    return task.accumulator(spec, task.own_metrics(names), device, top_k, details=details)
 
 
 def metrics_for(spec: DataSpec, names: list[str]) -> list[str]:

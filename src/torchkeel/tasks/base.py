@@ -106,10 +106,15 @@ class Task:
             )
         return name
 
-    def select_metrics(self, names: list[str], spec: DataSpec | None = None) -> list[str]:
+    def own_metrics(self, names: list[str]) -> list[str]:
         """The metrics of ``names`` this task computes (others are skipped, so one metric list
-        serves every task); with ``spec``, as computed on that data."""
-        chosen = [n for n in names if n in self.metrics]
+        serves every task). None of them (a regression run with the classification default,
+        say): the task's key metric, which ranks its runs."""
+        return [n for n in names if n in self.metrics] or [m for m in (self.key_metric,) if m in self.metrics]
+
+    def select_metrics(self, names: list[str], spec: DataSpec | None = None) -> list[str]:
+        """:meth:`own_metrics`; with ``spec``, as computed on that data."""
+        chosen = self.own_metrics(names)
         return self.adjust_metrics(chosen, spec) if self.adjust_metrics and spec is not None else chosen
 
     def logged(self, names: list[str], has_val: bool, spec: DataSpec | None = None) -> list[str]:
