@@ -11,6 +11,7 @@ from torchkeel.models import ACCEPTS, KINDS, MODELS, build, count_parameters, de
 from torchkeel.models.gan import GAN
 
 TEXT_EXTRA = {"vocab_size": 50, "pad_index": 0}
+SOUND = {"sample_rate": 8000, "max_seconds": 10.0}
 SPECS = {
     "digits 8x8 grey": DataSpec("d", "image", "classification", (1, 8, 8), classes=list("0123456789")),
     "mnist 28x28 grey": DataSpec("m", "image", "classification", (1, 28, 28), classes=list("0123456789")),
@@ -20,6 +21,7 @@ SPECS = {
     "text 3 classes": DataSpec("x", "text", "classification", (20,), classes=list("abc"), extra=TEXT_EXTRA),
     "text binary": DataSpec("y", "text", "binary", (12,), classes=["neg", "pos"], extra=TEXT_EXTRA),
     "series 3 features, horizon 4": DataSpec("s", "series", "regression", (16, 3), targets=4),
+    "sound 0.5 s at 8 kHz": DataSpec("a", "audio", "classification", (2, 4000), classes=list("abc"), extra=SOUND),
     "text corpus": DataSpec(
         "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
     ),
@@ -40,6 +42,10 @@ CASES = [
 
 
 def _input(spec: DataSpec, batch: int = 4) -> torch.Tensor:
+    if spec.kind == "audio":  # a waveform and its mask: clips of 0.5, 0.4, 0.3 and 0.2 s
+        x = torch.randn(batch, *spec.input_shape)
+        x[:, 1] = (torch.arange(spec.input_shape[1]) < torch.tensor([4000, 3200, 2400, 1600])[:batch, None]).float()
+        return x
     if spec.kind != "text":
         return torch.randn(batch, *spec.input_shape)
     x = torch.randint(1, spec.extra["vocab_size"], (batch, *spec.input_shape))

@@ -225,7 +225,7 @@ def predict(
         Optional[list[Path]],  # noqa: UP045
         typer.Argument(
             help="Image files (PNG, JPEG, BMP, WEBP); for a table model a CSV/TSV/JSONL/Parquet file of rows; "
-            "for a text model text files, one text per line."
+            "for a text model text files, one text per line; for a sound model WAV/FLAC/OGG files."
         ),
     ] = None,
     text: Annotated[
@@ -276,6 +276,8 @@ def predict(
         results = (predictor.predict_texts(text) if text else []) + (
             predictor.predict_text_files(files) if files else []
         )
+    elif kind.waveform:
+        results = predictor.predict_audio([str(f) for f in files])
     else:
         results = predictor.predict_images(files)
     for r in results:

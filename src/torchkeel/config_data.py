@@ -112,6 +112,16 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 FOLDER_DATASETS = ("image_folder",)
+AUDIO_DATASETS = ("audio_folder", "fsdd")
+
+
+class AudioConfig(Strict):
+    """Sound files (``audio_folder``, ``fsdd``): read at one rate, cut at a longest duration."""
+
+    sample_rate: int | None = Field(
+        None, ge=1000, le=192000, description="Hz every clip is resampled to; null: the files' most common rate"
+    )
+    max_seconds: float = Field(10.0, gt=0, le=600, description="clips longer than this are cut (and counted)")
 
 
 SERIES_DATASETS = ("sine_series", "series_csv")
@@ -180,6 +190,7 @@ class DataConfig(Strict):
     table: TableConfig = Field(default_factory=TableConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     corpus: CorpusConfig | None = Field(None, description="text_file: windows, tokeniser and evaluation")
+    audio: AudioConfig | None = Field(None, description="audio_folder / fsdd: sample rate, longest clip")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -191,6 +202,10 @@ class DataConfig(Strict):
     def _files_given(self) -> DataConfig:
         if self.name in FILE_DATASETS and not self.path:
             raise ValueError(f"data set '{self.name}' reads a file: set data.path (e.g. data.path=train.csv)")
+        if self.name == "audio_folder" and not (self.root or self.path):
+            raise ValueError(
+                "data set 'audio_folder' reads class folders (data.root) or a CSV of file,label (data.path)"
+            )
         if self.name in FOLDER_DATASETS and not self.root:
             raise ValueError(f"data set '{self.name}' reads a folder: set data.root to it")
         return self
@@ -205,7 +220,11 @@ def _choice(what: str, name: str, choices: Any) -> str:
 
 
 # data sections that only some data sets read: (the data sets, what they are)
-SECTION_DATASETS = {"corpus": (CORPUS_DATASETS, "text corpus"), "series": (SERIES_DATASETS, "series")}
+SECTION_DATASETS = {
+    "corpus": (CORPUS_DATASETS, "text corpus"),
+    "series": (SERIES_DATASETS, "series"),
+    "audio": (AUDIO_DATASETS, "sound"),
+}
 
 
 def check_data_sections(data: DataConfig) -> None:

@@ -109,14 +109,36 @@ CORPUS_RECIPE: dict[str, Any] = {
     "eval": {"batch_size": 256},
 }
 
-RECIPES: dict[str, dict[str, Any]] = {"text": TEXT_RECIPE, "table": TABLE_RECIPE, "corpus": CORPUS_RECIPE}
+AUDIO_RECIPE: dict[str, Any] = {
+    # log-mel features normalised per utterance, SpecAugment and a small CNN (models/audio.py):
+    # the standard front end of keyword spotting and sound classification (Sainath & Parada
+    # 2015; Park et al. 2019 for the masks); AdamW with one-cycle and early stopping on val
+    # loss, since labelled sound sets are small (a few thousand clips)
+    "model": {"name": "logmel_cnn"},
+    "train": {
+        "epochs": 30,
+        "batch_size": 64,
+        "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.01},
+        "schedule": {"name": "onecycle"},
+        "early_stopping": {"monitor": "val/loss", "patience": 6},
+    },
+}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "text": TEXT_RECIPE,
+    "table": TABLE_RECIPE,
+    "corpus": CORPUS_RECIPE,
+    "audio": AUDIO_RECIPE,
+}
 
 
 def data_kind(name: str) -> str:
-    """ "text", "corpus" (a language-model corpus), "table", "series" or "image", from the data
+    """ "text", "corpus" (a language-model corpus), "table", "series", "audio" or "image", from the data
     set's name alone."""
-    from torchkeel.config_data import CORPUS_DATASETS, SERIES_DATASETS
+    from torchkeel.config_data import AUDIO_DATASETS, CORPUS_DATASETS, SERIES_DATASETS
 
+    if name in AUDIO_DATASETS:
+        return "audio"
     if name in CORPUS_DATASETS:
         return "corpus"
     if name.startswith("hf:") or name in TEXT_DATASETS:

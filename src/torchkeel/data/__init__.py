@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchkeel.config_data import DataConfig
+from torchkeel.data.audio import load_audio_folder, load_fsdd
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
@@ -47,6 +48,8 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "series_csv": load_series_csv,
     "word_order": load_word_order,
     "text_file": load_text_file,
+    "audio_folder": load_audio_folder,
+    "fsdd": load_fsdd,
 }
 
 

@@ -18,6 +18,7 @@ class DataKind:
     token_ids: bool = False  # int64 token ids padded to a length: embeddings, a dynamic length axis
     features: bool = False  # a float vector of encoded table columns: integrated gradients per column
     steps: bool = False  # (window, features) float steps of a series
+    waveform: bool = False  # (2, T): a mono waveform and its mask (1 where the clip has samples)
     noun: str = "inputs"  # how a summary names one input's values ("features", "token ids")
 
 
@@ -26,6 +27,7 @@ KINDS: dict[str, DataKind] = {
     "table": DataKind("table", features=True, noun="features"),
     "text": DataKind("text", token_ids=True, noun="token ids"),
     "series": DataKind("series", steps=True, noun="steps x features"),
+    "audio": DataKind("audio", waveform=True, noun="samples"),
 }
 
 

@@ -31,6 +31,7 @@ from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
+from torchkeel.evaluate.sections_audio import has_frontend, spectrogram_section
 from torchkeel.evaluate.sections_lm import language_model_section
 from torchkeel.runs import read_json, read_metrics
 from torchkeel.tasks import task_of
@@ -67,6 +68,10 @@ def _tokens(ctx: ReportContext) -> bool:
     return _explained(lambda kind: kind.token_ids)(ctx) and per_model.has_embedding(ctx.model)
 
 
+def _spectrograms(ctx: ReportContext) -> bool:
+    return _explained(lambda kind: kind.waveform)(ctx) and has_frontend(ctx.model)
+
+
 def _attention(ctx: ReportContext) -> bool:
     return _tested(ctx) and kind_of(ctx.spec).token_ids and per_model.has_attention(ctx.model)
 
@@ -86,6 +91,7 @@ SECTIONS: list[tuple[Applies, Render]] = [
     (_float_table, per_model.attribution_section),
     (_tokens, per_model.token_section),
     (_attention, per_model.attention_section),
+    (_spectrograms, spectrogram_section),
     (lambda ctx: _task_adds("robustness")(ctx) and bool(ctx.robustness), per_model.robustness_section),
     (_task_adds("gan"), per_model.gan_section),
     (_task_adds("language_model"), language_model_section),

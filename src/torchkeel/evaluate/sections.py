@@ -204,6 +204,8 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
         if token_ids:
             ids = [int(t) for t in x[i] if int(t) != 0]
             text = " ".join(vocab[t] if vocab and t < len(vocab) else str(t) for t in ids[:60])
+        elif kind_of(ctx.spec).waveform:  # a clip: its duration (its spectrogram is in its own section)
+            text = f"a clip of {float(x[i, 1].sum()) / ctx.spec.extra['sample_rate']:.2f} s"
         elif columns is not None:  # a table row as the user's columns and values, not standardised numbers
             text = ", ".join(f"{k}={v}" for k, v in list(columns[i].items())[:24])
         elif features:  # named features without an encoder: the names with the values the model saw

@@ -20,6 +20,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
+from torchkeel.models.audio import logmel_cnn
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
@@ -56,6 +57,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "pretrained_text": pretrained_text,
     "pretrained_lm": pretrained_lm,
     "airbench": airbench,
+    "logmel_cnn": logmel_cnn,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -81,6 +83,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "pretrained_text": ("text",),
     "pretrained_lm": ("text",),  # a corpus tokenised by the model's own tokeniser
     "airbench": ("image",),
+    "logmel_cnn": ("audio",),
     "custom": KINDS,  # whatever the user's module takes
 }
 

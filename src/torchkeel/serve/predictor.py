@@ -100,6 +100,13 @@ class Predictor:
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
         return self.predict_batch(x, [str(p) for p in paths], list(notes))
 
+    def predict_audio(self, sources: list[Any], names: list[str] | None = None) -> list[Prediction]:
+        """Sound files (WAV/FLAC/OGG paths or binary file objects), resampled to the run's rate."""
+        self._require_kind("waveform", "sound files")
+        names = names or [str(s) for s in sources]
+        x, notes = audio_inputs(sources, names, self.spec)
+        return self.predict_batch(x, names, notes)
+
     def predict_rows(self, frame: Any, source: str = "rows") -> list[Prediction]:
         """Table models: one prediction per row of a pandas DataFrame, whose columns are
         encoded with the train split's statistics stored in the DataSpec."""
@@ -158,6 +165,18 @@ class Predictor:
         if not texts:
             raise DataError(f"no text in {', '.join(map(str, paths))}: give one text per line")
         return self.predict_texts(texts, sources)
+
+
+def audio_inputs(sources: list[Any], names: list[str], spec: DataSpec) -> tuple[torch.Tensor, list[str]]:
+    """Sound files (paths or binary file objects) -> (N, 2, T) at the run's sample rate, each cut
+    at the run's longest duration (a note says so), padded to the longest of them."""
+    from torchkeel.data.audio import pad_clips, read_audio
+
+    rate, limit = int(spec.extra["sample_rate"]), float(spec.extra["max_seconds"])
+    clips = [read_audio(src, rate, name)[0] for src, name in zip(sources, names, strict=True)]
+    notes = [f"cut at {limit:g} s of {len(c) / rate:.1f} s" if len(c) > limit * rate else "" for c in clips]
+    length = min(max(len(c) for c in clips), int(limit * rate))
+    return pad_clips(clips, length), notes
 
 
 def predictions_path(path: Path, output: str | Path | None = None) -> Path:

@@ -1,0 +1,186 @@
+"""Audio models: log-mel features computed in the model's first step, then a CNN.
+
+The input is (B, 2, T) from data/audio.py: waveform and mask. ``LogMel`` turns it into
+normalised log-mel features on the model's device, batched:
+
+- the batch is trimmed to its longest clip (eager mode; kept whole under export);
+- STFT (``torch.stft``, periodic Hann window of ``win_ms``, hop ``hop_ms``, centred on zero
+  padding, so a clip ends the same alone or beside a longer one) to a
+  power spectrogram;
+- a mel filterbank on the HTK mel scale, m = 2595 log10(1 + f / 700), triangular filters
+  between ``f_min`` and the Nyquist rate, peak 1, no area normalisation (librosa's
+  ``filters.mel(htk=True, norm=None)``);
+- log(mel power + a floor 80 dB under the clip's loudest bin), a floor that scales with the
+  clip's gain as librosa's ``power_to_db(top_db=80)`` clips there;
+- per-utterance normalisation: the clip's log-mel values minus their mean over all its bins
+  and frames, divided by their std. A gain is a constant added to every log-mel value, so
+  recording levels (13x apart between speakers in the FSDD) cancel out, while the spectral
+  shape stays (a mean per mel bin, as cepstral mean normalisation takes, would erase the
+  spectrum of a steady sound: a tone or a hum is all mean);
+- SpecAugment (Park et al. 2019) while training: ``freq_masks`` bands of up to ``freq_width``
+  mel bins and ``time_masks`` spans of up to ``time_width`` of the clip's frames set to zero
+  (the normalised mean), drawn from torch's seeded generator.
+
+Frames past a clip's end are zero after normalisation and left out of the pooling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ConfigError
+from torchkeel.models.layers import Probability, Width
+
+
+def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, peak 1 (no norm)."""
+    f_max = f_max or rate / 2
+    bins = torch.linspace(0, rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    low_mel, high_mel = (2595.0 * math.log10(1.0 + f / 700.0) for f in (f_min, f_max))  # floats: meta-safe
+    edges = mel_to_hz(torch.linspace(low_mel, high_mel, n_mels + 2, dtype=torch.float64))
+    low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins - low) / (centre - low)
+    falling = (high - bins) / (high - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+
+
+class LogMel(nn.Module):
+    def __init__(
+        self,
+        rate: int,
+        n_mels: int = 40,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        f_min: float = 0.0,
+        spec_augment: bool = True,
+        freq_masks: int = 2,
+        freq_width: int = 8,
+        time_masks: int = 2,
+        time_width: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.win = max(8, round(rate * win_ms / 1000))
+        self.hop = max(1, round(rate * hop_ms / 1000))
+        self.n_fft = 2 ** math.ceil(math.log2(self.win))
+        self.register_buffer("window", torch.hann_window(self.win), persistent=False)
+        self.register_buffer("mel", mel_filterbank(n_mels, self.n_fft, rate, f_min), persistent=False)
+        self.spec_augment, self.freq_masks, self.freq_width = spec_augment, freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2, T) -> features (B, n_mels, frames) and the frames' mask (B, frames)."""
+        if not (x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            longest = int(x[:, 1].sum(-1).max().clamp(min=1))
+            x = x[..., :longest]
+        wave, mask = x[:, 0] * x[:, 1], x[:, 1]
+        spec = torch.stft(
+            wave, self.n_fft, self.hop, self.win, self.window, center=True, pad_mode="constant", return_complex=True
+        )
+        power = torch.matmul(self.mel, spec.real.square() + spec.imag.square())  # (B, n_mels, frames)
+        floor = power.amax(dim=(1, 2), keepdim=True) * 1e-8 + 1e-12  # 80 dB under the clip's peak
+        feats = torch.log(power + floor)
+        frames = feats.shape[-1]
+        lengths = mask.sum(-1)  # (B,) samples
+        valid = (torch.arange(frames, device=x.device) * self.hop < lengths[:, None]).to(feats.dtype)  # (B, frames)
+        w = valid[:, None]  # (B, 1, frames)
+        frames_kept = valid.sum(-1).clamp(min=1)  # (B,)
+        count = (frames_kept * feats.shape[1]).view(-1, 1, 1)
+        mean = (feats * w).sum(dim=(1, 2), keepdim=True) / count
+        var = ((feats - mean).square() * w).sum(dim=(1, 2), keepdim=True) / count
+        feats = (feats - mean) / torch.sqrt(var + 1e-5) * w
+        if self.training and self.spec_augment:
+            feats = self._augment(feats, frames_kept)
+        return feats, valid
+
+    def _augment(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        b, m, t = feats.shape
+        keep = torch.ones_like(feats)
+        mel_axis = torch.arange(m, device=feats.device)[None, :, None]
+        time_axis = torch.arange(t, device=feats.device)[None, None, :]
+        for _ in range(self.freq_masks):
+            width = torch.randint(0, self.freq_width + 1, (b, 1, 1), device=feats.device)
+            start = (torch.rand(b, 1, 1, device=feats.device) * (m - width + 1)).floor()
+            keep = keep * ~((mel_axis >= start) & (mel_axis < start + width))
+        for _ in range(self.time_masks):
+            most = (frames * self.time_width).floor().view(b, 1, 1)
+            width = (torch.rand(b, 1, 1, device=feats.device) * (most + 1)).floor()
+            start = (torch.rand(b, 1, 1, device=feats.device) * (frames.view(b, 1, 1) - width + 1)).floor()
+            keep = keep * ~((time_axis >= start) & (time_axis < start + width))
+        return feats * keep
+
+
+class LogMelCNN(nn.Module):
+    def __init__(self, frontend: LogMel, channels: tuple[int, ...], dropout: float, outputs: int) -> None:
+        super().__init__()
+        self.frontend = frontend
+        blocks: list[nn.Module] = []
+        c = 1
+        for out in channels:
+            blocks += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+            c = out
+        self.features = nn.Sequential(*blocks)
+        self.pools = len(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * c * (frontend.mel.shape[0] >> len(channels)), outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(*self.frontend(x))
+
+    def classify(self, feats: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Logits from features (B, n_mels, frames) and their frames' mask (B, frames): the
+        model after its front end (the report's saliency over time x frequency starts here)."""
+        short = 2**self.pools - feats.shape[-1]
+        if short > 0:  # a clip shorter than the pooling stages need: pad with empty frames
+            feats, valid = F.pad(feats, (0, short)), F.pad(valid, (0, short))
+        h = self.features(feats[:, None])  # (B, C, mels', frames')
+        h = h.flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
+        frames = h.shape[-1]
+        # a pooled frame is valid when the first input frame it covers is
+        valid = valid[:, :: 2**self.pools][:, :frames][:, None]  # (B, 1, frames')
+        count = valid.sum(-1).clamp(min=1)
+        mean = (h * valid).sum(-1) / count
+        peak = h.masked_fill(valid == 0, float("-inf")).amax(-1)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        return self.head(self.dropout(torch.cat([mean, peak], dim=1)))
+
+
+def logmel_cnn(
+    spec: DataSpec,
+    *,
+    channels: tuple[Width, ...] = (32, 64, 128, 128),
+    dropout: Probability = 0.2,
+    n_mels: int = 40,
+    win_ms: float = 25.0,
+    hop_ms: float = 10.0,
+    spec_augment: bool = True,
+) -> nn.Module:
+    """Log-mel CNN for sound: features computed in the model, conv stages, pooled over time.
+
+    STFT, mel filterbank, log, per-utterance normalisation and SpecAugment (models/audio.py's
+    header), then 3x3 conv-BN-ReLU-pool stages over mels x frames; mean and max over time of
+    every channel and mel band (pooling over frequency too would lose where in the spectrum a
+    sound is).
+
+    Any clip length: the batch is trimmed to its longest clip and frames past each clip's end
+    are left out of the pooling. ``n_mels`` mel bins from ``win_ms`` windows every ``hop_ms``.
+    """
+    rate = int(spec.extra.get("sample_rate", 16000))
+    if not channels:
+        raise ConfigError("logmel_cnn: model.channels needs at least one conv width, e.g. [32, 64]")
+    if n_mels < 2 ** len(channels):
+        raise ConfigError(f"logmel_cnn: {len(channels)} pooling stages need n_mels >= {2 ** len(channels)}")
+    frontend = LogMel(rate, n_mels, win_ms, hop_ms, spec_augment=spec_augment)
+    return LogMelCNN(frontend, tuple(channels), dropout, spec.output_size)

@@ -1,0 +1,173 @@
+"""Sound files: reading (WAV/FLAC/OGG, stereo, other rates), the log-mel front end, and a
+log-mel CNN trained, evaluated and used for prediction through the CLI on generated clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, keel
+
+sf = pytest.importorskip("soundfile")
+
+CLASSES = {"low": 220.0, "mid": 660.0, "high": 1800.0}  # the tone's fundamental per class
+RATE = 8000
+
+
+def tone(freq: float, seconds: float, rate: int, level: float, rng: np.random.Generator) -> np.ndarray:
+    """A tone with two harmonics and a little noise, faded in and out."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = np.sin(2 * np.pi * freq * t) + 0.4 * np.sin(4 * np.pi * freq * t) + 0.2 * rng.standard_normal(len(t))
+    fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.02)
+    return (level * wave * fade / 1.6).astype(np.float32)
+
+
+def write_sound_folder(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """Class folders of clips 0.2-0.9 s long at levels 13x apart; most are 8 kHz mono WAV, some
+    16 kHz stereo WAV, some FLAC and OGG."""
+    rng = np.random.default_rng(seed)
+    for name, freq in CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            level = float(rng.choice([0.06, 0.8]))
+            rate = 16000 if i % 6 == 1 else RATE
+            clip = tone(freq * rng.uniform(0.93, 1.07), rng.uniform(0.2, 0.9), rate, level, rng)
+            if i % 6 == 1:
+                sf.write(root / name / f"{i}.wav", np.stack([clip, clip * 0.5], axis=1), rate, subtype="PCM_16")
+            elif i % 6 == 2:
+                sf.write(root / name / f"{i}.flac", clip, rate)
+            elif i % 6 == 3:
+                sf.write(root / name / f"{i}.ogg", clip, rate, format="OGG", subtype="VORBIS")
+            else:
+                sf.write(root / name / f"{i}.wav", clip, rate, subtype="PCM_16")
+    return root
+
+
+def test_reading_mixes_down_resamples_and_keeps_lengths(tmp_path: Path):
+    from torchkeel.data.audio import pad_clips, read_audio
+
+    rng = np.random.default_rng(0)
+    clip = tone(440.0, 0.5, 16000, 0.5, rng)
+    sf.write(tmp_path / "stereo.wav", np.stack([clip, -clip], axis=1), 16000, subtype="FLOAT")
+    mono, rate = read_audio(tmp_path / "stereo.wav", None)
+    assert rate == 16000 and np.abs(mono).max() < 1e-6  # the mean of opposite channels
+    sf.write(tmp_path / "a.wav", clip, 16000, subtype="PCM_24")
+    down, rate = read_audio(tmp_path / "a.wav", 8000)
+    assert rate == 8000 and len(down) == 4000
+    # the tone survives resampling: its spectrum still peaks at 440 Hz
+    peak = np.argmax(np.abs(np.fft.rfft(down))) * 8000 / len(down)
+    assert abs(peak - 440.0) < 4
+    x = pad_clips([down, down[:1000]], 3000)
+    assert x.shape == (2, 2, 3000) and x[1, 1].sum() == 1000 and x[0, 1].sum() == 3000
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really a wave file")
+    from torchkeel.errors import DataError
+
+    with pytest.raises(DataError, match="bad.wav: not a readable"):
+        read_audio(tmp_path / "bad.wav", 8000)
+
+
+def test_mel_filterbank_is_htk_triangles_and_matches_librosa_when_installed():
+    from torchkeel.models.audio import hz_to_mel, mel_filterbank
+
+    fb = mel_filterbank(40, 256, 8000)
+    assert fb.shape == (40, 129) and fb.min() >= 0 and fb.max() <= 1
+    assert (fb.max(1).values > 0.5).all()  # every filter has a bin near its peak
+    assert float(hz_to_mel(torch.tensor(1000.0))) == pytest.approx(1000.0, abs=0.5)  # HTK: 1 kHz is ~1000 mel
+    librosa = pytest.importorskip("librosa")
+    reference = librosa.filters.mel(sr=8000, n_fft=256, n_mels=40, htk=True, norm=None)
+    np.testing.assert_allclose(fb.numpy(), reference, atol=1e-5)
+
+
+def test_the_front_end_ignores_gain_padding_and_batch_company():
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.models.audio import LogMel
+
+    rng = np.random.default_rng(1)
+    clip = tone(500.0, 0.4, RATE, 0.5, rng)
+    other = tone(900.0, 0.9, RATE, 0.5, rng)
+    front = LogMel(RATE, spec_augment=False).eval()
+    alone, valid_alone = front(pad_clips([clip], len(clip)))
+    quiet, _ = front(pad_clips([clip * 0.05], len(clip)))
+    together, valid = front(pad_clips([clip, other], len(other)))
+    frames = int(valid_alone.sum())
+    assert int(valid[0].sum()) == frames and int(valid[1].sum()) > frames
+    torch.testing.assert_close(together[0, :, :frames], alone[0, :, :frames], atol=1e-4, rtol=1e-4)
+    assert together[0, :, frames:].abs().max() == 0  # frames past the clip's end are empty
+    torch.testing.assert_close(quiet, alone, atol=2e-2, rtol=0)  # 26 dB quieter: the same features
+
+
+def test_spec_augment_masks_bands_and_spans_and_is_seeded():
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.models.audio import LogMel
+
+    clip = tone(500.0, 0.8, RATE, 0.5, np.random.default_rng(2))
+    front = LogMel(RATE, freq_width=8, time_width=0.2).train()
+    x = pad_clips([clip] * 4, len(clip))
+    torch.manual_seed(0)
+    a, _ = front(x)
+    torch.manual_seed(0)
+    b, _ = front(x)
+    torch.testing.assert_close(a, b)
+    clean, _ = front.eval()(x)
+    zeroed = (a == 0) & (clean != 0)
+    assert zeroed.any(), "SpecAugment masked nothing"
+    assert not torch.equal(a[0], a[1])  # each clip draws its own masks
+
+
+@pytest.fixture(scope="module")
+def sound_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("sounds")
+    write_sound_folder(cwd / "sounds")
+    args = ["--set", f"data.root={cwd / 'sounds'}", "--set", "model.channels=[8,16]", "--set", "train.batch_size=8"]
+    keel("train", "--data", "audio_folder", *args, "--epochs", "25", "--seed", "0", cwd=cwd, check=True, timeout=300)
+    return (cwd / "runs" / "latest").resolve()
+
+
+def test_audio_folder_trains_evaluates_and_predicts(sound_run: Path, tmp_path: Path):
+    summary = json.loads((sound_run / "summary.json").read_text())
+    assert summary["test"]["accuracy"] >= 0.9, summary["test"]
+    data = json.loads((sound_run / "data.json").read_text())
+    assert data["kind"] == "audio" and data["extra"]["sample_rate"] == RATE and data["classes"] == sorted(CLASSES)
+    config = (sound_run / "config.yaml").read_text()
+    assert "logmel_cnn" in config  # the audio recipe, not the image default
+    report = (sound_run / "report.html").read_text()
+    assert 'id="spectrograms"' in report and 'id="confusion"' in report
+    again = json.loads(keel("eval", str(sound_run), "--json", cwd=tmp_path, check=True).stdout)
+    assert again["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    # new clips, one at 22.05 kHz stereo and far longer than any training clip
+    rng = np.random.default_rng(9)
+    sf.write(tmp_path / "hi.wav", tone(1800.0, 0.5, RATE, 0.3, rng), RATE)
+    long = tone(220.0, 3.0, 22050, 0.9, rng)
+    sf.write(tmp_path / "lo.ogg", np.stack([long, long], axis=1), 22050, format="OGG", subtype="VORBIS")
+    proc = keel("predict", str(sound_run), str(tmp_path / "hi.wav"), str(tmp_path / "lo.ogg"), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["top"][0]["class"] for r in results] == ["high", "low"]
+    (tmp_path / "noise.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert_one_line_error(keel("predict", str(sound_run), str(tmp_path / "noise.wav"), cwd=tmp_path), "noise.wav")
+
+
+def test_bad_sound_data_is_one_line(tmp_path: Path):
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    sf.write(tmp_path / "one" / "a" / "x.wav", np.zeros(800, np.float32), RATE)
+    assert_one_line_error(keel("train", "--data", "audio_folder", "--set", "data.root=one", cwd=tmp_path), "class")
+    assert_one_line_error(keel("train", "--data", "audio_folder", cwd=tmp_path), "data.root")
+    proc = keel("train", "--data", "digits", "--set", "data.audio.max_seconds=2", cwd=tmp_path)
+    assert_one_line_error(proc, "data.audio")
+
+
+FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="data/fsdd/recordings is not there")
+def test_fsdd_official_split_loads(tmp_path: Path):
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+
+    bundle = load(DataConfig(name="fsdd", root=str(FSDD)), seed=0)
+    assert len(bundle.test.x) == 300 and len(bundle.train.x) + len(bundle.val.x) == 2700
+    assert bundle.spec.extra["sample_rate"] == 8000 and bundle.spec.classes == [str(d) for d in range(10)]
