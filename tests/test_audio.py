@@ -171,3 +171,24 @@ def test_fsdd_official_split_loads(tmp_path: Path):
     bundle = load(DataConfig(name="fsdd", root=str(FSDD)), seed=0)
     assert len(bundle.test.x) == 300 and len(bundle.train.x) + len(bundle.val.x) == 2700
     assert bundle.spec.extra["sample_rate"] == 8000 and bundle.spec.classes == [str(d) for d in range(10)]
+
+
+def test_a_csv_of_files_keeps_the_splits_it_gives(tmp_path: Path):
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+
+    write_sound_folder(tmp_path / "sounds", per_class=10)
+    files = sorted((tmp_path / "sounds").rglob("*.*"))
+    # a "speaker" per file index: index 0-1 is the test speaker, the rest train (val cut from it)
+    rows = ["file,label,split"] + [
+        f"sounds/{f.parent.name}/{f.name},{f.parent.name},{'test' if int(f.stem) < 2 else 'train'}" for f in files
+    ]
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    bundle = load(DataConfig(name="audio_folder", path=str(tmp_path / "clips.csv"), val_fraction=0.2), seed=0)
+    assert len(bundle.test.x) == 6 and len(bundle.val.x) == 6 and len(bundle.train.x) == 18
+    assert sorted(bundle.test.y.tolist()) == [0, 0, 1, 1, 2, 2]
+    (tmp_path / "bad.csv").write_text("file,label,split\nsounds/low/0.wav,low,holdout\n")
+    from torchkeel.errors import DataError
+
+    with pytest.raises(DataError, match="'holdout'"):
+        load(DataConfig(name="audio_folder", path=str(tmp_path / "bad.csv")), seed=0)

@@ -78,10 +78,13 @@ def pad_clips(clips: list[np.ndarray], length: int) -> torch.Tensor:
 
 def load_audio_folder(cfg: DataConfig, seed: int) -> DataBundle:
     """A folder with one subfolder of sound files per class (``data.root``), or a CSV of
-    ``file,label`` rows (``data.path``; files relative to the CSV or to ``data.root``)."""
+    ``file,label`` rows (``data.path``; files relative to the CSV or to ``data.root``). A CSV's
+    optional ``split`` column (train / val / test) keeps the splits it gives, as a speaker-
+    disjoint protocol needs; a part it leaves out is cut from train, stratified and seeded."""
     audio = cfg.audio or AudioConfig()
+    given = None
     if cfg.path:
-        files, labels = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, cfg.target)
+        files, labels, given = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, cfg.target)
         name = Path(cfg.path).stem
     else:
         root = Path(cfg.root or "")
@@ -91,8 +94,19 @@ def load_audio_folder(cfg: DataConfig, seed: int) -> DataBundle:
     if len(classes) < 2:
         raise DataError(f"{name}: found {len(classes)} class of sound files; need at least two")
     y = np.array([classes.index(label) for label in labels])
-    val, test, train = split_indices(y, len(y), (cfg.val_fraction, cfg.test_fraction), seed)
-    return audio_bundle(name, files, y, classes, (train, val, test), audio)
+    if given is None:
+        val, test, train = split_indices(y, len(y), (cfg.val_fraction, cfg.test_fraction), seed)
+        return audio_bundle(name, files, y, classes, (train, val, test), audio)
+    parts = {part: np.flatnonzero(given == part) for part in ("train", "val", "test")}
+    rest = parts["train"]
+    wanted = [("val", cfg.val_fraction), ("test", cfg.test_fraction)]
+    cut = [(part, fraction) for part, fraction in wanted if len(parts[part]) == 0]
+    if cut:  # fractions of the whole set, cut from the train rows
+        shares = tuple(min(0.9, fraction * len(y) / max(1, len(rest))) for _, fraction in cut)
+        *pieces, kept = split_indices(y[rest], len(rest), shares, seed)
+        parts.update({part: rest[piece] for (part, _), piece in zip(cut, pieces, strict=True)})
+        parts["train"] = rest[kept]
+    return audio_bundle(name, files, y, classes, (parts["train"], parts["val"], parts["test"]), audio)
 
 
 def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
@@ -174,7 +188,9 @@ def _files_from_folders(root: Path) -> tuple[list[Path], list[str]]:
     return files, labels
 
 
-def _files_from_csv(path: Path, root: Path | None, target: str | None) -> tuple[list[Path], list[str]]:
+def _files_from_csv(
+    path: Path, root: Path | None, target: str | None
+) -> tuple[list[Path], list[str], np.ndarray | None]:
     from torchkeel.data.frames import read_frame
 
     frame = read_frame(path, "data.path")
@@ -186,4 +202,10 @@ def _files_from_csv(path: Path, root: Path | None, target: str | None) -> tuple[
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise DataError(f"{path}: {len(missing)} files are missing, e.g. {missing[0]}")
-    return files, [str(v) for v in frame[label]]
+    given = None
+    if "split" in frame.columns:
+        given = frame["split"].astype(str).str.strip().str.lower().to_numpy()
+        odd = sorted(set(given) - {"train", "val", "test"})
+        if odd:
+            raise DataError(f"{path}: column 'split' holds {odd[0]!r}; use train, val or test")
+    return files, [str(v) for v in frame[label]], given

@@ -34,7 +34,7 @@ def spectrogram_section(ctx: ReportContext) -> Section:
         feats = feats.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model.classify(feats, valid)
-            probs = logits.float().softmax(-1)
+            probs = logits.detach().float().softmax(-1)
             cls = probs.argmax(-1)
             logits.gather(1, cls[:, None]).sum().backward()
     finally:
