@@ -192,3 +192,56 @@ def test_a_csv_of_files_keeps_the_splits_it_gives(tmp_path: Path):
 
     with pytest.raises(DataError, match="'holdout'"):
         load(DataConfig(name="audio_folder", path=str(tmp_path / "bad.csv")), seed=0)
+
+
+def test_sound_model_served_and_recorded_in_the_page(sound_run: Path, tmp_path: Path):
+    import httpx
+    from browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+    from serving import running_server
+
+    rng = np.random.default_rng(5)
+    sf.write(tmp_path / "hi.wav", tone(1800.0, 0.5, RATE, 0.3, rng), RATE)
+    sf.write(tmp_path / "lo.flac", tone(220.0, 0.6, 16000, 0.05, rng), 16000)
+    with running_server(sound_run, log_dir=tmp_path) as url:
+        files = [
+            ("file", ("hi.wav", (tmp_path / "hi.wav").read_bytes())),
+            ("file", ("lo.flac", (tmp_path / "lo.flac").read_bytes())),
+        ]
+        got = httpx.post(f"{url}/predict", files=files, timeout=60)
+        assert got.status_code == 200, got.text
+        assert [p["top"][0]["class"] for p in got.json()["predictions"]] == ["high", "low"]
+        raw = httpx.post(
+            f"{url}/predict", content=(tmp_path / "hi.wav").read_bytes(), headers={"content-type": "audio/wav"}
+        )
+        assert raw.json()["predictions"][0]["top"][0]["class"] == "high"
+        for body, status, words in ((b"", 400, "empty"), (b"RIFF junk", 400, "not a readable")):
+            bad = httpx.post(f"{url}/predict", files={"file": ("x.wav", body)}, timeout=30)
+            assert bad.status_code == status and words in bad.json()["error"], bad.text
+        assert httpx.post(f"{url}/predict", json={"text": "x"}, timeout=30).status_code == 415
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # still serving
+        if not HAVE_CHROMIUM:
+            return
+        sync_api = pytest.importorskip("playwright.sync_api")
+        # Chromium's fake microphone plays a beep; the fake UI grants the permission
+        args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+            problems: list[str] = []
+            page = browser.new_page()
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("#audio-input:not([hidden])")
+            page.set_input_files("#sound-file", str(tmp_path / "hi.wav"))
+            page.wait_for_selector("#bars .label")
+            assert page.locator("#bars .label").first.inner_text() == "high"
+            page.click("#record")
+            page.wait_for_function("document.getElementById('record').textContent.startsWith('Stop')")
+            page.wait_for_timeout(1200)
+            page.evaluate("document.getElementById('bars').replaceChildren()")
+            page.click("#record")
+            page.wait_for_selector("#bars .label", timeout=30000)
+            assert page.locator("#error").inner_text() == ""
+            assert not page.locator("#playback").is_hidden()
+            browser.close()
+        assert problems == []

@@ -177,6 +177,32 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def decode_sounds(payload: Payload, spec: DataSpec) -> list[Sample]:
+    """Multipart field ``file`` (repeatable) or a raw WAV/FLAC/OGG body -> (2, T): the clip at
+    the run's sample rate, cut at its longest duration, and its mask."""
+    from torchkeel.serve.predictor import audio_inputs
+
+    uploads = [u for u in payload.uploads if u.field in ("file", "body")]
+    if not uploads:
+        given = ", ".join(sorted({u.field for u in payload.uploads} | set(payload.fields))) or "none"
+        raise RequestError(f"missing field 'file' (fields given: {given}): upload the sound as field 'file'", 422)
+    if len(uploads) > MAX_FILES:
+        raise RequestError(f"{len(uploads)} sound files in one request; at most {MAX_FILES}", 413)
+    samples = []
+    for upload in uploads:
+        if not upload.data:
+            raise RequestError(f"{upload.filename}: the file is empty")
+        x, notes = audio_inputs([io.BytesIO(upload.data)], [upload.filename], spec)
+        samples.append(Sample(x[0], upload.filename, notes[0]))
+    return samples
+
+
+def collate_sounds(xs: list[torch.Tensor], spec: DataSpec) -> torch.Tensor:
+    """(B, 2, T): clips zero-padded (mask 0) to the longest in the batch."""
+    length = max(x.shape[-1] for x in xs)
+    return torch.stack([torch.nn.functional.pad(x, (0, length - x.shape[-1])) for x in xs])
+
+
 def collate_stack(xs: list[torch.Tensor], spec: DataSpec) -> torch.Tensor:
     return torch.stack(xs)  # already preprocessed: (B, *input_shape)
 
@@ -200,5 +226,12 @@ INPUT_KINDS: dict[str, InputKind] = {
         ("application/json",),
         decode_rows,
         collate_stack,
+    ),
+    "audio": InputKind(
+        "a sound file (WAV, FLAC, OGG) as multipart/form-data field 'file', or the raw bytes with an audio/* "
+        "content type",
+        ("multipart/form-data", "audio/", "application/octet-stream"),
+        decode_sounds,
+        collate_sounds,
     ),
 }

@@ -1,4 +1,4 @@
-// The torchkeel web page: draw or upload an image (or type a text), POST it to /predict,
+// The torchkeel web page: draw or upload an image (type a text, record a sound), POST it to /predict,
 // show the top classes as bars. Plain JavaScript, no libraries, nothing loaded from elsewhere.
 "use strict";
 
@@ -13,6 +13,82 @@ async function start() {
   if (spec.kind === "image") setUpImage(spec);
   else if (spec.kind === "text") setUpText();
   else if (spec.kind === "table") setUpTable(info.columns || []);
+  else if (spec.kind === "audio") setUpAudio();
+}
+
+// Sound: record with the Web Audio API (raw samples, written as a 16-bit PCM WAV here, since
+// MediaRecorder's WebM/Opus is not a format the server reads) or upload a WAV/FLAC/OGG file.
+function setUpAudio() {
+  $("audio-input").hidden = false;
+  let recording = null;
+  $("record").addEventListener("click", async () => {
+    if (recording) {
+      const { context, stream, node, source, chunks } = recording;
+      recording = null;
+      $("record").textContent = "Record";
+      node.disconnect();
+      source.disconnect();
+      stream.getTracks().forEach((t) => t.stop());
+      const wav = encodeWav(chunks, context.sampleRate);
+      await context.close();
+      playBack(wav);
+      await sendFile(wav, "recording.wav");
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const context = new AudioContext();
+      const source = context.createMediaStreamSource(stream);
+      const node = context.createScriptProcessor(4096, 1, 1);
+      const chunks = [];
+      node.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
+      source.connect(node);
+      node.connect(context.destination);
+      recording = { context, stream, node, source, chunks };
+      $("record").textContent = "Stop and predict";
+      $("error").textContent = "";
+    } catch (err) {
+      $("error").textContent = `no microphone: ${err.message}`;
+    }
+  });
+  $("sound-file").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    playBack(file);
+    await sendFile(file, file.name);
+  });
+}
+
+function playBack(blob) {
+  const player = $("playback");
+  player.src = URL.createObjectURL(blob);
+  player.hidden = false;
+}
+
+function encodeWav(chunks, rate) {
+  const length = chunks.reduce((n, c) => n + c.length, 0);
+  const view = new DataView(new ArrayBuffer(44 + 2 * length));
+  const text = (at, s) => [...s].forEach((ch, i) => view.setUint8(at + i, ch.charCodeAt(0)));
+  text(0, "RIFF");
+  view.setUint32(4, 36 + 2 * length, true);
+  text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true);
+  view.setUint16(20, 1, true); // PCM
+  view.setUint16(22, 1, true); // mono
+  view.setUint32(24, rate, true);
+  view.setUint32(28, rate * 2, true);
+  view.setUint16(32, 2, true);
+  view.setUint16(34, 16, true);
+  text(36, "data");
+  view.setUint32(40, 2 * length, true);
+  let at = 44;
+  for (const chunk of chunks) {
+    for (const v of chunk) {
+      view.setInt16(at, Math.max(-1, Math.min(1, v)) * 0x7fff, true);
+      at += 2;
+    }
+  }
+  return new Blob([view], { type: "audio/wav" });
 }
 
 function setUpImage(spec) {
