@@ -99,6 +99,25 @@ def test_the_front_end_ignores_gain_padding_and_batch_company():
     torch.testing.assert_close(quiet, alone, atol=2e-2, rtol=0)  # 26 dB quieter: the same features
 
 
+def test_a_clip_gets_the_same_logits_alone_in_company_and_padded():
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import build
+
+    spec = DataSpec("s", "audio", "classification", (2, 8000), classes=list("abc"), extra={"sample_rate": RATE})
+    torch.manual_seed(0)
+    model = build({"name": "logmel_cnn", "channels": [8, 16, 16]}, spec).eval()
+    rng = np.random.default_rng(3)
+    clip, longer = tone(500.0, 0.37, RATE, 0.5, rng), tone(900.0, 1.0, RATE, 0.5, rng)
+    with torch.no_grad():
+        alone = model(pad_clips([clip], len(clip)))[0]
+        company = model(pad_clips([clip, longer], len(longer)))[0]
+        feats, valid = model.frontend(pad_clips([clip, longer], len(longer)))
+        padded = model.classify(feats[:1], valid[:1])[0]  # alone, with the padding kept (as under export)
+    torch.testing.assert_close(company, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_spec_augment_masks_bands_and_spans_and_is_seeded():
     from torchkeel.data.audio import pad_clips
     from torchkeel.models.audio import LogMel
@@ -146,6 +165,9 @@ def test_audio_folder_trains_evaluates_and_predicts(sound_run: Path, tmp_path: P
     assert proc.returncode == 0, proc.stderr
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["top"][0]["class"] for r in results] == ["high", "low"]
+    # ONNX with the feature extraction inside, checked against PyTorch on the test clips
+    export = keel("export", str(sound_run), "--out", str(tmp_path / "onnx"), cwd=tmp_path)
+    assert export.returncode == 0 and "verified with onnxruntime" in export.stdout, export.stderr
     (tmp_path / "noise.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     assert_one_line_error(keel("predict", str(sound_run), str(tmp_path / "noise.wav"), cwd=tmp_path), "noise.wav")
 

@@ -126,12 +126,13 @@ class LogMelCNN(nn.Module):
     def __init__(self, frontend: LogMel, channels: tuple[int, ...], dropout: float, outputs: int) -> None:
         super().__init__()
         self.frontend = frontend
-        blocks: list[nn.Module] = []
+        stages: list[nn.Module] = []
         c = 1
         for out in channels:
-            blocks += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+            conv = nn.Conv2d(c, out, 3, padding=1, bias=False)
+            stages.append(nn.Sequential(conv, nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)))
             c = out
-        self.features = nn.Sequential(*blocks)
+        self.features = nn.Sequential(*stages)
         self.pools = len(channels)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * c * (frontend.mel.shape[0] >> len(channels)), outputs)
@@ -142,14 +143,18 @@ class LogMelCNN(nn.Module):
     def classify(self, feats: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Logits from features (B, n_mels, frames) and their frames' mask (B, frames): the
         model after its front end (the report's saliency over time x frequency starts here)."""
-        short = 2**self.pools - feats.shape[-1]
-        if short > 0:  # a clip shorter than the pooling stages need: pad with empty frames
-            feats, valid = F.pad(feats, (0, short)), F.pad(valid, (0, short))
-        h = self.features(feats[:, None])  # (B, C, mels', frames')
-        h = h.flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
-        frames = h.shape[-1]
-        # a pooled frame is valid when the first input frame it covers is
-        valid = valid[:, :: 2**self.pools][:, :frames][:, None]  # (B, 1, frames')
+        # frames padded to a multiple of the pooling, and every stage's input masked, so frames
+        # past a clip's end are zero at every depth, as a conv's own zero padding is: a clip
+        # gets the same logits alone, beside a longer clip or padded for export
+        step = 2**self.pools
+        short = (step - feats.shape[-1] % step) % step
+        feats, valid = F.pad(feats, (0, short)), F.pad(valid, (0, short))
+        h, mask = feats[:, None], valid[:, None, None]  # (B, 1, mels, frames), (B, 1, 1, frames)
+        for stage in self.features:
+            h = stage(h * mask)
+            mask = mask[..., ::2]
+        h = (h * mask).flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
+        valid = mask[:, 0]  # (B, 1, frames')
         count = valid.sum(-1).clamp(min=1)
         mean = (h * valid).sum(-1) / count
         peak = h.masked_fill(valid == 0, float("-inf")).amax(-1)
