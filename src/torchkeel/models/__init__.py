@@ -20,7 +20,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
-from torchkeel.models.audio import logmel_cnn
+from torchkeel.models.audio import logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
@@ -58,6 +58,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "pretrained_lm": pretrained_lm,
     "airbench": airbench,
     "logmel_cnn": logmel_cnn,
+    "m5": m5,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -84,6 +85,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "pretrained_lm": ("text",),  # a corpus tokenised by the model's own tokeniser
     "airbench": ("image",),
     "logmel_cnn": ("audio",),
+    "m5": ("audio",),
     "custom": KINDS,  # whatever the user's module takes
 }
 

@@ -189,3 +189,57 @@ def logmel_cnn(
         raise ConfigError(f"logmel_cnn: {len(channels)} pooling stages need n_mels >= {2 ** len(channels)}")
     frontend = LogMel(rate, n_mels, win_ms, hop_ms, spec_augment=spec_augment)
     return LogMelCNN(frontend, tuple(channels), dropout, spec.output_size)
+
+
+class WaveCNN(nn.Module):
+    """M5 over (B, 2, T): each clip divided by its RMS (a gain cancels), then strided 1-D
+    convolutions with every stage's input masked past the clip's end."""
+
+    def __init__(self, channels: tuple[int, ...], first_kernel: int, first_stride: int, dropout: float, outputs: int):
+        super().__init__()
+        stages: list[nn.Module] = []
+        c = 1
+        for i, out in enumerate(channels):
+            kernel, stride = (first_kernel, first_stride) if i == 0 else (3, 1)
+            conv = nn.Conv1d(c, out, kernel, stride=stride, padding=kernel // 2, bias=False)
+            stages.append(nn.Sequential(conv, nn.BatchNorm1d(out), nn.ReLU(), nn.MaxPool1d(4)))
+            c = out
+        self.features = nn.Sequential(*stages)
+        self.first_stride = first_stride
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            x = x[..., : int(x[:, 1].sum(-1).max().clamp(min=1))]
+        mask = x[:, 1:2]  # (B, 1, T)
+        count = mask.sum(-1, keepdim=True).clamp(min=1)
+        wave = x[:, 0:1] * mask
+        wave = wave / torch.sqrt(wave.square().sum(-1, keepdim=True) / count + 1e-8)
+        step = self.first_stride * 4 ** len(self.features)  # samples per output frame
+        short = (step - wave.shape[-1] % step) % step
+        h, mask = F.pad(wave, (0, short)), F.pad(mask, (0, short))
+        for i, stage in enumerate(self.features):
+            h = stage(h * mask)
+            mask = mask[..., :: (self.first_stride if i == 0 else 1) * 4][..., : h.shape[-1]]
+        h = h * mask
+        mean = h.sum(-1) / mask.sum(-1).clamp(min=1)
+        return self.head(self.dropout(mean))
+
+
+def m5(
+    spec: DataSpec,
+    *,
+    channels: tuple[Width, ...] = (128, 128, 256, 512),
+    first_kernel: int = 80,
+    first_stride: int = 4,
+    dropout: Probability = 0.0,
+) -> nn.Module:
+    """M5 raw-waveform 1-D CNN (Dai et al. 2017): a long strided first conv, then 3-wide convs.
+
+    Each clip is divided by its RMS; every stage's input is masked past the clip's end; the
+    last stage's frames are averaged over the clip. ``first_kernel`` 80 is 10 ms at 8 kHz.
+    """
+    if not channels:
+        raise ConfigError("m5: model.channels needs at least one conv width, e.g. [128, 128]")
+    return WaveCNN(tuple(channels), first_kernel, first_stride, dropout, spec.output_size)
