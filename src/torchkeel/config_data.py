@@ -112,7 +112,8 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 FOLDER_DATASETS = ("image_folder",)
-AUDIO_DATASETS = ("audio_folder", "fsdd")
+AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno")
+SPEECH_DATASETS = ("audio_transcripts", "yesno")  # a transcript per clip: speech recognition (CTC)
 
 
 class AudioConfig(Strict):

@@ -124,19 +124,41 @@ AUDIO_RECIPE: dict[str, Any] = {
     },
 }
 
+SPEECH_RECIPE: dict[str, Any] = {
+    # a transcript per clip: log-mel, two strided convs and a bidirectional GRU trained with CTC
+    # (Graves et al. 2006; the conv + recurrent shape of Deep Speech 2, Amodei et al. 2016, at
+    # a CPU's size); Adam-type steps with one-cycle and early stopping on val loss. CTC first
+    # learns to emit only blanks and needs some hundred updates to leave that plateau: small
+    # batches give a small labelled set those updates (on yesno's 24 training clips, batch 16
+    # for 40 epochs stayed at WER 1.0; batch 4 at lr 3e-3 reached WER 0 on val by epoch 20)
+    "model": {"name": "ctc_gru"},
+    "train": {
+        "epochs": 60,
+        "batch_size": 4,
+        "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.01},
+        "schedule": {"name": "onecycle"},
+        "grad_clip": 5.0,
+        "early_stopping": {"monitor": "val/loss", "patience": 8},
+    },
+    "eval": {"metrics": ["wer", "cer"]},
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     "text": TEXT_RECIPE,
     "table": TABLE_RECIPE,
     "corpus": CORPUS_RECIPE,
     "audio": AUDIO_RECIPE,
+    "speech": SPEECH_RECIPE,
 }
 
 
 def data_kind(name: str) -> str:
     """ "text", "corpus" (a language-model corpus), "table", "series", "audio" or "image", from the data
     set's name alone."""
-    from torchkeel.config_data import AUDIO_DATASETS, CORPUS_DATASETS, SERIES_DATASETS
+    from torchkeel.config_data import AUDIO_DATASETS, CORPUS_DATASETS, SERIES_DATASETS, SPEECH_DATASETS
 
+    if name in SPEECH_DATASETS:
+        return "speech"
     if name in AUDIO_DATASETS:
         return "audio"
     if name in CORPUS_DATASETS:

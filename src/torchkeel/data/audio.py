@@ -94,19 +94,7 @@ def load_audio_folder(cfg: DataConfig, seed: int) -> DataBundle:
     if len(classes) < 2:
         raise DataError(f"{name}: found {len(classes)} class of sound files; need at least two")
     y = np.array([classes.index(label) for label in labels])
-    if given is None:
-        val, test, train = split_indices(y, len(y), (cfg.val_fraction, cfg.test_fraction), seed)
-        return audio_bundle(name, files, y, classes, (train, val, test), audio)
-    parts = {part: np.flatnonzero(given == part) for part in ("train", "val", "test")}
-    rest = parts["train"]
-    wanted = [("val", cfg.val_fraction), ("test", cfg.test_fraction)]
-    cut = [(part, fraction) for part, fraction in wanted if len(parts[part]) == 0]
-    if cut:  # fractions of the whole set, cut from the train rows
-        shares = tuple(min(0.9, fraction * len(y) / max(1, len(rest))) for _, fraction in cut)
-        *pieces, kept = split_indices(y[rest], len(rest), shares, seed)
-        parts.update({part: rest[piece] for (part, _), piece in zip(cut, pieces, strict=True)})
-        parts["train"] = rest[kept]
-    return audio_bundle(name, files, y, classes, (parts["train"], parts["val"], parts["test"]), audio)
+    return audio_bundle(name, files, y, classes, _parts(given, y, len(y), cfg, seed), audio)
 
 
 def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
@@ -209,3 +197,78 @@ def _files_from_csv(
         if odd:
             raise DataError(f"{path}: column 'split' holds {odd[0]!r}; use train, val or test")
     return files, [str(v) for v in frame[label]], given
+
+
+# ---- transcripts, for speech recognition (tasks/recognise.py)
+
+YESNO_NAME = re.compile(r"^([01](?:_[01])*)\.wav$")
+
+
+def load_audio_transcripts(cfg: DataConfig, seed: int) -> DataBundle:
+    """A CSV of ``file,transcript`` rows (``data.path``; ``data.target`` names the transcript
+    column, default ``transcript``; an optional ``split`` column keeps its splits)."""
+    if not cfg.path:
+        raise DataError("audio_transcripts reads a CSV of file,transcript rows: set data.path")
+    target = cfg.target or "transcript"
+    files, texts, given = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, target)
+    return transcript_bundle(Path(cfg.path).stem, files, texts, _parts(given, None, len(files), cfg, seed), cfg)
+
+
+def load_yesno(cfg: DataConfig, seed: int) -> DataBundle:
+    """The OpenSLR "yesno" corpus (``data.root``: its waves_yesno/ folder): 60 clips of 8
+    words, the name is the transcript (1 = yes, 0 = no). Its usual split: the names sorted,
+    even positions train, odd test; val is drawn from train."""
+    root = Path(cfg.root or "data/yesno/waves_yesno")
+    files = sorted(p for p in root.iterdir() if YESNO_NAME.match(p.name)) if root.is_dir() else []
+    if not files:
+        raise DataError(f"yesno: no 1_0_1_...wav files in {root}; set data.root to the waves_yesno/ folder")
+    texts = [" ".join("yes" if b == "1" else "no" for b in f.stem.split("_")) for f in files]
+    given = np.array(["train" if i % 2 == 0 else "test" for i in range(len(files))])
+    return transcript_bundle("yesno", files, texts, _parts(given, None, len(files), cfg, seed), cfg)
+
+
+def _parts(
+    given: np.ndarray | None, labels: np.ndarray | None, n: int, cfg: DataConfig, seed: int
+) -> tuple[np.ndarray, ...]:
+    """(train, val, test) indices: the given splits, and the parts they leave out cut from
+    train as fractions of the whole set (stratified by ``labels`` when given, seeded)."""
+    if given is None:
+        val, test, train = split_indices(labels, n, (cfg.val_fraction, cfg.test_fraction), seed)
+        return train, val, test
+    parts = {part: np.flatnonzero(given == part) for part in ("train", "val", "test")}
+    rest = parts["train"]
+    cut = [(part, f) for part, f in (("val", cfg.val_fraction), ("test", cfg.test_fraction)) if len(parts[part]) == 0]
+    if cut:
+        shares = tuple(min(0.9, f * n / max(1, len(rest))) for _, f in cut)
+        *pieces, kept = split_indices(None if labels is None else labels[rest], len(rest), shares, seed)
+        parts.update({part: rest[piece] for (part, _), piece in zip(cut, pieces, strict=True)})
+        parts["train"] = rest[kept]
+    return parts["train"], parts["val"], parts["test"]
+
+
+def transcript_bundle(name: str, files: list[Path], texts: list[str], split: tuple, cfg: DataConfig) -> DataBundle:
+    """Clips and their transcripts as character ids over the training transcripts' alphabet
+    (a character only val or test use is dropped from their targets, and counted)."""
+    from torchkeel.data.ragged import Ragged
+
+    texts = [" ".join(t.split()) for t in texts]  # runs of whitespace as one space
+    alphabet = "".join(sorted({c for i in split[0] for c in texts[i]}))
+    if not alphabet:
+        raise DataError(f"{name}: the training transcripts are empty")
+    index = {c: i + 1 for i, c in enumerate(alphabet)}  # 0 is CTC's blank
+    bundle = audio_bundle(name, files, np.zeros(len(files), dtype=np.int64), [], split, cfg.audio or AudioConfig())
+    ids = [torch.tensor([index[c] for c in t if c in index], dtype=torch.int64) for t in texts]
+    unknown = sum(c not in index for t in texts for c in t)
+    if unknown:
+        print(f"audio: {unknown} characters of val/test transcripts are not in the training alphabet", file=sys.stderr)
+
+    def targets(part: np.ndarray) -> Ragged:
+        return Ragged.from_list([ids[i] for i in part])
+
+    for split_obj, part in zip((bundle.train, bundle.val, bundle.test), split, strict=True):
+        if split_obj is not None:
+            split_obj.y = targets(part)
+    bundle.spec.task = "speech_recognition"
+    bundle.spec.classes = None
+    bundle.spec.extra["alphabet"] = alphabet
+    return bundle

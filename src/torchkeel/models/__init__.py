@@ -20,7 +20,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
-from torchkeel.models.audio import logmel_cnn, m5
+from torchkeel.models.audio import ctc_gru, logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
@@ -59,6 +59,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "airbench": airbench,
     "logmel_cnn": logmel_cnn,
     "m5": m5,
+    "ctc_gru": ctc_gru,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -86,6 +87,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "airbench": ("image",),
     "logmel_cnn": ("audio",),
     "m5": ("audio",),
+    "ctc_gru": ("audio",),  # speech recognition: a transcript per clip
     "custom": KINDS,  # whatever the user's module takes
 }
 

@@ -243,3 +243,55 @@ def m5(
     if not channels:
         raise ConfigError("m5: model.channels needs at least one conv width, e.g. [128, 128]")
     return WaveCNN(tuple(channels), first_kernel, first_stride, dropout, spec.output_size)
+
+
+class CTCRecogniser(nn.Module):
+    """Log-mel features, two strided conv layers (4x fewer frames), a bidirectional GRU packed
+    by each clip's true frames, and per-frame logits over blank + characters; the output's last
+    column is the frame mask (tasks/recognise.py)."""
+
+    def __init__(self, frontend: LogMel, conv: int, hidden: int, layers: int, dropout: float, outputs: int):
+        super().__init__()
+        self.frontend = frontend
+        mels = frontend.mel.shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU(),
+            nn.Conv2d(conv, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU(),
+        )  # fmt: skip
+        self.rnn = nn.GRU(
+            conv * ((mels + 3) // 4), hidden, layers, batch_first=True, bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )  # fmt: skip
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * hidden, outputs - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, valid = self.frontend(x)  # (B, mels, frames), (B, frames)
+        h = self.conv(feats[:, None])  # (B, C, mels / 4, frames / 4)
+        h = h.flatten(1, 2).transpose(1, 2)  # (B, frames', features)
+        mask = valid[:, ::4][:, : h.shape[1]]  # (B, frames')
+        lengths = mask.sum(1).clamp(min=1).long().cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
+        logits = self.head(self.dropout(out))
+        return torch.cat([logits, mask[..., None].to(logits.dtype)], dim=-1)
+
+
+def ctc_gru(
+    spec: DataSpec,
+    *,
+    conv: Width = 32,
+    hidden: Width = 128,
+    layers: int = 2,
+    dropout: Probability = 0.1,
+    n_mels: int = 40,
+    spec_augment: bool = True,
+) -> nn.Module:
+    """CTC acoustic model: log-mel, two stride-2 convs, a bidirectional GRU, per-frame logits.
+
+    For speech recognition data (a transcript per clip): ``conv`` channels, a ``layers``-deep
+    GRU of ``hidden`` units per direction; frames every 40 ms after the convs (10 ms hop).
+    """
+    frontend = LogMel(int(spec.extra.get("sample_rate", 16000)), n_mels, spec_augment=spec_augment)
+    return CTCRecogniser(frontend, conv, hidden, layers, dropout, spec.output_size)

@@ -223,8 +223,10 @@ def check_servable(run_dir: Path, model_code: Any = None) -> tuple[str, ...]:
     """The endpoints the run's server has (``keel serve`` lists them); fails (KeelError) for a
     run that cannot be served, before any server starts."""
     from torchkeel.run_model import load_model
+    from torchkeel.tasks import task_of
 
     _, spec, meta = load_model(run_dir, "cpu", model_code)
+    task_of(spec).require("serve", run_dir.name)
     server = _server(meta)
     if server == "predict":
         input_kind(spec.kind)  # a kind this server cannot take fails here

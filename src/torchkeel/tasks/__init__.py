@@ -14,6 +14,7 @@ from torchkeel.tasks.classify import BINARY, MULTICLASS
 from torchkeel.tasks.forecast import FORECAST
 from torchkeel.tasks.generate import GENERATE
 from torchkeel.tasks.language_model import LANGUAGE_MODEL
+from torchkeel.tasks.recognise import SPEECH
 from torchkeel.tasks.regress import REGRESS
 
 TASKS: dict[str, Task] = {
@@ -23,6 +24,7 @@ TASKS: dict[str, Task] = {
     "forecast": FORECAST,
     "generate": GENERATE,
     "language_model": LANGUAGE_MODEL,
+    "speech_recognition": SPEECH,
 }
 
 

@@ -1,0 +1,123 @@
+"""Speech recognition with CTC (Graves et al. 2006): a transcript per clip, no alignment given.
+
+Targets are a ``Ragged`` of character ids per clip (1..V; 0 is CTC's blank), from the
+alphabet of the training transcripts (``spec.extra["alphabet"]``). A model's output is
+(B, frames, V + 2): columns 0..V are logits over blank and the characters, the last column
+is 1 for frames inside the clip and 0 past its end, so the loss and the decoder know each
+clip's true number of frames.
+
+- loss: ``F.ctc_loss`` on log-softmax outputs with input and target lengths, blank 0,
+  ``zero_infinity=True`` (a clip too short for its transcript gives no gradient rather than
+  inf), averaged over target lengths then the batch (PyTorch's ``reduction="mean"``);
+- decoding: greedy (best path): the most likely class per frame, repeats merged, blanks
+  dropped;
+- metrics: word and character error rates through ``jiwer``, corpus-level: substitutions,
+  deletions and insertions summed over all clips, over the reference words (characters)
+  summed (not a mean of per-clip rates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from torchkeel.tasks.base import Task
+from torchkeel.tasks.meter import TrainMeter, add_loss
+
+
+def frame_lengths(out: torch.Tensor) -> torch.Tensor:
+    """(B,) frames inside each clip, from the output's mask column."""
+    return out[..., -1].sum(1).round().long()
+
+
+def ctc_loss(out: torch.Tensor, y: Any) -> torch.Tensor:
+    log_probs = out[..., :-1].float().log_softmax(-1).transpose(0, 1)  # (frames, B, V + 1)
+    targets = y.padded.long().clamp(min=0)
+    return F.ctc_loss(log_probs, targets, frame_lengths(out), y.lengths, blank=0, reduction="mean", zero_infinity=True)
+
+
+def build_loss(name: str, spec: Any, label_smoothing: float = 0.0, weights: Any = None):
+    return ctc_loss
+
+
+def greedy(out: torch.Tensor, alphabet: str) -> list[str]:
+    """Best-path decoding: per clip, the argmax per frame, repeats merged, blanks dropped."""
+    best = out[..., :-1].argmax(-1).cpu()  # (B, frames)
+    lengths = frame_lengths(out).cpu().tolist()
+    texts = []
+    for row, n in zip(best, lengths, strict=True):
+        ids = torch.unique_consecutive(row[:n])
+        texts.append("".join(alphabet[i - 1] for i in ids.tolist() if i > 0))
+    return texts
+
+
+def references(y: Any, alphabet: str) -> list[str]:
+    return ["".join(alphabet[i - 1] for i in item.tolist()) for item in y.items()]
+
+
+class ErrorRates:
+    """Word and character error counts (jiwer), summed as tensors so ranks can add them."""
+
+    def __init__(self, spec: Any, names: list[str], device: torch.device, top_k: int = 3, *, details: bool = False):
+        from torchkeel.extras import require
+
+        require("audio", "jiwer")
+        self.alphabet = spec.extra["alphabet"]
+        self.names = [n for n in names if n in ("wer", "cer")]
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, count
+        self.counts = torch.zeros(4, dtype=torch.float64)  # word errors, words, char errors, chars
+        self.has_loss = False
+        self.keep = details
+        self.examples: list[tuple[str, str]] = []
+
+    @torch.no_grad()
+    def update(self, out: torch.Tensor, y: Any, loss: torch.Tensor | None = None) -> None:
+        import jiwer
+
+        self.has_loss |= add_loss(self.sums, loss, len(y))
+        hyps, refs = greedy(out, self.alphabet), references(y, self.alphabet)
+        # jiwer refuses an empty reference; a clip with no words counts its hypothesis as insertions
+        pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
+        extra_words = sum(len(h.split()) for r, h in zip(refs, hyps, strict=True) if not r.strip())
+        extra_chars = sum(len(h) for r, h in zip(refs, hyps, strict=True) if not r.strip())
+        words = chars = 0
+        if pairs:
+            r, h = [p[0] for p in pairs], [p[1] for p in pairs]
+            w = jiwer.process_words(r, [x if x.strip() else "" for x in h])
+            c = jiwer.process_characters(r, h)
+            words = w.substitutions + w.deletions + w.insertions
+            chars = c.substitutions + c.deletions + c.insertions
+        ref_words = sum(len(r.split()) for r in refs)
+        ref_chars = sum(len(r) for r in refs)
+        found = [words + extra_words, ref_words, chars + extra_chars, ref_chars]
+        self.counts += torch.tensor(found, dtype=torch.float64)
+        if self.keep and len(self.examples) < 50:
+            self.examples += list(zip(refs, hyps, strict=True))[: 50 - len(self.examples)]
+
+    def compute(self) -> dict[str, float]:
+        word_errors, words, char_errors, chars = self.counts.tolist()
+        loss_sum, n = self.sums.tolist()
+        values = {"wer": word_errors / max(words, 1), "cer": char_errors / max(chars, 1)}
+        return ({"loss": loss_sum / max(n, 1)} if self.has_loss else {}) | {k: values[k] for k in self.names}
+
+    def details(self) -> dict[str, Any]:
+        return {"transcripts": [{"reference": r, "hypothesis": h} for r, h in self.examples]}
+
+
+SPEECH = Task(
+    name="speech_recognition",
+    description="speech recognition (CTC)",
+    losses=("ctc",),
+    metrics=("wer", "cer"),
+    key_metric="wer",
+    lower_is_better=frozenset({"loss", "wer", "cer"}),
+    uses=frozenset({"predict", "eval"}),
+    output_size=lambda spec: len(spec.extra["alphabet"]) + 2,
+    build_loss=build_loss,
+    accumulator=ErrorRates,
+    train_meter=lambda spec, device: TrainMeter(device, None),
+    decode=lambda out, spec, k: [{"transcript": t} for t in greedy(out, spec.extra["alphabet"])],
+    export_output="(batch, frames, alphabet + 2): logits over CTC blank and the characters, then the frame mask",
+)

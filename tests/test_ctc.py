@@ -1,0 +1,119 @@
+"""Speech recognition with CTC: decoding, the loss at its edges, corpus-level error rates
+(checked against jiwer's own corpus figures), and a recogniser trained through the CLI on
+generated clips of tone "words"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, keel
+
+sf = pytest.importorskip("soundfile")
+jiwer = pytest.importorskip("jiwer")
+
+RATE = 8000
+WORDS = {"a": 400.0, "b": 1500.0}  # each word is a tone
+
+
+def _out(best: list[list[int]], lengths: list[int], classes: int = 4) -> torch.Tensor:
+    """Model outputs whose argmax per frame is ``best``, with a frame mask of ``lengths``."""
+    frames = max(len(b) for b in best)
+    out = torch.zeros(len(best), frames, classes + 1)
+    for i, row in enumerate(best):
+        for t, c in enumerate(row):
+            out[i, t, c] = 5.0
+        out[i, : lengths[i], -1] = 1.0
+    return out
+
+
+def test_greedy_merges_repeats_drops_blanks_and_stops_at_the_clip_end():
+    from torchkeel.tasks.recognise import greedy
+
+    # alphabet " ab": 1 = space, 2 = a, 3 = b; blank 0 separates a repeated letter
+    out = _out([[2, 2, 0, 2, 1, 3, 3, 3], [3, 0, 3, 2, 2, 2, 2, 2]], [8, 3])
+    assert greedy(out, " ab") == ["aa b", "bb"]
+
+
+def test_ctc_loss_is_finite_for_a_clip_too_short_for_its_transcript():
+    from torchkeel.data.ragged import Ragged
+    from torchkeel.tasks.recognise import ctc_loss
+
+    out = torch.randn(2, 6, 5, requires_grad=True)
+    mask = torch.tensor([[1.0] * 6, [1.0, 1.0, 0, 0, 0, 0]])
+    full = torch.cat([out[..., :-1], mask[..., None]], dim=-1)
+    y = Ragged.from_list([torch.tensor([1, 2, 3]), torch.tensor([1, 2, 1, 2])])  # 4 labels in 2 frames
+    loss = ctc_loss(full, y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(out.grad).all()
+
+
+def test_error_rates_are_corpus_level_as_jiwer_computes_them():
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.data.ragged import Ragged
+    from torchkeel.tasks.recognise import ErrorRates
+
+    alphabet = " ab"
+    spec = DataSpec("s", "audio", "speech_recognition", (2, 100), extra={"alphabet": alphabet})
+    refs, hyps = ["a b a", "b", "a a b b"], ["a a", "b", "a b b b a"]
+    ids = {c: i + 1 for i, c in enumerate(alphabet)}
+    y = Ragged.from_list([torch.tensor([ids[c] for c in r]) for r in refs])
+    best = [[x for c_prev, c in zip(" " + h, h, strict=False) for x in ((0, ids[c]) if c == c_prev else (ids[c],))]
+            for h in hyps]  # fmt: skip
+    acc = ErrorRates(spec, ["wer", "cer"], torch.device("cpu"))
+    acc.update(_out(best, [len(b) for b in best]), y)
+    got = acc.compute()
+    assert got["wer"] == pytest.approx(jiwer.wer(refs, hyps))  # total errors over total reference words
+    assert got["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    assert got["wer"] != pytest.approx(np.mean([jiwer.wer(r, h) for r, h in zip(refs, hyps, strict=True)]))
+
+
+def write_tone_words(root: Path, n: int = 160, seed: int = 0) -> Path:
+    """Clips of 1-4 tone words (0.15-0.25 s each, 0.08-0.2 s apart), levels 13x apart, and a
+    CSV of file,transcript."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["file,transcript"]
+    for i in range(n):
+        words = list(rng.choice(list(WORDS), size=rng.integers(1, 5)))
+        pieces = [np.zeros(int(RATE * 0.1), np.float32)]
+        for w in words:
+            t = np.arange(int(RATE * rng.uniform(0.15, 0.25))) / RATE
+            pieces.append((np.sin(2 * np.pi * WORDS[w] * t) * np.hanning(len(t))).astype(np.float32))
+            pieces.append(np.zeros(int(RATE * rng.uniform(0.08, 0.2)), np.float32))
+        clip = np.concatenate(pieces) * rng.choice([0.06, 0.8]) + 0.005 * rng.standard_normal(1).astype(np.float32)
+        sf.write(root / f"{i}.wav", clip.astype(np.float32), RATE, subtype="PCM_16")
+        rows.append(f"{i}.wav,{' '.join(words)}")
+    (root / "clips.csv").write_text("\n".join(rows) + "\n")
+    return root / "clips.csv"
+
+
+@pytest.fixture(scope="module")
+def ctc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("ctc")
+    csv = write_tone_words(cwd / "words")
+    small = ["--set", "model.conv=8", "--set", "model.hidden=48", "--set", "model.layers=1"]
+    keel("train", "--data", "audio_transcripts", "--set", f"data.path={csv}", *small, "--set", "train.batch_size=8",
+         "--epochs", "30", "--seed", "0", "--set", "eval.report=false", cwd=cwd, check=True, timeout=600)  # fmt: skip
+    return (cwd / "runs" / "latest").resolve()
+
+
+def test_a_ctc_recogniser_learns_tone_words_and_transcribes_new_clips(ctc_run: Path, tmp_path: Path):
+    summary = json.loads((ctc_run / "summary.json").read_text())
+    assert summary["test"]["wer"] <= 0.2 and summary["test"]["cer"] <= 0.15, summary["test"]
+    data = json.loads((ctc_run / "data.json").read_text())
+    assert data["task"] == "speech_recognition" and data["extra"]["alphabet"] == " ab"
+    assert "ctc_gru" in (ctc_run / "config.yaml").read_text()  # the speech recipe
+    again = json.loads(keel("eval", str(ctc_run), "--json", cwd=tmp_path, check=True).stdout)
+    assert again["wer"] == pytest.approx(summary["test"]["wer"])
+    csv = write_tone_words(tmp_path / "new", n=4, seed=7)
+    expected = [line.split(",")[1] for line in csv.read_text().splitlines()[1:]]
+    files = [str(tmp_path / "new" / f"{i}.wav") for i in range(4)]
+    proc = keel("predict", str(ctc_run), *files, "--json", cwd=tmp_path, check=True)
+    got = [json.loads(line)["transcript"] for line in proc.stdout.splitlines()]
+    assert jiwer.wer(expected, got) <= 0.25, (expected, got)
+    assert_one_line_error(keel("serve", str(ctc_run), cwd=tmp_path), "speech recognition")
