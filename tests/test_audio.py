@@ -282,3 +282,19 @@ def test_m5_learns_from_raw_waveforms(tmp_path: Path):
                 "--set", "eval.report=false", "-q", cwd=tmp_path, check=True)  # fmt: skip
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
     assert summary["test"]["accuracy"] >= 0.9, (summary["test"], proc.stdout)
+
+
+def test_a_csv_without_enough_train_rows_or_labels_is_one_clear_error(tmp_path: Path):
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+    from torchkeel.errors import DataError
+
+    write_sound_folder(tmp_path / "sounds", per_class=4)
+    files = sorted((tmp_path / "sounds").rglob("*.*"))
+    rows = ["file,label,split"] + [f"{f},{f.parent.name},{'train' if i < 1 else 'test'}" for i, f in enumerate(files)]
+    (tmp_path / "few.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="leaves 0"):
+        load(DataConfig(name="audio_folder", path=str(tmp_path / "few.csv")), seed=0)
+    (tmp_path / "blank.csv").write_text(f"file,label\n{files[0]},low\n{files[1]},\n")
+    with pytest.raises(DataError, match="line 3: no 'label' value"):
+        load(DataConfig(name="audio_folder", path=str(tmp_path / "blank.csv")), seed=0)

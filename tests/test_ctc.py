@@ -117,3 +117,21 @@ def test_a_ctc_recogniser_learns_tone_words_and_transcribes_new_clips(ctc_run: P
     got = [json.loads(line)["transcript"] for line in proc.stdout.splitlines()]
     assert jiwer.wer(expected, got) <= 0.25, (expected, got)
     assert_one_line_error(keel("serve", str(ctc_run), cwd=tmp_path), "speech recognition")
+
+
+def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one():
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import build
+
+    spec = DataSpec("s", "audio", "speech_recognition", (2, 8000), extra={"sample_rate": RATE, "alphabet": " ab"})
+    torch.manual_seed(0)
+    model = build({"name": "ctc_gru", "conv": 8, "hidden": 16}, spec).eval()
+    rng = np.random.default_rng(0)
+    clip, longer = (rng.standard_normal(n).astype(np.float32) * 0.3 for n in (8040, 16000))
+    with torch.no_grad():
+        alone = model(pad_clips([clip], len(clip)))[0]
+        company = model(pad_clips([clip, longer], len(longer)))[0]
+    frames = int(alone[:, -1].sum())
+    assert int(company[:, -1].sum()) == frames
+    torch.testing.assert_close(company[:frames], alone[:frames], atol=1e-5, rtol=1e-5)

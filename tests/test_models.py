@@ -22,12 +22,17 @@ SPECS = {
     "text binary": DataSpec("y", "text", "binary", (12,), classes=["neg", "pos"], extra=TEXT_EXTRA),
     "series 3 features, horizon 4": DataSpec("s", "series", "regression", (16, 3), targets=4),
     "sound 0.5 s at 8 kHz": DataSpec("a", "audio", "classification", (2, 4000), classes=list("abc"), extra=SOUND),
+    "speech 0.5 s at 8 kHz": DataSpec(
+        "sp", "audio", "speech_recognition", (2, 4000), extra={**SOUND, "alphabet": " ab"}
+    ),
     "text corpus": DataSpec(
         "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
     ),
 }
 # causal language models take a corpus (next-token targets), and the other models do not
 LANGUAGE_MODELS = {"gpt", "pretrained_lm"}
+# CTC models take clips with transcripts and give per-frame outputs (and the frame mask)
+CTC_MODELS = {"ctc_gru"}
 # the torchvision ResNets cost seconds each on 2 cores: ResNet-18 covers the grey-input
 # adaptation, the deeper two one colour size
 ONLY = {"resnet34": ["cifar 32x32 colour"], "resnet50": ["cifar 32x32 colour"]}
@@ -38,6 +43,7 @@ CASES = [
     if spec.kind in ACCEPTS[name]
     and spec_name in ONLY.get(name, SPECS)
     and (name in LANGUAGE_MODELS) == ("block_size" in spec.extra)
+    and (name in CTC_MODELS) == ("alphabet" in spec.extra)
 ]
 
 
@@ -105,6 +111,9 @@ def test_forward_backward_shapes(name, spec_name):
         assert images.shape == (4, *spec.input_shape) and images.abs().max() <= 1
         out = model.discriminator(images)  # one logit per image, gradient through both networks
         assert out.shape == (4,)
+    elif name in CTC_MODELS:
+        out = model(x)  # (B, frames, blank + alphabet + mask)
+        assert out.shape[0] == 4 and out.shape[2] == spec.output_size and out.shape[1] > 0
     elif name in LANGUAGE_MODELS:
         out = model(x)  # next-token logits at every position
         assert out.shape == (4, *spec.input_shape, spec.extra["vocab_size"])

@@ -25,7 +25,9 @@ def test_every_task_is_complete(name):
     assert task.name == name and task.losses and task.key_metric in {*task.metrics, "loss"}
     assert task.uses <= set(USES), task.uses - set(USES)
     assert task.lower_is_better <= {*task.metrics, "loss", "d_loss", "g_loss"}
-    spec = DataSpec("t", "table", name, (3,), classes=["a", "b", "c"], targets=2, extra={"vocab_size": 3})
+    spec = DataSpec(
+        "t", "table", name, (3,), classes=["a", "b", "c"], targets=2, extra={"vocab_size": 3, "alphabet": "a"}
+    )
     assert task.output_size(spec) in (1, 2, 3)
     if task.loop == "fit":  # supervised: a loss, a meter, an accumulator (and a decoder for predict)
         assert task.accumulator is not None and task.train_meter is not None
@@ -48,6 +50,12 @@ def _outputs_and_targets(task, spec):
     """A batch of 4 outputs and targets as the task defines them."""
     if task.name == "language_model":  # (B, T, vocab) logits and (B, T) next tokens
         return torch.randn(4, 5, 3), torch.randint(0, 3, (4, 5))
+    if task.name == "speech_recognition":  # (B, frames, blank + alphabet + mask), a transcript each
+        from torchkeel.data.ragged import Ragged
+
+        out = torch.randn(4, 6, task.output_size(spec))
+        out[..., -1] = 1.0
+        return out, Ragged.from_list([torch.ones(n, dtype=torch.int64) for n in (1, 2, 0, 3)])
     out = torch.randn(4, task.output_size(spec))
     y = torch.randint(0, 2, (4,)).float() if task.name == "binary" else torch.randint(0, 3, (4,))
     return out, torch.randn(4, 2) if task.predict_index is None else y

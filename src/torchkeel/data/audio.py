@@ -177,7 +177,7 @@ def _files_from_folders(root: Path) -> tuple[list[Path], list[str]]:
 
 
 def _files_from_csv(
-    path: Path, root: Path | None, target: str | None
+    path: Path, root: Path | None, target: str | None, transcripts: bool = False
 ) -> tuple[list[Path], list[str], np.ndarray | None]:
     from torchkeel.data.frames import read_frame
 
@@ -196,7 +196,13 @@ def _files_from_csv(
         odd = sorted(set(given) - {"train", "val", "test"})
         if odd:
             raise DataError(f"{path}: column 'split' holds {odd[0]!r}; use train, val or test")
-    return files, [str(v) for v in frame[label]], given
+    values = frame[label]
+    if transcripts:  # an empty cell is a clip with no words
+        return files, [str(v) for v in values.fillna("")], given
+    if values.isna().any():
+        row = int(values.isna().to_numpy().nonzero()[0][0]) + 2
+        raise DataError(f"{path}, line {row}: no '{label}' value; every clip needs its label")
+    return files, [str(v) for v in values], given
 
 
 # ---- transcripts, for speech recognition (tasks/recognise.py)
@@ -210,7 +216,7 @@ def load_audio_transcripts(cfg: DataConfig, seed: int) -> DataBundle:
     if not cfg.path:
         raise DataError("audio_transcripts reads a CSV of file,transcript rows: set data.path")
     target = cfg.target or "transcript"
-    files, texts, given = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, target)
+    files, texts, given = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, target, True)
     return transcript_bundle(Path(cfg.path).stem, files, texts, _parts(given, None, len(files), cfg, seed), cfg)
 
 
@@ -237,12 +243,19 @@ def _parts(
         return train, val, test
     parts = {part: np.flatnonzero(given == part) for part in ("train", "val", "test")}
     rest = parts["train"]
+    if len(rest) == 0:
+        raise DataError("the 'split' column gives no train rows")
     cut = [(part, f) for part, f in (("val", cfg.val_fraction), ("test", cfg.test_fraction)) if len(parts[part]) == 0]
     if cut:
         shares = tuple(min(0.9, f * n / max(1, len(rest))) for _, f in cut)
         *pieces, kept = split_indices(None if labels is None else labels[rest], len(rest), shares, seed)
         parts.update({part: rest[piece] for (part, _), piece in zip(cut, pieces, strict=True)})
         parts["train"] = rest[kept]
+        if len(kept) < len(rest) / 2:
+            raise DataError(
+                f"cutting {' and '.join(p for p, _ in cut)} ({' + '.join(f'{f:g}' for _, f in cut)} of {n} rows) from "
+                f"the {len(rest)} train rows of the 'split' column leaves {len(kept)}: give those splits in the column"
+            )
     return parts["train"], parts["val"], parts["test"]
 
 

@@ -69,7 +69,7 @@ def _tokens(ctx: ReportContext) -> bool:
 
 
 def _spectrograms(ctx: ReportContext) -> bool:
-    return _explained(lambda kind: kind.waveform)(ctx) and has_frontend(ctx.model)
+    return _explained(lambda kind: kind.waveform)(ctx) and has_frontend(ctx.model) and len(ctx.data.test.x) > 0
 
 
 def _attention(ctx: ReportContext) -> bool:

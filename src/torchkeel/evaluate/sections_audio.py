@@ -24,7 +24,7 @@ def has_frontend(model: nn.Module) -> bool:
 def spectrogram_section(ctx: ReportContext) -> Section:
     model = ctx.model
     device = next(model.parameters()).device
-    n = min(ctx.examples, 6)
+    n = min(ctx.examples, 6, len(ctx.data.test.x))
     x, y = ctx.data.test.x[:n].to(device), ctx.data.test.y[:n]
     was_training = model.training
     model.eval()

@@ -254,10 +254,12 @@ class CTCRecogniser(nn.Module):
         super().__init__()
         self.frontend = frontend
         mels = frontend.mel.shape[0]
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU(),
-            nn.Conv2d(conv, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU(),
-        )  # fmt: skip
+        self.conv = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(1, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(conv, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU()),
+            ]
+        )
         self.rnn = nn.GRU(
             conv * ((mels + 3) // 4), hidden, layers, batch_first=True, bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
@@ -267,9 +269,14 @@ class CTCRecogniser(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats, valid = self.frontend(x)  # (B, mels, frames), (B, frames)
-        h = self.conv(feats[:, None])  # (B, C, mels / 4, frames / 4)
-        h = h.flatten(1, 2).transpose(1, 2)  # (B, frames', features)
-        mask = valid[:, ::4][:, : h.shape[1]]  # (B, frames')
+        # each conv's input masked past the clip's end (zeros, as its own padding), so a clip's
+        # frames do not depend on the clips beside it
+        h, mask = feats[:, None], valid[:, None, None]
+        for stage in self.conv:
+            h = stage(h * mask)
+            mask = mask[..., ::2][..., : h.shape[-1]]
+        h = (h * mask).flatten(1, 2).transpose(1, 2)  # (B, frames', features)
+        mask = mask[:, 0, 0]  # (B, frames')
         lengths = mask.sum(1).clamp(min=1).long().cpu()
         packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)

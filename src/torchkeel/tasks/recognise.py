@@ -29,7 +29,7 @@ from torchkeel.tasks.meter import TrainMeter, add_loss
 
 def frame_lengths(out: torch.Tensor) -> torch.Tensor:
     """(B,) frames inside each clip, from the output's mask column."""
-    return out[..., -1].sum(1).round().long()
+    return out[..., -1].float().sum(1).round().long()  # float32: bf16 cannot count past 256
 
 
 def ctc_loss(out: torch.Tensor, y: Any) -> torch.Tensor:
@@ -67,7 +67,7 @@ class ErrorRates:
         self.alphabet = spec.extra["alphabet"]
         self.names = [n for n in names if n in ("wer", "cer")]
         self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, count
-        self.counts = torch.zeros(4, dtype=torch.float64)  # word errors, words, char errors, chars
+        self.counts = torch.zeros(4, dtype=torch.float64, device=device)  # word errors, words, char errors, chars
         self.has_loss = False
         self.keep = details
         self.examples: list[tuple[str, str]] = []
@@ -92,7 +92,7 @@ class ErrorRates:
         ref_words = sum(len(r.split()) for r in refs)
         ref_chars = sum(len(r) for r in refs)
         found = [words + extra_words, ref_words, chars + extra_chars, ref_chars]
-        self.counts += torch.tensor(found, dtype=torch.float64)
+        self.counts += torch.tensor(found, dtype=torch.float64, device=self.counts.device)
         if self.keep and len(self.examples) < 50:
             self.examples += list(zip(refs, hyps, strict=True))[: 50 - len(self.examples)]
 
