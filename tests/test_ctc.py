@@ -135,3 +135,28 @@ def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one():
     frames = int(alone[:, -1].sum())
     assert int(company[:, -1].sum()) == frames
     torch.testing.assert_close(company[:frames], alone[:frames], atol=1e-5, rtol=1e-5)
+
+
+FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="data/fsdd/recordings is not there")
+def test_fsdd_digit_strings_have_the_official_split_sizes_and_2_to_5_digits():
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+
+    bundle = load(DataConfig(name="fsdd_digits", root=str(FSDD), audio={"strings": 40}), seed=0)
+    assert bundle.spec.task == "speech_recognition" and bundle.spec.extra["alphabet"] == " 0123456789"
+    assert len(bundle.test.x) == 10 and len(bundle.train.x) + len(bundle.val.x) == 40
+    words = [len(t.tolist()) for t in bundle.test.y.items()]  # 2-5 digits with spaces between
+    assert all(3 <= n <= 9 and n % 2 == 1 for n in words)
+
+
+def test_trimming_keeps_the_loud_part():
+    from torchkeel.data.audio import _trim
+
+    clip = np.zeros(8000, np.float32)
+    clip[3000:4000] = np.sin(np.arange(1000) / 3.0)
+    trimmed = _trim(clip)
+    assert 1000 <= len(trimmed) <= 1160 and np.abs(trimmed[:80]).max() > 0.1

@@ -112,8 +112,8 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 FOLDER_DATASETS = ("image_folder",)
-AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno")
-SPEECH_DATASETS = ("audio_transcripts", "yesno")  # a transcript per clip: speech recognition (CTC)
+AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno", "fsdd_digits")
+SPEECH_DATASETS = ("audio_transcripts", "yesno", "fsdd_digits")  # a transcript per clip: speech recognition (CTC)
 
 
 class AudioConfig(Strict):
@@ -123,6 +123,9 @@ class AudioConfig(Strict):
         None, ge=1000, le=192000, description="Hz every clip is resampled to; null: the files' most common rate"
     )
     max_seconds: float = Field(10.0, gt=0, le=600, description="clips longer than this are cut (and counted)")
+    strings: int = Field(
+        2000, ge=10, le=100000, description="fsdd_digits: digit strings made for train and val (test: a quarter)"
+    )
 
 
 SERIES_DATASETS = ("sine_series", "series_csv")

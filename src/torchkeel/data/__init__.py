@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchkeel.config_data import DataConfig
-from torchkeel.data.audio import load_audio_folder, load_audio_transcripts, load_fsdd, load_yesno
+from torchkeel.data.audio import load_audio_folder, load_audio_transcripts, load_fsdd, load_fsdd_digits, load_yesno
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
@@ -52,6 +52,7 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "fsdd": load_fsdd,
     "audio_transcripts": load_audio_transcripts,
     "yesno": load_yesno,
+    "fsdd_digits": load_fsdd_digits,
 }
 
 

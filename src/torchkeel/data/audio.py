@@ -22,6 +22,7 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,15 +119,23 @@ def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 def audio_bundle(
-    name: str, files: list[Path], y: np.ndarray, classes: list[str], split: tuple, audio: AudioConfig
+    name: str,
+    files: list[Any],
+    y: np.ndarray,
+    classes: list[str],
+    split: tuple,
+    audio: AudioConfig,
+    rate: int | None = None,
 ) -> DataBundle:
     """Read every file once at one rate (``audio.sample_rate``, else the most common rate among
-    the files) and cut the splits."""
+    the files) and cut the splits; ``files`` may be waveforms already at ``rate``."""
     from torchkeel.extras import require
 
     require("audio", "soundfile", "scipy")
     import soundfile as sf
 
+    if rate is not None:  # waveforms made at ``rate``
+        return _bundle(name, list(files), y, classes, split, audio, rate)
     rates: Counter[int] = Counter()
     for f in files[:2000]:
         try:
@@ -134,7 +143,12 @@ def audio_bundle(
         except (sf.LibsndfileError, RuntimeError) as e:
             raise DataError(f"{f}: not a readable WAV/FLAC/OGG file ({e})") from None
     rate = audio.sample_rate or rates.most_common(1)[0][0]
-    clips = [read_audio(f, rate)[0] for f in files]
+    return _bundle(name, [read_audio(f, rate)[0] for f in files], y, classes, split, audio, rate)
+
+
+def _bundle(
+    name: str, clips: list[np.ndarray], y: np.ndarray, classes: list[str], split: tuple, audio: AudioConfig, rate: int
+) -> DataBundle:
     limit = int(audio.max_seconds * rate)
     longest = max(len(c) for c in clips)
     cut = sum(len(c) > limit for c in clips)
@@ -233,6 +247,53 @@ def load_yesno(cfg: DataConfig, seed: int) -> DataBundle:
     return transcript_bundle("yesno", files, texts, _parts(given, None, len(files), cfg, seed), cfg)
 
 
+def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
+    """Connected digit strings made from the FSDD (``data.root``: its recordings/): each string
+    is 2-5 digits of one speaker, each clip trimmed of its silence (frames 40 dB under the
+    clip's peak) and joined with 50-150 ms gaps; the transcript is the digits with spaces
+    ("3 1 4"). Train and val strings use takes 5-49, test strings takes 0-4 (the official
+    split), so no recording is in two splits; the strings are drawn with a fixed seed (0), the
+    same for every run."""
+    root = Path(cfg.root or "data/fsdd/recordings")
+    files = sorted(p for p in root.iterdir() if FSDD_NAME.match(p.name)) if root.is_dir() else []
+    if not files:
+        raise DataError(f"fsdd_digits: no {{digit}}_{{speaker}}_{{take}}.wav files in {root}; set data.root")
+    audio = cfg.audio or AudioConfig()
+    rate = audio.sample_rate or 8000
+    parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
+    clips = [_trim(read_audio(f, rate)[0]) for f in files]
+    rng = np.random.default_rng(0)
+    waves, texts, given = [], [], []
+    for part, count, takes in (("train", audio.strings, range(5, 50)), ("test", max(1, audio.strings // 4), range(5))):
+        pool: dict[str, dict[str, list[int]]] = {}
+        for i, (digit, speaker, take) in enumerate(parts):
+            if int(take) in takes:
+                pool.setdefault(speaker, {}).setdefault(digit, []).append(i)
+        speakers = sorted(pool)
+        for _ in range(count):
+            speaker = pool[speakers[rng.integers(len(speakers))]]
+            digits = [str(d) for d in rng.integers(0, 10, rng.integers(2, 6))]
+            pieces = []
+            for d in digits:
+                pieces.append(clips[speaker[d][rng.integers(len(speaker[d]))]])
+                pieces.append(np.zeros(int(rate * rng.uniform(0.05, 0.15)), np.float32))
+            waves.append(np.concatenate([np.zeros(int(rate * 0.05), np.float32), *pieces]))
+            texts.append(" ".join(digits))
+            given.append(part)
+    split = _parts(np.array(given), None, len(waves), cfg, seed)
+    return transcript_bundle("fsdd_digits", waves, texts, split, cfg, rate)
+
+
+def _trim(clip: np.ndarray, frame: int = 80) -> np.ndarray:
+    """The clip from its first to its last 10 ms frame within 40 dB of its loudest."""
+    n = len(clip) // frame
+    if n < 3:
+        return clip
+    energy = (clip[: n * frame].reshape(n, frame) ** 2).mean(1)
+    loud = np.flatnonzero(energy >= energy.max() * 1e-4)
+    return clip[loud[0] * frame : (loud[-1] + 1) * frame]
+
+
 def _parts(
     given: np.ndarray | None, labels: np.ndarray | None, n: int, cfg: DataConfig, seed: int
 ) -> tuple[np.ndarray, ...]:
@@ -259,7 +320,9 @@ def _parts(
     return parts["train"], parts["val"], parts["test"]
 
 
-def transcript_bundle(name: str, files: list[Path], texts: list[str], split: tuple, cfg: DataConfig) -> DataBundle:
+def transcript_bundle(
+    name: str, files: list[Any], texts: list[str], split: tuple, cfg: DataConfig, rate: int | None = None
+) -> DataBundle:
     """Clips and their transcripts as character ids over the training transcripts' alphabet
     (a character only val or test use is dropped from their targets, and counted)."""
     from torchkeel.data.ragged import Ragged
@@ -269,7 +332,9 @@ def transcript_bundle(name: str, files: list[Path], texts: list[str], split: tup
     if not alphabet:
         raise DataError(f"{name}: the training transcripts are empty")
     index = {c: i + 1 for i, c in enumerate(alphabet)}  # 0 is CTC's blank
-    bundle = audio_bundle(name, files, np.zeros(len(files), dtype=np.int64), [], split, cfg.audio or AudioConfig())
+    bundle = audio_bundle(
+        name, files, np.zeros(len(files), dtype=np.int64), [], split, cfg.audio or AudioConfig(), rate
+    )
     ids = [torch.tensor([index[c] for c in t if c in index], dtype=torch.int64) for t in texts]
     unknown = sum(c not in index for t in texts for c in t)
     if unknown:
