@@ -98,7 +98,7 @@ def ctc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     csv = write_tone_words(cwd / "words")
     small = ["--set", "model.conv=8", "--set", "model.hidden=48", "--set", "model.layers=1"]
     keel("train", "--data", "audio_transcripts", "--set", f"data.path={csv}", *small, "--set", "train.batch_size=8",
-         "--epochs", "30", "--seed", "0", "--set", "eval.report=false", cwd=cwd, check=True, timeout=600)  # fmt: skip
+         "--epochs", "30", "--seed", "0", cwd=cwd, check=True, timeout=600)  # fmt: skip
     return (cwd / "runs" / "latest").resolve()
 
 
@@ -108,6 +108,8 @@ def test_a_ctc_recogniser_learns_tone_words_and_transcribes_new_clips(ctc_run: P
     data = json.loads((ctc_run / "data.json").read_text())
     assert data["task"] == "speech_recognition" and data["extra"]["alphabet"] == " ab"
     assert "ctc_gru" in (ctc_run / "config.yaml").read_text()  # the speech recipe
+    report = (ctc_run / "report.html").read_text()
+    assert 'id="transcripts"' in report and 'id="curves"' in report
     again = json.loads(keel("eval", str(ctc_run), "--json", cwd=tmp_path, check=True).stdout)
     assert again["wer"] == pytest.approx(summary["test"]["wer"])
     csv = write_tone_words(tmp_path / "new", n=4, seed=7)

@@ -63,3 +63,40 @@ def spectrogram_section(ctx: ReportContext) -> Section:
         "class's logit over them (time x frequency)"
     )
     return Section("spectrograms", "Spectrograms and saliency", "", [Figure(plots.png(fig), caption)])
+
+
+def transcripts_section(ctx: ReportContext) -> Section:
+    """Reference against hypothesis for test clips, the worst first, with the alignment's
+    errors marked: substituted and inserted words highlighted, deleted words struck through."""
+    import html
+
+    import jiwer
+
+    pairs = [(p["reference"], p["hypothesis"]) for p in ctx.analysis.details.get("transcripts", [])]
+    rows = []
+    for ref, hyp in pairs:
+        if not ref.strip():
+            continue
+        out = jiwer.process_words(ref, hyp)
+        r, h = out.references[0], out.hypotheses[0]
+        marked, errors = [], 0
+        for chunk in out.alignments[0]:
+            if chunk.type == "equal":
+                marked += [html.escape(w) for w in h[chunk.hyp_start_idx : chunk.hyp_end_idx]]
+            elif chunk.type == "delete":
+                marked += [f"<del>{html.escape(w)}</del>" for w in r[chunk.ref_start_idx : chunk.ref_end_idx]]
+            else:  # substitute, insert
+                marked += [f"<mark>{html.escape(w)}</mark>" for w in h[chunk.hyp_start_idx : chunk.hyp_end_idx]]
+            if chunk.type != "equal":
+                errors += max(chunk.ref_end_idx - chunk.ref_start_idx, chunk.hyp_end_idx - chunk.hyp_start_idx)
+        rows.append((errors, html.escape(ref), " ".join(marked) or "<em>(nothing)</em>"))
+    rows.sort(key=lambda row: -row[0])
+    body = "".join(f"<tr><td class='num'>{e}</td><td>{r}</td><td>{h}</td></tr>" for e, r, h in rows[:20])
+    metrics = ctx.analysis.metrics
+    summary = f"<p>test WER {metrics.get('wer', float('nan')):.4f}, CER {metrics.get('cer', float('nan')):.4f} " \
+        "(corpus-level, greedy decoding)</p>"  # fmt: skip
+    table = f"<table><thead><tr><th>word errors</th><th>reference</th><th>hypothesis</th></tr></thead>{body}</table>"
+    note = (
+        "<p>the first test clips, the most errors first; <mark>substituted or inserted</mark>, <del>deleted</del></p>"
+    )
+    return Section("transcripts", "Transcripts", summary + note + table, [])

@@ -119,5 +119,6 @@ SPEECH = Task(
     accumulator=ErrorRates,
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=lambda out, spec, k: [{"transcript": t} for t in greedy(out, spec.extra["alphabet"])],
+    report_sections=("transcripts",),
     export_output="(batch, frames, alphabet + 2): logits over CTC blank and the characters, then the frame mask",
 )
