@@ -162,3 +162,16 @@ def test_trimming_keeps_the_loud_part():
     clip[3000:4000] = np.sin(np.arange(1000) / 3.0)
     trimmed = _trim(clip)
     assert 1000 <= len(trimmed) <= 1160 and np.abs(trimmed[:80]).max() > 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="data/fsdd/recordings is not there")
+def test_held_out_speakers_are_the_test_set_and_no_other():
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+    from torchkeel.errors import DataError
+
+    bundle = load(DataConfig(name="fsdd", root=str(FSDD), audio={"test_speakers": ["theo"]}), seed=0)
+    assert len(bundle.test.x) == 500 and len(bundle.train.x) + len(bundle.val.x) == 2500
+    with pytest.raises(DataError, match="no speaker 'bob'"):
+        load(DataConfig(name="fsdd_digits", root=str(FSDD), audio={"test_speakers": ["bob"]}), seed=0)

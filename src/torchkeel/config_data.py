@@ -126,6 +126,11 @@ class AudioConfig(Strict):
     strings: int = Field(
         2000, ge=10, le=100000, description="fsdd_digits: digit strings made for train and val (test: a quarter)"
     )
+    test_speakers: list[str] | None = Field(
+        None,
+        description="fsdd, fsdd_digits: these speakers' recordings are the test set and no other split's "
+        "(leave-speakers-out); null: the official split (takes 0-4)",
+    )
 
 
 SERIES_DATASETS = ("sine_series", "series_csv")

@@ -109,8 +109,9 @@ def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
     if not files:
         raise DataError(f"fsdd: no {{digit}}_{{speaker}}_{{take}}.wav files in {root}")
     parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
+    _check_speakers(parts, cfg.audio)
     y = np.array([int(digit) for digit, _, _ in parts])
-    is_test = np.array([int(take) < 5 for _, _, take in parts])
+    is_test = np.array([_held_out(speaker, take, cfg.audio) for _, speaker, take in parts])
     rest = np.flatnonzero(~is_test)
     val_share = cfg.val_fraction / max(1e-9, 1 - cfg.test_fraction)
     val_i, train_i = split_indices(y[rest], len(rest), (val_share,), seed)
@@ -252,7 +253,8 @@ def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
     is 2-5 digits of one speaker, each clip trimmed of its silence (frames 40 dB under the
     clip's peak) and joined with 50-150 ms gaps; the transcript is the digits with spaces
     ("3 1 4"). Train and val strings use takes 5-49, test strings takes 0-4 (the official
-    split), so no recording is in two splits; the strings are drawn with a fixed seed (0), the
+    split), or with ``data.audio.test_speakers`` the other speakers and those, so no recording
+    (or held-out voice) is in two splits; the strings are drawn with a fixed seed (0), the
     same for every run."""
     root = Path(cfg.root or "data/fsdd/recordings")
     files = sorted(p for p in root.iterdir() if FSDD_NAME.match(p.name)) if root.is_dir() else []
@@ -261,13 +263,14 @@ def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
     audio = cfg.audio or AudioConfig()
     rate = audio.sample_rate or 8000
     parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
+    _check_speakers(parts, audio)
     clips = [_trim(read_audio(f, rate)[0]) for f in files]
     rng = np.random.default_rng(0)
     waves, texts, given = [], [], []
-    for part, count, takes in (("train", audio.strings, range(5, 50)), ("test", max(1, audio.strings // 4), range(5))):
+    for part, count in (("train", audio.strings), ("test", max(1, audio.strings // 4))):
         pool: dict[str, dict[str, list[int]]] = {}
         for i, (digit, speaker, take) in enumerate(parts):
-            if int(take) in takes:
+            if _held_out(speaker, take, audio) == (part == "test"):
                 pool.setdefault(speaker, {}).setdefault(digit, []).append(i)
         speakers = sorted(pool)
         for _ in range(count):
@@ -282,6 +285,23 @@ def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
             given.append(part)
     split = _parts(np.array(given), None, len(waves), cfg, seed)
     return transcript_bundle("fsdd_digits", waves, texts, split, cfg, rate)
+
+
+def _held_out(speaker: str, take: str, audio: AudioConfig | None) -> bool:
+    """Whether an FSDD recording is a test one: a test speaker's (``audio.test_speakers``),
+    else takes 0-4 (the official split). An unknown test speaker is an error, not an empty set."""
+    if audio is None or not audio.test_speakers:
+        return int(take) < 5
+    return speaker in audio.test_speakers
+
+
+def _check_speakers(parts: list[tuple[str, ...]], audio: AudioConfig | None) -> None:
+    known = sorted({speaker for _, speaker, _ in parts})
+    unknown = [s for s in (audio.test_speakers or []) if s not in known] if audio else []
+    if unknown:
+        raise DataError(
+            f"data.audio.test_speakers: no speaker {unknown[0]!r} in the FSDD (speakers: {', '.join(known)})"
+        )
 
 
 def _trim(clip: np.ndarray, frame: int = 80) -> np.ndarray:
