@@ -75,18 +75,26 @@ class InputKind:
         return any(content_type == t or (t.endswith("/") and content_type.startswith(t)) for t in self.content_types)
 
 
-def decode_images(payload: Payload, spec: DataSpec) -> list[Sample]:
-    """Multipart field ``file`` (repeatable) or a raw image body -> (C, H, W) in [0, 1]."""
+def file_uploads(payload: Payload, what: str) -> list[Upload]:
+    """The uploaded files (multipart field ``file``, repeatable, or a raw body), each non-empty,
+    at most MAX_FILES; ``what`` names them in the errors ("image", "sound")."""
     uploads = [u for u in payload.uploads if u.field in ("file", "body")]
     if not uploads:
         given = ", ".join(sorted({u.field for u in payload.uploads} | set(payload.fields))) or "none"
-        raise RequestError(f"missing field 'file' (fields given: {given}): upload the image as field 'file'", 422)
+        raise RequestError(f"missing field 'file' (fields given: {given}): upload the {what} as field 'file'", 422)
     if len(uploads) > MAX_FILES:
-        raise RequestError(f"{len(uploads)} images in one request; at most {MAX_FILES}", 413)
-    samples = []
+        noun = "images" if what == "image" else f"{what} files"
+        raise RequestError(f"{len(uploads)} {noun} in one request; at most {MAX_FILES}", 413)
     for upload in uploads:
         if not upload.data:
             raise RequestError(f"{upload.filename}: the file is empty")
+    return uploads
+
+
+def decode_images(payload: Payload, spec: DataSpec) -> list[Sample]:
+    """Multipart field ``file`` (repeatable) or a raw image body -> (C, H, W) in [0, 1]."""
+    samples = []
+    for upload in file_uploads(payload, "image"):
         x, note = decode_image(io.BytesIO(upload.data), spec, upload.filename)
         samples.append(Sample(x, upload.filename, note))
     return samples
@@ -182,16 +190,8 @@ def decode_sounds(payload: Payload, spec: DataSpec) -> list[Sample]:
     the run's sample rate, cut at its longest duration, and its mask."""
     from torchkeel.serve.predictor import audio_inputs
 
-    uploads = [u for u in payload.uploads if u.field in ("file", "body")]
-    if not uploads:
-        given = ", ".join(sorted({u.field for u in payload.uploads} | set(payload.fields))) or "none"
-        raise RequestError(f"missing field 'file' (fields given: {given}): upload the sound as field 'file'", 422)
-    if len(uploads) > MAX_FILES:
-        raise RequestError(f"{len(uploads)} sound files in one request; at most {MAX_FILES}", 413)
     samples = []
-    for upload in uploads:
-        if not upload.data:
-            raise RequestError(f"{upload.filename}: the file is empty")
+    for upload in file_uploads(payload, "sound"):
         x, notes = audio_inputs([io.BytesIO(upload.data)], [upload.filename], spec)
         samples.append(Sample(x[0], upload.filename, notes[0]))
     return samples
