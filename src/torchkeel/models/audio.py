@@ -57,6 +57,32 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int, f_min: float = 0.0, f_max
     return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
 
 
+def trim_to_longest(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, T) cut to the batch's longest clip (eager mode; whole under export and on meta)."""
+    if x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return x
+    return x[..., : int(x[:, 1].sum(-1).max().clamp(min=1))]
+
+
+def pad_to_multiple(h: torch.Tensor, mask: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h`` and ``mask`` zero-padded on the last axis to a multiple of ``step``."""
+    short = (step - h.shape[-1] % step) % step
+    return F.pad(h, (0, short)), F.pad(mask, (0, short))
+
+
+def masked_stages(
+    stages: nn.Module, h: torch.Tensor, mask: torch.Tensor, strides: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``stages`` with each one's input zeroed past the clip's end (as a conv's own padding
+    is), so a clip's values do not depend on the padding or the clips beside it. ``strides``:
+    each stage's downsampling of the last axis; the mask follows it. Returns the masked output
+    and its mask."""
+    for stage, stride in zip(stages, strides, strict=True):
+        h = stage(h * mask)
+        mask = mask[..., ::stride][..., : h.shape[-1]]
+    return h * mask, mask
+
+
 class LogMel(nn.Module):
     def __init__(
         self,
@@ -82,9 +108,7 @@ class LogMel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, T) -> features (B, n_mels, frames) and the frames' mask (B, frames)."""
-        if not (x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
-            longest = int(x[:, 1].sum(-1).max().clamp(min=1))
-            x = x[..., :longest]
+        x = trim_to_longest(x)
         wave, mask = x[:, 0] * x[:, 1], x[:, 1]
         spec = torch.stft(
             wave, self.n_fft, self.hop, self.win, self.window, center=True, pad_mode="constant", return_complex=True
@@ -146,14 +170,10 @@ class LogMelCNN(nn.Module):
         # frames padded to a multiple of the pooling, and every stage's input masked, so frames
         # past a clip's end are zero at every depth, as a conv's own zero padding is: a clip
         # gets the same logits alone, beside a longer clip or padded for export
-        step = 2**self.pools
-        short = (step - feats.shape[-1] % step) % step
-        feats, valid = F.pad(feats, (0, short)), F.pad(valid, (0, short))
-        h, mask = feats[:, None], valid[:, None, None]  # (B, 1, mels, frames), (B, 1, 1, frames)
-        for stage in self.features:
-            h = stage(h * mask)
-            mask = mask[..., ::2]
-        h = (h * mask).flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
+        feats, valid = pad_to_multiple(feats, valid, 2**self.pools)
+        # (B, 1, mels, frames) and (B, 1, 1, frames) through the stages, each pooling by 2
+        h, mask = masked_stages(self.features, feats[:, None], valid[:, None, None], [2] * self.pools)
+        h = h.flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
         valid = mask[:, 0]  # (B, 1, frames')
         count = valid.sum(-1).clamp(min=1)
         mean = (h * valid).sum(-1) / count
@@ -210,19 +230,14 @@ class WaveCNN(nn.Module):
         self.head = nn.Linear(c, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
-            x = x[..., : int(x[:, 1].sum(-1).max().clamp(min=1))]
+        x = trim_to_longest(x)
         mask = x[:, 1:2]  # (B, 1, T)
         count = mask.sum(-1, keepdim=True).clamp(min=1)
         wave = x[:, 0:1] * mask
         wave = wave / torch.sqrt(wave.square().sum(-1, keepdim=True) / count + 1e-8)
-        step = self.first_stride * 4 ** len(self.features)  # samples per output frame
-        short = (step - wave.shape[-1] % step) % step
-        h, mask = F.pad(wave, (0, short)), F.pad(mask, (0, short))
-        for i, stage in enumerate(self.features):
-            h = stage(h * mask)
-            mask = mask[..., :: (self.first_stride if i == 0 else 1) * 4][..., : h.shape[-1]]
-        h = h * mask
+        strides = [self.first_stride * 4] + [4] * (len(self.features) - 1)  # each conv's stride, then pool 4
+        h, mask = pad_to_multiple(wave, mask, math.prod(strides))
+        h, mask = masked_stages(self.features, h, mask, strides)
         mean = h.sum(-1) / mask.sum(-1).clamp(min=1)
         return self.head(self.dropout(mean))
 
@@ -271,11 +286,8 @@ class CTCRecogniser(nn.Module):
         feats, valid = self.frontend(x)  # (B, mels, frames), (B, frames)
         # each conv's input masked past the clip's end (zeros, as its own padding), so a clip's
         # frames do not depend on the clips beside it
-        h, mask = feats[:, None], valid[:, None, None]
-        for stage in self.conv:
-            h = stage(h * mask)
-            mask = mask[..., ::2][..., : h.shape[-1]]
-        h = (h * mask).flatten(1, 2).transpose(1, 2)  # (B, frames', features)
+        h, mask = masked_stages(self.conv, feats[:, None], valid[:, None, None], [2, 2])
+        h = h.flatten(1, 2).transpose(1, 2)  # (B, frames', features)
         mask = mask[:, 0, 0]  # (B, frames')
         lengths = mask.sum(1).clamp(min=1).long().cpu()
         packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
