@@ -157,9 +157,9 @@ def _bundle(
         note = f"audio: {cut} of {len(clips)} clips are longer than {audio.max_seconds:g} s and were cut"
         print(f"{note} (data.audio.max_seconds)", file=sys.stderr)
     length = min(longest, limit)
-    x = pad_clips(clips, length)
     yt = torch.as_tensor(y, dtype=torch.int64)
-    parts = [Split(x[torch.as_tensor(i, dtype=torch.long)], yt[torch.as_tensor(i, dtype=torch.long)]) for i in split]
+    # each split padded on its own (one copy of the set in memory, not a padded whole and its slices)
+    parts = [Split(pad_clips([clips[j] for j in i], length), yt[torch.as_tensor(i, dtype=torch.long)]) for i in split]
     seconds = [len(c) / rate for c in clips]
     spec = DataSpec(
         name=name,
