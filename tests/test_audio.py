@@ -81,6 +81,17 @@ def test_mel_filterbank_is_htk_triangles_and_matches_librosa_when_installed():
     np.testing.assert_allclose(fb.numpy(), reference, atol=1e-5)
 
 
+def test_vtlp_scales_frequencies_below_the_knee_and_keeps_zero_and_nyquist():
+    from torchkeel.models.audio import vtlp
+
+    freqs = torch.linspace(0, 4000, 81).expand(3, -1)
+    warped = vtlp(freqs, torch.tensor([0.9, 1.0, 1.1]), 4000.0)
+    torch.testing.assert_close(warped[1], freqs[1])
+    assert torch.all(warped[:, 0] == 0) and torch.allclose(warped[:, -1], torch.tensor(4000.0))
+    assert torch.all(warped[:, 1:] > warped[:, :-1])  # still increasing: no filter folds over
+    assert float(warped[0, 20]) == pytest.approx(900.0) and float(warped[2, 20]) == pytest.approx(1100.0)
+
+
 def test_the_front_end_ignores_gain_padding_and_batch_company():
     from torchkeel.data.audio import pad_clips
     from torchkeel.models.audio import LogMel
@@ -185,6 +196,43 @@ def test_bad_sound_data_is_one_line(tmp_path: Path):
     assert_one_line_error(keel("train", "--data", "audio_folder", cwd=tmp_path), "data.root")
     proc = keel("train", "--data", "digits", "--set", "data.audio.max_seconds=2", cwd=tmp_path)
     assert_one_line_error(proc, "data.audio")
+
+
+def test_odd_recordings_are_read_or_refused_in_one_line(tmp_path: Path):
+    """8 channels at 96 kHz, clipped float samples, a long file, no samples, no channels."""
+    import struct
+
+    from torchkeel.data.audio import read_audio
+    from torchkeel.errors import DataError
+
+    rng = np.random.default_rng(3)
+    eight = np.stack([tone(440.0, 0.5, 96000, 0.4, rng)] * 8, axis=1)
+    sf.write(tmp_path / "eight.flac", eight, 96000)
+    clip, rate = read_audio(tmp_path / "eight.flac", 8000)
+    assert rate == 8000 and clip.shape == (4000,)
+    assert abs(np.argmax(np.abs(np.fft.rfft(clip))) * 8000 / len(clip) - 440.0) < 4
+    sf.write(tmp_path / "clipped.wav", np.clip(3.0 * tone(300.0, 0.3, RATE, 1.0, rng), -1, 1), RATE, subtype="FLOAT")
+    assert np.abs(read_audio(tmp_path / "clipped.wav", RATE)[0]).max() == pytest.approx(1.0)
+    sf.write(tmp_path / "long.wav", np.zeros(RATE * 60, np.float32), RATE, subtype="PCM_16")
+    assert len(read_audio(tmp_path / "long.wav", RATE, max_seconds=2)[0]) == 2 * RATE + 1  # the rest is not read
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), RATE)
+    with pytest.raises(DataError, match="empty.wav: the file holds no samples"):
+        read_audio(tmp_path / "empty.wav", RATE)
+    # a PCM header that says 0 channels
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 0, RATE, 0, 0, 16)
+    (tmp_path / "none.wav").write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVE" + fmt + b"data" + b"\0" * 4)
+    with pytest.raises(DataError, match="none.wav: "):
+        read_audio(tmp_path / "none.wav", RATE)
+    # on the command line: the folder names the bad file, exit 2
+    for label in ("a", "b"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for i in range(3):
+            sf.write(
+                tmp_path / "set" / label / f"{i}.wav", tone(300.0 + 900 * (label == "b"), 0.3, RATE, 0.3, rng), RATE
+            )
+    (tmp_path / "set" / "b" / "bad.wav").write_bytes(b"not a sound")
+    proc = keel("train", "--data", "audio_folder", "--set", "data.root=set", cwd=tmp_path)
+    assert_one_line_error(proc, "bad.wav", "not a readable")
 
 
 FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"

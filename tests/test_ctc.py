@@ -118,7 +118,40 @@ def test_a_ctc_recogniser_learns_tone_words_and_transcribes_new_clips(ctc_run: P
     proc = keel("predict", str(ctc_run), *files, "--json", cwd=tmp_path, check=True)
     got = [json.loads(line)["transcript"] for line in proc.stdout.splitlines()]
     assert jiwer.wer(expected, got) <= 0.25, (expected, got)
-    assert_one_line_error(keel("serve", str(ctc_run), cwd=tmp_path), "speech recognition")
+
+
+def test_a_ctc_recogniser_is_served_and_its_page_shows_the_transcript(ctc_run: Path, tmp_path: Path):
+    import httpx
+    from browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+    from serving import running_server
+
+    csv = write_tone_words(tmp_path / "new", n=3, seed=8)
+    expected = [line.split(",")[1] for line in csv.read_text().splitlines()[1:]]
+    files = [tmp_path / "new" / f"{i}.wav" for i in range(3)]
+    with running_server(ctc_run, log_dir=tmp_path) as url:
+        sent = [("file", (f.name, f.read_bytes())) for f in files]
+        got = httpx.post(f"{url}/predict", files=sent, timeout=60)
+        assert got.status_code == 200, got.text
+        heard = [p["transcript"] for p in got.json()["predictions"]]
+        assert jiwer.wer(expected, heard) <= 0.34, (expected, heard)
+        bad = httpx.post(f"{url}/predict", files={"file": ("x.wav", b"RIFF junk")}, timeout=30)
+        assert bad.status_code == 400 and "not a readable" in bad.json()["error"]
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        if not HAVE_CHROMIUM:
+            return
+        sync_api = pytest.importorskip("playwright.sync_api")
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            problems: list[str] = []
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("#audio-input:not([hidden])")
+            page.set_input_files("#sound-file", str(files[0]))
+            page.wait_for_selector("#bars .transcript")
+            assert page.locator("#bars .transcript").inner_text() == heard[0]
+            browser.close()
+        assert problems == []
 
 
 def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one():
@@ -137,6 +170,77 @@ def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one():
     frames = int(alone[:, -1].sum())
     assert int(company[:, -1].sum()) == frames
     torch.testing.assert_close(company[:frames], alone[:frames], atol=1e-5, rtol=1e-5)
+
+
+def test_the_recogniser_counts_its_output_frames_as_its_mask_does():
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import build
+
+    spec = DataSpec("s", "audio", "speech_recognition", (2, 4000), extra={"sample_rate": RATE, "alphabet": " ab"})
+    model = build({"name": "ctc_gru", "conv": 4, "hidden": 8, "layers": 1}, spec).eval()
+    lengths = [1, 79, 80, 81, 321, 3999]
+    with torch.no_grad():
+        out = model(pad_clips([np.ones(n, np.float32) for n in lengths], 4000))
+    assert model.output_frames(torch.tensor(lengths)).tolist() == out[..., -1].sum(1).long().tolist()
+    assert model.frame_seconds == pytest.approx(0.04)
+
+
+def test_clips_too_short_for_their_transcripts_are_left_out_and_named(tmp_path: Path):
+    csv = write_tone_words(tmp_path / "words", n=24)
+    # 0.1 s make 3 frames of 40 ms: "a b a b a" needs 9
+    sf.write(tmp_path / "words" / "short.wav", np.zeros(800, np.float32), RATE)
+    rows = csv.read_text().splitlines()[1:] + ["short.wav,a b a b a"]
+    parts = ["test"] * 4 + ["val"] * 4 + ["train"] * (len(rows) - 8)
+    csv.write_text("file,transcript,split\n" + "".join(f"{r},{p}\n" for r, p in zip(rows, parts, strict=True)))
+    small = ["--set", "model.conv=4", "--set", "model.hidden=8", "--set", "model.layers=1", "--epochs", "1"]
+    proc = keel("train", "--data", "audio_transcripts", "--set", f"data.path={csv}", *small,
+                "--set", "eval.report=false", "--seed", "1", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if "too short" in ln)
+    assert "1 of 17 training clips" in line and "short.wav" in line and "needs 9" in line, line
+    only = tmp_path / "only.csv"
+    only.write_text("file,transcript\n" + "".join("words/short.wav,a b a b a\n" for _ in range(6)))
+    proc = keel("train", "--data", "audio_transcripts", "--set", f"data.path={only}", *small, cwd=tmp_path)
+    assert_one_line_error(proc, "every training clip is too short", "short.wav")
+
+
+def test_the_masked_bidirectional_gru_equals_a_packed_one():
+    from torchkeel.models.audio import masked_bigru
+
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(6, 5, 2, batch_first=True, bidirectional=True).eval()
+    h = torch.randn(3, 9, 6)
+    lengths = torch.tensor([9, 4, 1])
+    mask = (torch.arange(9)[None] < lengths[:, None]).float()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    want, _ = torch.nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=9)
+    with torch.no_grad():
+        got = masked_bigru(rnn, h * mask[..., None] + 7.0 * (1 - mask[..., None]), mask)  # junk in the padding
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_a_ctc_recogniser_exports_to_onnx_with_its_frame_mask(ctc_run: Path, tmp_path: Path):
+    pytest.importorskip("onnxruntime")
+    proc = keel("export", str(ctc_run), "--out", str(tmp_path / "out"), cwd=tmp_path, check=True, timeout=600)
+    assert (tmp_path / "out" / "model.onnx").is_file(), proc.stdout
+    meta = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert "frame mask" in json.dumps(meta) and meta["models"]["model.onnx"]["verified_on"] == "the test split"
+    # the exported graph (features included) transcribes recordings as PyTorch does
+    import onnxruntime
+
+    from torchkeel.data.audio import pad_clips, read_audio
+    from torchkeel.tasks.recognise import greedy
+
+    write_tone_words(tmp_path / "new", n=4, seed=9)
+    clips = [read_audio(tmp_path / "new" / f"{i}.wav", RATE)[0] for i in range(4)]
+    length = meta["spec"]["input_shape"][1]
+    session = onnxruntime.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    out = session.run(None, {session.get_inputs()[0].name: pad_clips(clips, length).numpy()})[0]
+    heard = greedy(torch.from_numpy(out), meta["spec"]["extra"]["alphabet"])
+    files = [str(tmp_path / "new" / f"{i}.wav") for i in range(4)]
+    proc = keel("predict", str(ctc_run), *files, "--json", cwd=tmp_path, check=True)
+    assert heard == [json.loads(line)["transcript"] for line in proc.stdout.splitlines()]
 
 
 FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"

@@ -36,9 +36,13 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
-def read_audio(source: str | Path | object, rate: int | None, name: str | None = None) -> tuple[np.ndarray, int]:
+def read_audio(
+    source: str | Path | object, rate: int | None, name: str | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
     """(samples float32 mono, rate): the file at ``rate`` (its own rate when ``rate`` is None).
-    ``source`` is a path or a binary file object; a file soundfile cannot read is a DataError."""
+    ``source`` is a path or a binary file object; a file soundfile cannot read is a DataError.
+    With ``max_seconds``, only that much of the file (and one sample more, so a caller can
+    tell it was cut) is read: a 2-hour recording costs what its first seconds do."""
     from torchkeel.extras import require
 
     require("audio", "soundfile", "scipy")
@@ -46,9 +50,15 @@ def read_audio(source: str | Path | object, rate: int | None, name: str | None =
 
     label = name or str(source)
     try:
-        data, file_rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            file_rate, frames = f.samplerate, f.frames
+            if max_seconds is not None:
+                frames = min(frames, math.ceil(max_seconds * file_rate) + 1)
+            data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise DataError(f"{label}: not a readable WAV/FLAC/OGG file ({e})") from None
+    if data.shape[1] == 0:
+        raise DataError(f"{label}: the file has no channels")
     if data.shape[0] == 0:
         raise DataError(f"{label}: the file holds no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -144,7 +154,8 @@ def audio_bundle(
         except (sf.LibsndfileError, RuntimeError) as e:
             raise DataError(f"{f}: not a readable WAV/FLAC/OGG file ({e})") from None
     rate = audio.sample_rate or rates.most_common(1)[0][0]
-    return _bundle(name, [read_audio(f, rate)[0] for f in files], y, classes, split, audio, rate)
+    clips = [read_audio(f, rate, max_seconds=audio.max_seconds)[0] for f in files]
+    return _bundle(name, clips, y, classes, split, audio, rate)
 
 
 def _bundle(
@@ -264,7 +275,7 @@ def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
     rate = audio.sample_rate or 8000
     parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
     _check_speakers(parts, audio)
-    clips = [_trim(read_audio(f, rate)[0]) for f in files]
+    clips = [_trim(read_audio(f, rate, max_seconds=audio.max_seconds)[0]) for f in files]
     rng = np.random.default_rng(0)
     waves, texts, given = [], [], []
     for part, count in (("train", audio.strings), ("test", max(1, audio.strings // 4))):
@@ -340,6 +351,10 @@ def _parts(
     return parts["train"], parts["val"], parts["test"]
 
 
+def _source(item: Any, name: str, i: int) -> str:
+    return str(item) if isinstance(item, str | Path) else f"{name} clip {i}"
+
+
 def transcript_bundle(
     name: str, files: list[Any], texts: list[str], split: tuple, cfg: DataConfig, rate: int | None = None
 ) -> DataBundle:
@@ -366,6 +381,7 @@ def transcript_bundle(
     for split_obj, part in zip((bundle.train, bundle.val, bundle.test), split, strict=True):
         if split_obj is not None:
             split_obj.y = targets(part)
+            split_obj.sources = [_source(files[i], name, i) for i in part]
     bundle.spec.task = "speech_recognition"
     bundle.spec.classes = None
     bundle.spec.extra["alphabet"] = alphabet

@@ -60,12 +60,13 @@ class Split:
 
     x: torch.Tensor
     y: Any  # torch.Tensor | Ragged
+    sources: list[str] | None = None  # where each sample came from (a file), for messages
 
     def __len__(self) -> int:
         return len(self.x)
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.sources)
 
 
 @dataclass

@@ -6,7 +6,8 @@ names, the DataSpec, the tokeniser files when the run has them) and
 ``sample_inputs.safetensors`` (a few preprocessed inputs with the PyTorch outputs, to check a
 deployment against). Before anything is moved into place the exported file is run by its own
 runtime on the run's test inputs, at several batch sizes, and must match the PyTorch model
-within ``TOLERANCE``.
+within ``TOLERANCE`` times the outputs' scale (their largest magnitude, at least 1: fp32
+rounding grows with the numbers, and a speech model's logits reach 10 or more).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from torchkeel.errors import ExportError, KeelError, check_choice
 from torchkeel.export.formats import FORMATS, DynamicAxes, Runner
 from torchkeel.export.quantize import QUANTIZERS, QuantReport, compare
 from torchkeel.extras import require
+from torchkeel.models.layers import whole_inputs
 from torchkeel.tasks import task_of
 
-TOLERANCE = 1e-4  # max |exported - PyTorch| over the verification outputs, fp32
+TOLERANCE = 1e-4  # max |exported - PyTorch| over the outputs, over max(1, max |output|), fp32
 QUANTIZE = ("dynamic",)
 VERIFY_LIMIT = 1024  # test inputs used to verify
 SAMPLES_KEPT = 8  # inputs stored in sample_inputs.safetensors
@@ -49,6 +51,7 @@ class ExportResult:
     dynamic: DynamicAxes
     quantized: QuantReport | None = None
     prompt_lengths: list[int] = field(default_factory=list)  # a language model's prompts checked, in tokens
+    output_scale: float = 1.0  # max(1, largest |PyTorch output|): the tolerance scales with it
 
     @property
     def folder(self) -> Path:
@@ -102,7 +105,7 @@ def export_run(
         file = Path(scratch) / f"model{form.suffix}"
         facts = _save(form.save, model, example, file, dynamic, fmt)
         runner = form.load(file)
-        diff, sizes, lengths = verify_export(model, runner, x, spec, fmt, tolerance)
+        diff, sizes, lengths, scale = verify_export(model, runner, x, spec, fmt, tolerance)
         report = None
         if quantize is not None:
             report = quantized_copy(model, fmt, file, runner, example, dynamic, x, y, spec)
@@ -110,7 +113,9 @@ def export_run(
         for produced in Path(scratch).iterdir():
             os.replace(produced, out / produced.name)
 
-    result = ExportResult(out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report, lengths)
+    result = ExportResult(
+        out / file.name, fmt, form.runtime(), len(x), source, sizes, diff, dynamic, report, lengths, scale
+    )
     write_metadata(out, run_dir, spec, meta, result, facts)
     write_samples(out / "sample_inputs.safetensors", model, x[:SAMPLES_KEPT])
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
@@ -185,7 +190,7 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
     try:
         test = prepare_data(load_run_config(run_dir), spec).test  # a text set reuses the run's tokeniser
         n = min(len(test), VERIFY_LIMIT)
-        return test.x[:n].cpu(), test.y[:n].cpu(), "the test split"
+        return test.x[:n].cpu(), test.y[:n].to("cpu"), "the test split"  # y: a tensor or a Ragged
     except KeelError as e:
         reason = f"random inputs (test data unavailable: {e})"
     g = torch.Generator().manual_seed(0)
@@ -200,37 +205,41 @@ def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, to
 
 def verify_export(
     model: torch.nn.Module, run: Runner, x: torch.Tensor, spec: DataSpec, fmt: str, tolerance: float
-) -> tuple[float, list[int], list[int]]:
-    """(max |exported - PyTorch|, batch sizes, prompt lengths checked); an ExportError beyond
-    ``tolerance``. A language model is also checked on real prompts at other lengths."""
-    diff, sizes = verify(model, run, x)
-    if not diff < tolerance:
+) -> tuple[float, list[int], list[int], float]:
+    """(max |exported - PyTorch|, batch sizes, prompt lengths checked, output scale); an
+    ExportError beyond ``tolerance`` times the scale. A language model is also checked on real
+    prompts at other lengths."""
+    diff, sizes, scale = verify(model, run, x)
+    if not diff < tolerance * scale:
         raise ExportError(
             f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
-            f"(limit {tolerance:.0e}); nothing was written"
+            f"(limit {tolerance:.0e} x {scale:.3g}, the outputs' scale); nothing was written"
         )
     if "generate" not in task_of(spec).uses:
-        return diff, sizes, []
+        return diff, sizes, [], scale
     from torchkeel.export.lm import verify_prompts
 
     prompt_diff, lengths = verify_prompts(model, run, spec, tolerance)
-    return max(diff, prompt_diff), sizes, lengths
+    return max(diff, prompt_diff), sizes, lengths, scale
 
 
 @torch.inference_mode()
-def verify(model: torch.nn.Module, run: Runner, x: torch.Tensor, batch: int = 256) -> tuple[float, list[int]]:
+def verify(model: torch.nn.Module, run: Runner, x: torch.Tensor, batch: int = 256) -> tuple[float, list[int], float]:
     """Max |exported - PyTorch| over ``x`` in batches of ``batch`` and the remainder, plus a
-    batch of one: a batch dimension baked in at export time fails here."""
-    worst, sizes = 0.0, []
+    batch of one (a batch dimension baked in at export time fails here); the sizes; and the
+    outputs' scale, max(1, max |PyTorch output|)."""
+    worst, sizes, scale = 0.0, [], 1.0
     chunks = [x[s : s + batch] for s in range(0, len(x), batch)] + [x[:1]]
     for chunk in chunks:
-        expected = model(chunk).float()
+        with whole_inputs():  # as the exported graph takes it (no eager-only trimming)
+            expected = model(chunk).float()
         got = run(chunk).float()
         if got.shape != expected.shape:
             raise ExportError(f"the export gives outputs of shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
         worst = max(worst, (got - expected).abs().max().item())
+        scale = max(scale, expected.abs().max().item())
         sizes.append(len(chunk))
-    return worst, sizes
+    return worst, sizes, scale
 
 
 def write_metadata(
@@ -247,6 +256,7 @@ def write_metadata(
         "verified_inputs": result.inputs,
         "verified_on": result.input_source,
         "max_abs_diff": result.max_abs_diff,
+        "output_scale": result.output_scale,
     }
     if result.quantized is not None:
         models[result.quantized.file.name] = {"format": result.format, "quantized": "dynamic int8 (Linear, LSTM)"}

@@ -18,7 +18,8 @@ def summary_lines(result) -> list[str]:  # noqa: ANN001 - ExportResult (import c
     return [
         f"exported {result.model_file} ({result.format}, {dims})",
         f"verified with {result.runtime} on {result.inputs} inputs of {result.input_source} "
-        f"(batches of {sizes}): max |difference| {result.max_abs_diff:.2e} < {TOLERANCE:.0e}",
+        f"(batches of {sizes}): max |difference| {result.max_abs_diff:.2e} < {TOLERANCE:.0e}"
+        + (f" x {result.output_scale:.3g} (the outputs' scale)" if result.output_scale > 1 else ""),
         f"preprocessing: {result.folder / 'preprocess.json'}; sample inputs: "
         f"{result.folder / 'sample_inputs.safetensors'}",
     ]

@@ -19,7 +19,9 @@ normalised log-mel features on the model's device, batched:
   spectrum of a steady sound: a tone or a hum is all mean);
 - SpecAugment (Park et al. 2019) while training: ``freq_masks`` bands of up to ``freq_width``
   mel bins and ``time_masks`` spans of up to ``time_width`` of the clip's frames set to zero
-  (the normalised mean), drawn from torch's seeded generator.
+  (the normalised mean), drawn from torch's seeded generator; and with it VTLP (Jaitly &
+  Hinton 2013): each clip's filterbank centres moved by a factor in 1 +- ``warp`` (default
+  0.1), as a speaker with a shorter or longer vocal tract moves the formants.
 
 Frames past a clip's end are zero after normalisation and left out of the pooling.
 """
@@ -34,7 +36,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
-from torchkeel.models.layers import Probability, Width
+from torchkeel.models.layers import Probability, Width, keep_whole
 
 
 def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
@@ -51,15 +53,31 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int, f_min: float = 0.0, f_max
     bins = torch.linspace(0, rate / 2, n_fft // 2 + 1, dtype=torch.float64)
     low_mel, high_mel = (2595.0 * math.log10(1.0 + f / 700.0) for f in (f_min, f_max))  # floats: meta-safe
     edges = mel_to_hz(torch.linspace(low_mel, high_mel, n_mels + 2, dtype=torch.float64))
-    low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    return triangles(edges, bins).float()
+
+
+def triangles(edges: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """(..., n, bins) triangular filters, peak 1, from (..., n + 2) edge frequencies in Hz."""
+    low, centre, high = edges[..., :-2, None], edges[..., 1:-1, None], edges[..., 2:, None]
     rising = (bins - low) / (centre - low)
     falling = (high - bins) / (high - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+def vtlp(freqs: torch.Tensor, alpha: torch.Tensor, nyquist: float, boundary: float = 0.8) -> torch.Tensor:
+    """Vocal tract length perturbation's piecewise-linear warp (Jaitly & Hinton 2013): each
+    row's frequencies (B, n) scaled by its ``alpha`` (B,) up to a knee, then a straight line
+    to the Nyquist rate, so 0 and Nyquist stay where they are."""
+    a = alpha[:, None]
+    knee = boundary * nyquist * torch.clamp(a, max=1.0) / a
+    above = nyquist - (nyquist - a * knee) / (nyquist - knee) * (nyquist - freqs)
+    return torch.where(freqs <= knee, a * freqs, above)
 
 
 def trim_to_longest(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, T) cut to the batch's longest clip (eager mode; whole under export and on meta)."""
-    if x.is_meta or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    """(B, 2, T) cut to the batch's longest clip (eager mode; whole under export, on meta and
+    inside ``layers.whole_inputs``)."""
+    if x.is_meta or keep_whole() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return x
     return x[..., : int(x[:, 1].sum(-1).max().clamp(min=1))]
 
@@ -96,13 +114,19 @@ class LogMel(nn.Module):
         freq_width: int = 8,
         time_masks: int = 2,
         time_width: float = 0.1,
+        warp: float = 0.1,
     ) -> None:
         super().__init__()
         self.win = max(8, round(rate * win_ms / 1000))
         self.hop = max(1, round(rate * hop_ms / 1000))
         self.n_fft = 2 ** math.ceil(math.log2(self.win))
+        self.rate, self.warp = rate, warp
         self.register_buffer("window", torch.hann_window(self.win), persistent=False)
         self.register_buffer("mel", mel_filterbank(n_mels, self.n_fft, rate, f_min), persistent=False)
+        high = 2595.0 * math.log10(1.0 + rate / 2 / 700.0)
+        low = 2595.0 * math.log10(1.0 + f_min / 700.0)
+        self.register_buffer("edges", mel_to_hz(torch.linspace(low, high, n_mels + 2)), persistent=False)
+        self.register_buffer("bins", torch.linspace(0, rate / 2, self.n_fft // 2 + 1), persistent=False)
         self.spec_augment, self.freq_masks, self.freq_width = spec_augment, freq_masks, freq_width
         self.time_masks, self.time_width = time_masks, time_width
 
@@ -113,7 +137,7 @@ class LogMel(nn.Module):
         spec = torch.stft(
             wave, self.n_fft, self.hop, self.win, self.window, center=True, pad_mode="constant", return_complex=True
         )
-        power = torch.matmul(self.mel, spec.real.square() + spec.imag.square())  # (B, n_mels, frames)
+        power = torch.matmul(self._filters(wave.shape[0]), spec.real.square() + spec.imag.square())  # (B, mels, t)
         floor = power.amax(dim=(1, 2), keepdim=True) * 1e-8 + 1e-12  # 80 dB under the clip's peak
         feats = torch.log(power + floor)
         frames = feats.shape[-1]
@@ -128,6 +152,16 @@ class LogMel(nn.Module):
         if self.training and self.spec_augment:
             feats = self._augment(feats, frames_kept)
         return feats, valid
+
+    def _filters(self, batch: int) -> torch.Tensor:
+        """The mel filterbank; while training with ``warp``, one per clip with its centre
+        frequencies warped by a factor drawn from 1 +- ``warp`` (VTLP: a new voice's formants sit
+        a few percent higher or lower, as a shorter or longer vocal tract puts them)."""
+        if not (self.training and self.spec_augment and self.warp > 0):
+            return self.mel
+        alpha = 1.0 + (2.0 * torch.rand(batch, device=self.edges.device) - 1.0) * self.warp
+        edges = vtlp(self.edges.expand(batch, -1), alpha, self.rate / 2)
+        return triangles(edges, self.bins)
 
     def _augment(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         b, m, t = feats.shape
@@ -191,6 +225,7 @@ def logmel_cnn(
     win_ms: float = 25.0,
     hop_ms: float = 10.0,
     spec_augment: bool = True,
+    warp: float = 0.1,
 ) -> nn.Module:
     """Log-mel CNN for sound: features computed in the model, conv stages, pooled over time.
 
@@ -207,7 +242,7 @@ def logmel_cnn(
         raise ConfigError("logmel_cnn: model.channels needs at least one conv width, e.g. [32, 64]")
     if n_mels < 2 ** len(channels):
         raise ConfigError(f"logmel_cnn: {len(channels)} pooling stages need n_mels >= {2 ** len(channels)}")
-    frontend = LogMel(rate, n_mels, win_ms, hop_ms, spec_augment=spec_augment)
+    frontend = LogMel(rate, n_mels, win_ms, hop_ms, spec_augment=spec_augment, warp=warp)
     return LogMelCNN(frontend, tuple(channels), dropout, spec.output_size)
 
 
@@ -282,6 +317,18 @@ class CTCRecogniser(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * hidden, outputs - 1)
 
+    @property
+    def frame_seconds(self) -> float:
+        return 4 * self.frontend.hop / self.frontend.rate
+
+    def output_frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """(N,) output frames inside clips of ``samples`` (N,) samples: one every hop, then
+        halved (rounding up) by each stride-2 conv, as the frame mask is."""
+        frames = torch.div(samples + self.frontend.hop - 1, self.frontend.hop, rounding_mode="floor")
+        for _ in self.conv:
+            frames = torch.div(frames + 1, 2, rounding_mode="floor")
+        return frames
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats, valid = self.frontend(x)  # (B, mels, frames), (B, frames)
         # each conv's input masked past the clip's end (zeros, as its own padding), so a clip's
@@ -289,12 +336,35 @@ class CTCRecogniser(nn.Module):
         h, mask = masked_stages(self.conv, feats[:, None], valid[:, None, None], [2, 2])
         h = h.flatten(1, 2).transpose(1, 2)  # (B, frames', features)
         mask = mask[:, 0, 0]  # (B, frames')
-        lengths = mask.sum(1).clamp(min=1).long().cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
-        logits = self.head(self.dropout(out))
+        logits = self.head(self.dropout(masked_bigru(self.rnn, h, mask)))
         return torch.cat([logits, mask[..., None].to(logits.dtype)], dim=-1)
+
+
+def masked_bigru(rnn: nn.GRU, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A bidirectional, batch-first ``rnn`` over (B, T, features) clips of the lengths in
+    ``mask`` (B, T), as if each ran alone: the forward direction reads the frames as they are
+    (padding comes after a clip's frames, so it never reaches them), the backward direction
+    reads each clip reversed within its own length. The same numbers as a packed sequence,
+    with the module's own weights, and plain tensor ops that ``torch.export`` and ONNX take
+    (a PackedSequence is neither)."""
+    steps = torch.arange(h.shape[1], device=h.device)[None, :]  # (1, T)
+    lengths = mask.sum(1, keepdim=True).long()  # (B, 1)
+    flip = torch.where(steps < lengths, lengths - 1 - steps, steps)  # its own inverse
+    index = flip[..., None]
+    for layer in range(rnn.num_layers):
+        if layer and rnn.dropout and rnn.training:
+            h = F.dropout(h, rnn.dropout, training=True)
+        outs = []
+        for direction, suffix in ((0, ""), (1, "_reverse")):
+            weights = [
+                getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            seq = h if direction == 0 else h.gather(1, index.expand_as(h))
+            zero = h.new_zeros(1, h.shape[0], rnn.hidden_size)
+            out, _ = torch.gru(seq, zero, weights, True, 1, 0.0, rnn.training, False, True)
+            outs.append(out if direction == 0 else out.gather(1, index.expand_as(out)))
+        h = torch.cat(outs, dim=-1) * mask[..., None]
+    return h
 
 
 def ctc_gru(
@@ -306,11 +376,13 @@ def ctc_gru(
     dropout: Probability = 0.1,
     n_mels: int = 40,
     spec_augment: bool = True,
+    warp: float = 0.1,
 ) -> nn.Module:
     """CTC acoustic model: log-mel, two stride-2 convs, a bidirectional GRU, per-frame logits.
 
     For speech recognition data (a transcript per clip): ``conv`` channels, a ``layers``-deep
     GRU of ``hidden`` units per direction; frames every 40 ms after the convs (10 ms hop).
     """
-    frontend = LogMel(int(spec.extra.get("sample_rate", 16000)), n_mels, spec_augment=spec_augment)
+    rate = int(spec.extra.get("sample_rate", 16000))
+    frontend = LogMel(rate, n_mels, spec_augment=spec_augment, warp=warp)
     return CTCRecogniser(frontend, conv, hidden, layers, dropout, spec.output_size)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -41,3 +43,22 @@ def fit_to_data(model: nn.Module, split: Any) -> None:
         if x is None:
             raise ConfigError(f"{type(layer).__name__} (fitted to the data before training) needs {layer.fit_needs}")
         layer.fit_data(x)
+
+
+_WHOLE = contextvars.ContextVar("whole_inputs", default=False)
+
+
+@contextlib.contextmanager
+def whole_inputs() -> Iterator[None]:
+    """Inside it, models that cut a batch to its content in eager mode (a sound batch trimmed to
+    its longest clip) take the input whole, as an exported graph does; export's parity check
+    runs the PyTorch model this way, so both give outputs of one shape."""
+    token = _WHOLE.set(True)
+    try:
+        yield
+    finally:
+        _WHOLE.reset(token)
+
+
+def keep_whole() -> bool:
+    return _WHOLE.get()

@@ -173,8 +173,8 @@ def audio_inputs(sources: list[Any], names: list[str], spec: DataSpec) -> tuple[
     from torchkeel.data.audio import pad_clips, read_audio
 
     rate, limit = int(spec.extra["sample_rate"]), float(spec.extra["max_seconds"])
-    clips = [read_audio(src, rate, name)[0] for src, name in zip(sources, names, strict=True)]
-    notes = [f"cut at {limit:g} s of {len(c) / rate:.1f} s" if len(c) > limit * rate else "" for c in clips]
+    clips = [read_audio(src, rate, name, limit)[0] for src, name in zip(sources, names, strict=True)]
+    notes = [f"cut at {limit:g} s (data.audio.max_seconds of the run)" if len(c) > limit * rate else "" for c in clips]
     length = min(max(len(c) for c in clips), int(limit * rate))
     return pad_clips(clips, length), notes
 

@@ -21,6 +21,7 @@ from torchkeel.errors import RunError
 # tasks/ imports nothing of data/, not even for typing (data.bundle asks the task for sizes)
 DataSpec = Any  # a torchkeel.data.bundle.DataSpec
 DataBundle = Any  # a torchkeel.data.bundle.DataBundle
+Split = Any  # a torchkeel.data.bundle.Split
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -85,6 +86,9 @@ class Task:
     train_metrics: tuple[str, ...] = ()  # logged as train/NAME besides train/loss
     # (bundle, loss name) -> the bundle this task trains on (bce on two classes: one logit)
     prepare: Callable[[DataBundle, str], DataBundle] = field(default=lambda bundle, loss: bundle)
+    # (model, training split) -> the samples this model can learn from (CTC: clips with frames
+    # enough for their transcripts); told on stderr, never silent
+    admit: Callable[[Any, Split], Split] = field(default=lambda model, split: split)
     refusal_hint: str = ""  # added to a refusal by `require`; {run} is the run's name
     # (chosen names, spec) -> the metrics computed for this data (two-class AUCs, say)
     adjust_metrics: Callable[[list[str], DataSpec], list[str]] | None = None

@@ -7,8 +7,10 @@ is 1 for frames inside the clip and 0 past its end, so the loss and the decoder 
 clip's true number of frames.
 
 - loss: ``F.ctc_loss`` on log-softmax outputs with input and target lengths, blank 0,
-  ``zero_infinity=True`` (a clip too short for its transcript gives no gradient rather than
-  inf), averaged over target lengths then the batch (PyTorch's ``reduction="mean"``);
+  averaged over target lengths then the batch (PyTorch's ``reduction="mean"``). A clip too
+  short for its transcript (fewer output frames than characters plus repeats) is left out of
+  training with a line on stderr (``admit``), when the model says how many frames it makes;
+  ``zero_infinity=True`` keeps any other such clip's inf loss out of the gradient;
 - decoding: greedy (best path): the most likely class per frame, repeats merged, blanks
   dropped;
 - metrics: word and character error rates through ``jiwer``, corpus-level: substitutions,
@@ -18,6 +20,7 @@ clip's true number of frames.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -36,6 +39,52 @@ def ctc_loss(out: torch.Tensor, y: Any) -> torch.Tensor:
     log_probs = out[..., :-1].float().log_softmax(-1).transpose(0, 1)  # (frames, B, V + 1)
     targets = y.padded.long().clamp(min=0)
     return F.ctc_loss(log_probs, targets, frame_lengths(out), y.lengths, blank=0, reduction="mean", zero_infinity=True)
+
+
+def needed_frames(y: Any) -> torch.Tensor:
+    """(N,) the fewest output frames CTC can spell each target in: one per character, and a
+    blank between two equal characters in a row."""
+    padded = y.padded.long()
+    repeats = ((padded[:, 1:] == padded[:, :-1]) & (padded[:, 1:] > 0)).sum(1)
+    return y.lengths.long() + repeats
+
+
+def admit(model: Any, split: Any) -> Any:
+    """The training clips a model can spell its transcripts in: a model with
+    ``output_frames(samples)`` (models/audio.py's ctc_gru) has the clips whose transcripts need
+    more frames than it makes left out of training, with one line on stderr naming the first
+    (their loss would be inf; ``zero_infinity`` would give them no gradient, silently). All of
+    them too short is a DataError. Val and test keep every clip: their errors count."""
+    from torchkeel.errors import DataError
+
+    frames_of = getattr(model, "output_frames", None)
+    if frames_of is None:
+        return split
+    samples = split.x[:, 1].sum(-1).round().long()
+    frames, need = frames_of(samples), needed_frames(split.y)
+    short = torch.nonzero(need > frames).flatten()
+    if len(short) == 0:
+        return split
+    i = int(short[0])
+    name = split.sources[i] if split.sources else f"training clip {i}"
+    rate = float(getattr(model, "frame_seconds", 0.0))
+    example = (
+        f"e.g. {name}: {int(samples[i])} samples give {int(frames[i])} frames"
+        + (f" of {rate * 1000:g} ms" if rate else "")
+        + f", its transcript needs {int(need[i])}"
+    )
+    if len(short) == len(split):
+        raise DataError(f"speech recognition: every training clip is too short for its transcript ({example})")
+    print(
+        f"speech recognition: {len(short)} of {len(split)} training clips are too short for their transcripts "
+        f"and are left out of training ({example})",
+        file=sys.stderr,
+    )
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[short] = False
+    index = torch.nonzero(keep).flatten()
+    sources = [split.sources[j] for j in index.tolist()] if split.sources else None
+    return type(split)(split.x[index], split.y[index], sources)
 
 
 def build_loss(name: str, spec: Any, label_smoothing: float = 0.0, weights: Any = None):
@@ -113,9 +162,10 @@ SPEECH = Task(
     metrics=("wer", "cer"),
     key_metric="wer",
     lower_is_better=frozenset({"loss", "wer", "cer"}),
-    uses=frozenset({"predict", "eval"}),
+    uses=frozenset({"predict", "eval", "serve", "export"}),
     output_size=lambda spec: len(spec.extra["alphabet"]) + 2,
     build_loss=build_loss,
+    admit=admit,
     accumulator=ErrorRates,
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=lambda out, spec, k: [{"transcript": t} for t in greedy(out, spec.extra["alphabet"])],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,7 @@ def fit(
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
     check_tta(cfg.eval.tta, spec.kind)
 
+    data = replace(data, train=task.admit(model, data.train))  # CTC: clips too short for their words, left out
     model.to(device)
     fit_to_data(model, data.train)  # data-dependent init (airbench's whitening conv); loaded weights stay
     if t.channels_last:

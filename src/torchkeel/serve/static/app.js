@@ -200,6 +200,13 @@ function show(prediction) {
     bars.append(li);
     return;
   }
+  if (prediction.transcript !== undefined) {  // a speech recogniser's words
+    const li = document.createElement("li");
+    li.className = "transcript";
+    li.textContent = prediction.transcript === "" ? "(no words heard)" : prediction.transcript;
+    bars.append(li);
+    return;
+  }
   for (const { class: label, probability } of prediction.top) {
     const li = document.createElement("li");
     const name = document.createElement("span");
