@@ -92,6 +92,34 @@ def test_vtlp_scales_frequencies_below_the_knee_and_keeps_zero_and_nyquist():
     assert float(warped[0, 20]) == pytest.approx(900.0) and float(warped[2, 20]) == pytest.approx(1100.0)
 
 
+def test_the_front_end_equals_a_numpy_stft_log_mel_and_normalisation():
+    """Frames centred on zero padding, a periodic Hann window centred in the FFT size, the
+    power spectrum through the filterbank, log with a floor 80 dB under the peak, and the
+    clip's mean and std taken over the frames inside it."""
+    from torchkeel.data.audio import pad_clips
+    from torchkeel.models.audio import LogMel, mel_filterbank
+
+    rng = np.random.default_rng(4)
+    clip = tone(700.0, 0.33, RATE, 0.5, rng).astype(np.float64)
+    front = LogMel(RATE, n_mels=40, spec_augment=False).eval()
+    win, hop, n_fft = 200, 80, 256
+    assert (front.win, front.hop, front.n_fft) == (win, hop, n_fft)
+    window = np.zeros(n_fft)
+    window[(n_fft - win) // 2 : (n_fft - win) // 2 + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    padded = np.pad(clip, n_fft // 2)
+    frames = 1 + len(clip) // hop
+    spec = np.stack([np.fft.rfft(padded[t * hop : t * hop + n_fft] * window) for t in range(frames)], axis=1)
+    power = mel_filterbank(40, n_fft, RATE).double().numpy() @ np.abs(spec) ** 2
+    logmel = np.log(power + power.max() * 1e-8 + 1e-12)
+    inside = -(-len(clip) // hop)  # frames that start inside the clip
+    kept = logmel[:, :inside]
+    want = (kept - kept.mean()) / np.sqrt(kept.var() + 1e-5)
+    with torch.no_grad():
+        got, valid = front(pad_clips([clip.astype(np.float32)], len(clip)))
+    assert int(valid.sum()) == inside
+    np.testing.assert_allclose(got[0, :, :inside].numpy(), want, atol=2e-3)
+
+
 def test_the_front_end_ignores_gain_padding_and_batch_company():
     from torchkeel.data.audio import pad_clips
     from torchkeel.models.audio import LogMel

@@ -205,6 +205,22 @@ def test_clips_too_short_for_their_transcripts_are_left_out_and_named(tmp_path: 
     assert_one_line_error(proc, "every training clip is too short", "short.wav")
 
 
+def test_a_test_character_unseen_in_training_stays_in_the_reference_as_unknown(tmp_path: Path):
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+    from torchkeel.tasks.recognise import references
+
+    csv = write_tone_words(tmp_path, n=10)
+    rows = csv.read_text().splitlines()[1:]
+    rows[0] = rows[0].split(",")[0] + ",a c"  # "c" is in no training transcript
+    parts = ["test"] + ["val"] + ["train"] * 8
+    csv.write_text("file,transcript,split\n" + "".join(f"{r},{p}\n" for r, p in zip(rows, parts, strict=True)))
+    bundle = load(DataConfig(name="audio_transcripts", path=str(csv)), seed=0)
+    alphabet = bundle.spec.extra["alphabet"]
+    assert alphabet == " ab\u2047"
+    assert references(bundle.test.y, alphabet) == ["a \u2047"]  # counted as an error, not dropped
+
+
 def test_the_masked_bidirectional_gru_equals_a_packed_one():
     from torchkeel.models.audio import masked_bigru
 
@@ -246,17 +262,49 @@ def test_a_ctc_recogniser_exports_to_onnx_with_its_frame_mask(ctc_run: Path, tmp
 FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"
 
 
+def test_digit_strings_join_2_to_7_recordings_of_one_speaker_with_noise_between(tmp_path: Path):
+    """A folder named as the FSDD's (digit_speaker_take.wav) of tones, one pitch per digit."""
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+
+    rng = np.random.default_rng(0)
+    for speaker, level in (("ann", 0.05), ("bob", 0.6)):
+        for digit in range(10):
+            for take in range(7):
+                clip = np.concatenate([np.zeros(400), tone_burst(300 + 150 * digit, 0.2, level, rng), np.zeros(400)])
+                sf.write(tmp_path / f"{digit}_{speaker}_{take}.wav", clip.astype(np.float32), RATE)
+    cfg = {"name": "fsdd_digits", "root": str(tmp_path), "val_fraction": 0.1}
+    bundle = load(DataConfig(**cfg, audio={"strings": 80}), seed=0)
+    assert len(bundle.test.x) == 20 and len(bundle.train.x) + len(bundle.val.x) == 80
+    digits = [len(t.tolist()) // 2 + 1 for t in bundle.test.y.items()]  # "3 1 4": digits and spaces
+    assert min(digits) >= 2 and max(digits) <= 7
+    x = bundle.train.x[0]
+    lead = x[0, : int(RATE * 0.05)]
+    speech = x[0, : int(x[1].sum())]
+    assert 0 < float(lead.square().mean().sqrt()) < 0.1 * float(speech.square().mean().sqrt())  # quiet, not silent
+    again = load(DataConfig(**cfg, audio={"strings": 80}), seed=3)  # the strings do not depend on the run's seed
+    assert torch.equal(again.test.x, bundle.test.x)
+    held = load(DataConfig(**cfg, audio={"strings": 80, "test_speakers": ["bob"]}), seed=0)
+    levels = held.test.x[:, 0].abs().amax(1)
+    assert float(levels.min()) > 0.3  # only bob's loud voice in the test strings
+
+
+def tone_burst(freq: float, seconds: float, level: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return level * np.sin(2 * np.pi * freq * t) * np.hanning(len(t)) + 0.001 * rng.standard_normal(len(t))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FSDD.is_dir(), reason="data/fsdd/recordings is not there")
-def test_fsdd_digit_strings_have_the_official_split_sizes_and_2_to_5_digits():
+def test_fsdd_digit_strings_have_the_official_split_sizes_and_2_to_7_digits():
     from torchkeel.config_data import DataConfig
     from torchkeel.data import load
 
     bundle = load(DataConfig(name="fsdd_digits", root=str(FSDD), audio={"strings": 40}), seed=0)
     assert bundle.spec.task == "speech_recognition" and bundle.spec.extra["alphabet"] == " 0123456789"
     assert len(bundle.test.x) == 10 and len(bundle.train.x) + len(bundle.val.x) == 40
-    words = [len(t.tolist()) for t in bundle.test.y.items()]  # 2-5 digits with spaces between
-    assert all(3 <= n <= 9 and n % 2 == 1 for n in words)
+    words = [len(t.tolist()) for t in bundle.test.y.items()]  # 2-7 digits with spaces between
+    assert all(3 <= n <= 13 and n % 2 == 1 for n in words)
 
 
 def test_trimming_keeps_the_loud_part():

@@ -233,6 +233,7 @@ def _files_from_csv(
 
 # ---- transcripts, for speech recognition (tasks/recognise.py)
 
+UNKNOWN = "\u2047"  # ⁇: a val/test character the training transcripts do not have
 YESNO_NAME = re.compile(r"^([01](?:_[01])*)\.wav$")
 
 
@@ -261,12 +262,14 @@ def load_yesno(cfg: DataConfig, seed: int) -> DataBundle:
 
 def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
     """Connected digit strings made from the FSDD (``data.root``: its recordings/): each string
-    is 2-5 digits of one speaker, each clip trimmed of its silence (frames 40 dB under the
-    clip's peak) and joined with 50-150 ms gaps; the transcript is the digits with spaces
-    ("3 1 4"). Train and val strings use takes 5-49, test strings takes 0-4 (the official
-    split), or with ``data.audio.test_speakers`` the other speakers and those, so no recording
-    (or held-out voice) is in two splits; the strings are drawn with a fixed seed (0), the
-    same for every run."""
+    is 2-7 recordings of one speaker, each trimmed of its silence (frames 40 dB under the
+    clip's peak), after a 50 ms lead-in and joined by 50-150 ms gaps of low-level noise
+    (Gaussian, 30 dB under the string's speech RMS, so a gap is a quiet room rather than
+    digital silence); the transcript is the digits with spaces ("3 1 4"). Train and val
+    strings use takes 5-49, test strings takes 0-4 (the official split), or with
+    ``data.audio.test_speakers`` the other speakers and those, so no recording (or held-out
+    voice) is in two splits; the strings are drawn with a fixed seed (0), the same for every
+    run."""
     root = Path(cfg.root or "data/fsdd/recordings")
     files = sorted(p for p in root.iterdir() if FSDD_NAME.match(p.name)) if root.is_dir() else []
     if not files:
@@ -286,12 +289,12 @@ def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
         speakers = sorted(pool)
         for _ in range(count):
             speaker = pool[speakers[rng.integers(len(speakers))]]
-            digits = [str(d) for d in rng.integers(0, 10, rng.integers(2, 6))]
-            pieces = []
-            for d in digits:
-                pieces.append(clips[speaker[d][rng.integers(len(speaker[d]))]])
-                pieces.append(np.zeros(int(rate * rng.uniform(0.05, 0.15)), np.float32))
-            waves.append(np.concatenate([np.zeros(int(rate * 0.05), np.float32), *pieces]))
+            digits = [str(d) for d in rng.integers(0, 10, rng.integers(2, 8))]
+            spoken = [clips[speaker[d][rng.integers(len(speaker[d]))]] for d in digits]
+            gaps = [int(rate * 0.05)] + [int(rate * rng.uniform(0.05, 0.15)) for _ in digits]
+            level = float(np.sqrt(np.mean(np.concatenate(spoken) ** 2))) * 10 ** (-30 / 20)
+            noise = [(level * rng.standard_normal(n)).astype(np.float32) for n in gaps]
+            waves.append(np.concatenate([noise[0], *(x for pair in zip(spoken, noise[1:], strict=True) for x in pair)]))
             texts.append(" ".join(digits))
             given.append(part)
     split = _parts(np.array(given), None, len(waves), cfg, seed)
@@ -358,22 +361,29 @@ def _source(item: Any, name: str, i: int) -> str:
 def transcript_bundle(
     name: str, files: list[Any], texts: list[str], split: tuple, cfg: DataConfig, rate: int | None = None
 ) -> DataBundle:
-    """Clips and their transcripts as character ids over the training transcripts' alphabet
-    (a character only val or test use is dropped from their targets, and counted)."""
+    """Clips and their transcripts as character ids over the training transcripts' alphabet.
+    A character only val or test use becomes one more symbol, UNKNOWN, that no training target
+    has (so the model never learns to say it): it stays in their references and counts as an
+    error, rather than being dropped, which would flatter the error rates."""
     from torchkeel.data.ragged import Ragged
 
     texts = [" ".join(t.split()) for t in texts]  # runs of whitespace as one space
     alphabet = "".join(sorted({c for i in split[0] for c in texts[i]}))
     if not alphabet:
         raise DataError(f"{name}: the training transcripts are empty")
+    unknown = sum(c not in alphabet for t in texts for c in t)
+    if unknown:
+        alphabet += UNKNOWN
+        print(
+            f"audio: {unknown} characters of val/test transcripts are not in the training transcripts; "
+            f"they stay in the references as {UNKNOWN} and count as errors",
+            file=sys.stderr,
+        )
     index = {c: i + 1 for i, c in enumerate(alphabet)}  # 0 is CTC's blank
     bundle = audio_bundle(
         name, files, np.zeros(len(files), dtype=np.int64), [], split, cfg.audio or AudioConfig(), rate
     )
-    ids = [torch.tensor([index[c] for c in t if c in index], dtype=torch.int64) for t in texts]
-    unknown = sum(c not in index for t in texts for c in t)
-    if unknown:
-        print(f"audio: {unknown} characters of val/test transcripts are not in the training alphabet", file=sys.stderr)
+    ids = [torch.tensor([index.get(c, len(alphabet)) for c in t], dtype=torch.int64) for t in texts]
 
     def targets(part: np.ndarray) -> Ragged:
         return Ragged.from_list([ids[i] for i in part])
