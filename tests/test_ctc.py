@@ -221,6 +221,34 @@ def test_a_test_character_unseen_in_training_stays_in_the_reference_as_unknown(t
     assert references(bundle.test.y, alphabet) == ["a \u2047"]  # counted as an error, not dropped
 
 
+@pytest.mark.parametrize("what", ["sounds", "transcripts"])
+def test_audio_runs_resume_mid_training_bit_identically(what: str, tmp_path: Path):
+    """SpecAugment and VTLP draw from torch's generator every batch: a resumed run must draw
+    the same masks and warps (a sound classifier, and a CTC recogniser with ragged targets)."""
+    import torchkeel as keel
+    from torchkeel.train import checkpoint as ckpt
+
+    if what == "sounds":
+        from test_audio import write_sound_folder
+
+        data = keel.data.load({"name": "audio_folder", "root": str(write_sound_folder(tmp_path / "s", 8))}, seed=0)
+        model_cfg = {"name": "logmel_cnn", "channels": [4, 8]}
+    else:
+        data = keel.data.load({"name": "audio_transcripts", "path": str(write_tone_words(tmp_path / "w", 24))}, seed=0)
+        model_cfg = {"name": "ctc_gru", "conv": 4, "hidden": 8, "layers": 1}
+    every_epoch = {"every_epochs": 1, "min_seconds": 0, "keep": 3}
+    options = {"epochs": 3, "seed": 2, "batch_size": 4, "checkpoint": every_epoch, "progress": False}
+    torch.manual_seed(0)
+    full = keel.fit(keel.models.build(model_cfg, data.spec), data, run_dir=tmp_path / "run", **options)
+    first = ckpt.list_checkpoints(tmp_path / "run" / "checkpoint")[0]
+    torch.manual_seed(99)
+    resumed = keel.fit(keel.models.build(model_cfg, data.spec), data, resume=first, **options)
+    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.history] for run in (full, resumed)]
+    assert timeless[0] == timeless[1] and len(timeless[0]) == 3
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
 def test_the_masked_bidirectional_gru_equals_a_packed_one():
     from torchkeel.models.audio import masked_bigru
 
