@@ -274,6 +274,7 @@ def test_fsdd_official_split_loads(tmp_path: Path):
 
     bundle = load(DataConfig(name="fsdd", root=str(FSDD)), seed=0)
     assert len(bundle.test.x) == 300 and len(bundle.train.x) + len(bundle.val.x) == 2700
+    assert len(bundle.val.x) == 300  # data.val_fraction (0.1) of all 3,000 clips, as a split column draws it
     assert bundle.spec.extra["sample_rate"] == 8000 and bundle.spec.classes == [str(d) for d in range(10)]
 
 

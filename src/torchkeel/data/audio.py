@@ -111,7 +111,8 @@ def load_audio_folder(cfg: DataConfig, seed: int) -> DataBundle:
 def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
     """The Free Spoken Digit Dataset (``data.root``: its ``recordings/`` folder of
     ``{digit}_{speaker}_{take}.wav``), with its official split: takes 0-4 of every speaker
-    and digit are the test set, the rest train; val is drawn from train (stratified, seeded)."""
+    and digit are the test set, the rest train; val is drawn from train (stratified, seeded),
+    ``data.val_fraction`` of all the clips, as a CSV's ``split`` column has it drawn."""
     root = Path(cfg.root or "data/fsdd/recordings")
     if not root.is_dir():
         raise DataError(f"fsdd: no folder {root}; set data.root to the recordings/ folder of the FSDD")
@@ -121,11 +122,8 @@ def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
     parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
     _check_speakers(parts, cfg.audio)
     y = np.array([int(digit) for digit, _, _ in parts])
-    is_test = np.array([_held_out(speaker, take, cfg.audio) for _, speaker, take in parts])
-    rest = np.flatnonzero(~is_test)
-    val_share = cfg.val_fraction / max(1e-9, 1 - cfg.test_fraction)
-    val_i, train_i = split_indices(y[rest], len(rest), (val_share,), seed)
-    split = (rest[train_i], rest[val_i], np.flatnonzero(is_test))
+    given = np.array(["test" if _held_out(speaker, take, cfg.audio) else "train" for _, speaker, take in parts])
+    split = _parts(given, y, len(y), cfg, seed)  # val: data.val_fraction of all clips, from train
     return audio_bundle("fsdd", files, y, [str(d) for d in range(10)], split, cfg.audio or AudioConfig())
 
 

@@ -181,11 +181,14 @@ class LogMel(nn.Module):
 
 
 class LogMelCNN(nn.Module):
-    def __init__(self, frontend: LogMel, channels: tuple[int, ...], dropout: float, outputs: int) -> None:
+    def __init__(
+        self, frontend: LogMel, channels: tuple[int, ...], dropout: float, outputs: int, band_means: bool = False
+    ) -> None:
         super().__init__()
         self.frontend = frontend
+        self.band_means = band_means
         stages: list[nn.Module] = []
-        c = 1
+        c = 2 if band_means else 1
         for out in channels:
             conv = nn.Conv2d(c, out, 3, padding=1, bias=False)
             stages.append(nn.Sequential(conv, nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)))
@@ -205,8 +208,13 @@ class LogMelCNN(nn.Module):
         # past a clip's end are zero at every depth, as a conv's own zero padding is: a clip
         # gets the same logits alone, beside a longer clip or padded for export
         feats, valid = pad_to_multiple(feats, valid, 2**self.pools)
-        # (B, 1, mels, frames) and (B, 1, 1, frames) through the stages, each pooling by 2
-        h, mask = masked_stages(self.features, feats[:, None], valid[:, None, None], [2] * self.pools)
+        planes = feats[:, None]  # (B, 1, mels, frames)
+        if self.band_means:  # a second plane: each mel band minus its mean over the clip
+            w = valid[:, None]
+            means = (feats * w).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=1)
+            planes = torch.stack([feats, (feats - means) * w], dim=1)
+        # (B, planes, mels, frames) and (B, 1, 1, frames) through the stages, each pooling by 2
+        h, mask = masked_stages(self.features, planes, valid[:, None, None], [2] * self.pools)
         h = h.flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
         valid = mask[:, 0]  # (B, 1, frames')
         count = valid.sum(-1).clamp(min=1)
@@ -226,6 +234,7 @@ def logmel_cnn(
     hop_ms: float = 10.0,
     spec_augment: bool = True,
     warp: float = 0.1,
+    band_means: bool = False,
 ) -> nn.Module:
     """Log-mel CNN for sound: features computed in the model, conv stages, pooled over time.
 
@@ -243,7 +252,7 @@ def logmel_cnn(
     if n_mels < 2 ** len(channels):
         raise ConfigError(f"logmel_cnn: {len(channels)} pooling stages need n_mels >= {2 ** len(channels)}")
     frontend = LogMel(rate, n_mels, win_ms, hop_ms, spec_augment=spec_augment, warp=warp)
-    return LogMelCNN(frontend, tuple(channels), dropout, spec.output_size)
+    return LogMelCNN(frontend, tuple(channels), dropout, spec.output_size, band_means)
 
 
 class WaveCNN(nn.Module):
