@@ -139,7 +139,12 @@ def test_the_front_end_ignores_gain_padding_and_batch_company():
 
 
 @pytest.mark.parametrize(
-    "model_cfg", [{"name": "logmel_cnn", "channels": [8, 16, 16]}, {"name": "m5", "channels": [8, 8, 16]}]
+    "model_cfg",
+    [
+        {"name": "logmel_cnn", "channels": [8, 16, 16]},
+        {"name": "logmel_cnn", "channels": [8, 16], "band_means": True},
+        {"name": "m5", "channels": [8, 8, 16]},
+    ],
 )
 def test_a_clip_gets_the_same_logits_alone_in_company_and_padded(model_cfg):
     from torchkeel.data.audio import pad_clips
