@@ -154,14 +154,15 @@ def test_a_ctc_recogniser_is_served_and_its_page_shows_the_transcript(ctc_run: P
         assert problems == []
 
 
-def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one():
+@pytest.mark.parametrize("band_means", [False, True])
+def test_a_clip_gets_the_same_ctc_outputs_alone_and_beside_a_longer_one(band_means: bool):
     from torchkeel.data.audio import pad_clips
     from torchkeel.data.bundle import DataSpec
     from torchkeel.models import build
 
     spec = DataSpec("s", "audio", "speech_recognition", (2, 8000), extra={"sample_rate": RATE, "alphabet": " ab"})
     torch.manual_seed(0)
-    model = build({"name": "ctc_gru", "conv": 8, "hidden": 16}, spec).eval()
+    model = build({"name": "ctc_gru", "conv": 8, "hidden": 16, "band_means": band_means}, spec).eval()
     rng = np.random.default_rng(0)
     clip, longer = (rng.standard_normal(n).astype(np.float32) * 0.3 for n in (8040, 16000))
     with torch.no_grad():

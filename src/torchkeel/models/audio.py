@@ -180,6 +180,18 @@ class LogMel(nn.Module):
         return feats * keep
 
 
+def planes(feats: torch.Tensor, valid: torch.Tensor, band_means: bool) -> torch.Tensor:
+    """(B, 1 or 2, mels, frames) for a 2-D conv: the features; with ``band_means`` a second
+    plane of each mel band minus its mean over the clip's frames (cepstral mean normalisation's
+    log-mel form: a microphone's or room's frequency response is a constant per band, and
+    cancels), beside the first, which keeps the spectral shape a steady sound is made of."""
+    if not band_means:
+        return feats[:, None]
+    w = valid[:, None]  # (B, 1, frames)
+    means = (feats * w).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=1)
+    return torch.stack([feats, (feats - means) * w], dim=1)
+
+
 class LogMelCNN(nn.Module):
     def __init__(
         self, frontend: LogMel, channels: tuple[int, ...], dropout: float, outputs: int, band_means: bool = False
@@ -208,13 +220,10 @@ class LogMelCNN(nn.Module):
         # past a clip's end are zero at every depth, as a conv's own zero padding is: a clip
         # gets the same logits alone, beside a longer clip or padded for export
         feats, valid = pad_to_multiple(feats, valid, 2**self.pools)
-        planes = feats[:, None]  # (B, 1, mels, frames)
-        if self.band_means:  # a second plane: each mel band minus its mean over the clip
-            w = valid[:, None]
-            means = (feats * w).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=1)
-            planes = torch.stack([feats, (feats - means) * w], dim=1)
         # (B, planes, mels, frames) and (B, 1, 1, frames) through the stages, each pooling by 2
-        h, mask = masked_stages(self.features, planes, valid[:, None, None], [2] * self.pools)
+        h, mask = masked_stages(
+            self.features, planes(feats, valid, self.band_means), valid[:, None, None], [2] * self.pools
+        )
         h = h.flatten(1, 2)  # channels x mel bands, kept apart: (B, C * mels', frames')
         valid = mask[:, 0]  # (B, 1, frames')
         count = valid.sum(-1).clamp(min=1)
@@ -309,13 +318,17 @@ class CTCRecogniser(nn.Module):
     by each clip's true frames, and per-frame logits over blank + characters; the output's last
     column is the frame mask (tasks/recognise.py)."""
 
-    def __init__(self, frontend: LogMel, conv: int, hidden: int, layers: int, dropout: float, outputs: int):
+    def __init__(
+        self, frontend: LogMel, conv: int, hidden: int, layers: int, dropout: float, outputs: int, band_means: bool
+    ):
         super().__init__()
         self.frontend = frontend
+        self.band_means = band_means
         mels = frontend.mel.shape[0]
+        first = 2 if band_means else 1
         self.conv = nn.ModuleList(
             [
-                nn.Sequential(nn.Conv2d(1, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(first, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU()),
                 nn.Sequential(nn.Conv2d(conv, conv, 3, stride=2, padding=1), nn.BatchNorm2d(conv), nn.ReLU()),
             ]
         )
@@ -342,7 +355,7 @@ class CTCRecogniser(nn.Module):
         feats, valid = self.frontend(x)  # (B, mels, frames), (B, frames)
         # each conv's input masked past the clip's end (zeros, as its own padding), so a clip's
         # frames do not depend on the clips beside it
-        h, mask = masked_stages(self.conv, feats[:, None], valid[:, None, None], [2, 2])
+        h, mask = masked_stages(self.conv, planes(feats, valid, self.band_means), valid[:, None, None], [2, 2])
         h = h.flatten(1, 2).transpose(1, 2)  # (B, frames', features)
         mask = mask[:, 0, 0]  # (B, frames')
         logits = self.head(self.dropout(masked_bigru(self.rnn, h, mask)))
@@ -386,6 +399,7 @@ def ctc_gru(
     n_mels: int = 40,
     spec_augment: bool = True,
     warp: float = 0.1,
+    band_means: bool = False,
 ) -> nn.Module:
     """CTC acoustic model: log-mel, two stride-2 convs, a bidirectional GRU, per-frame logits.
 
@@ -394,4 +408,4 @@ def ctc_gru(
     """
     rate = int(spec.extra.get("sample_rate", 16000))
     frontend = LogMel(rate, n_mels, spec_augment=spec_augment, warp=warp)
-    return CTCRecogniser(frontend, conv, hidden, layers, dropout, spec.output_size)
+    return CTCRecogniser(frontend, conv, hidden, layers, dropout, spec.output_size, band_means)
