@@ -16,7 +16,9 @@ normalised log-mel features on the model's device, batched:
   and frames, divided by their std. A gain is a constant added to every log-mel value, so
   recording levels (13x apart between speakers in the FSDD) cancel out, while the spectral
   shape stays (a mean per mel bin, as cepstral mean normalisation takes, would erase the
-  spectrum of a steady sound: a tone or a hum is all mean);
+  spectrum of a steady sound: a tone or a hum is all mean). The CNNs also get that per-band
+  form as a second plane (``planes``): a microphone's or room's frequency response is a
+  constant per band there and cancels, which is what a new speaker's recording setup needs;
 - SpecAugment (Park et al. 2019) while training: ``freq_masks`` bands of up to ``freq_width``
   mel bins and ``time_masks`` spans of up to ``time_width`` of the clip's frames set to zero
   (the normalised mean), drawn from torch's seeded generator; and with it VTLP (Jaitly &
@@ -243,14 +245,16 @@ def logmel_cnn(
     hop_ms: float = 10.0,
     spec_augment: bool = True,
     warp: float = 0.1,
-    band_means: bool = False,
+    band_means: bool = True,
 ) -> nn.Module:
     """Log-mel CNN for sound: features computed in the model, conv stages, pooled over time.
 
     STFT, mel filterbank, log, per-utterance normalisation and SpecAugment (models/audio.py's
-    header), then 3x3 conv-BN-ReLU-pool stages over mels x frames; mean and max over time of
-    every channel and mel band (pooling over frequency too would lose where in the spectrum a
-    sound is).
+    header); two planes, the features and (``band_means``) each band minus its mean over the
+    clip, so the net sees the spectrum with and without the recording's frequency response
+    (``planes``); then 3x3 conv-BN-ReLU-pool stages over mels x frames; mean and max over time
+    of every channel and mel band (pooling over frequency too would lose where in the spectrum
+    a sound is).
 
     Any clip length: the batch is trimmed to its longest clip and frames past each clip's end
     are left out of the pooling. ``n_mels`` mel bins from ``win_ms`` windows every ``hop_ms``.
@@ -399,9 +403,10 @@ def ctc_gru(
     n_mels: int = 40,
     spec_augment: bool = True,
     warp: float = 0.1,
-    band_means: bool = False,
+    band_means: bool = True,
 ) -> nn.Module:
-    """CTC acoustic model: log-mel, two stride-2 convs, a bidirectional GRU, per-frame logits.
+    """CTC acoustic model: log-mel (two planes, as logmel_cnn's), two stride-2 convs, a
+    bidirectional GRU, per-frame logits.
 
     For speech recognition data (a transcript per clip): ``conv`` channels, a ``layers``-deep
     GRU of ``hidden`` units per direction; frames every 40 ms after the convs (10 ms hop).
