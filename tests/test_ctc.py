@@ -356,3 +356,21 @@ def test_held_out_speakers_are_the_test_set_and_no_other():
     assert len(bundle.test.x) == 500 and len(bundle.train.x) + len(bundle.val.x) == 2500
     with pytest.raises(DataError, match="no speaker 'bob'"):
         load(DataConfig(name="fsdd_digits", root=str(FSDD), audio={"test_speakers": ["bob"]}), seed=0)
+
+
+YESNO = Path(__file__).resolve().parents[1] / "data" / "yesno" / "waves_yesno"
+
+
+@pytest.mark.skipif(not YESNO.is_dir(), reason="data/yesno/waves_yesno is not there")
+def test_yesno_has_its_usual_split_and_eight_words_a_clip():
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+    from torchkeel.tasks.recognise import references
+
+    bundle = load(DataConfig(name="yesno", root=str(YESNO)), seed=0)
+    assert len(bundle.test.x) == 30 and len(bundle.train.x) + len(bundle.val.x) == 30
+    assert bundle.spec.extra["alphabet"] == " enosy" and bundle.spec.extra["sample_rate"] == 8000
+    refs = references(bundle.test.y, bundle.spec.extra["alphabet"])
+    assert all(len(r.split()) == 8 and set(r.split()) <= {"yes", "no"} for r in refs)
+    names = sorted(p.name for p in YESNO.glob("*.wav"))
+    assert refs[0] == " ".join("yes" if b == "1" else "no" for b in names[1][:-4].split("_"))  # odd positions test
