@@ -8,8 +8,9 @@ network, and its batched log-mel front end against a per-file librosa loop.
    `keel train --data fsdd --model logmel_cnn` (the official split's takes 5-49 as train, no
    val, the whole command's summary.json train_seconds: its loop with checkpoints and logging)
    against benchmarks/peers/audio_plain.py (the same network from torchkeel.models, AdamW and
-   one-cycle at the same settings, a textbook loop), each in its own process, interleaved,
-   medians.
+   one-cycle at the same peak rate and weight decay, a textbook loop; torch's OneCycleLR
+   where keel has its own one-cycle, which changes no speed), each in its own process on
+   --device, interleaved, medians.
 2. Features for all 3,000 clips from waveforms already in memory: torchkeel's LogMel (STFT,
    HTK mel filterbank, log, per-clip normalisation) on padded batches of 256, against a loop
    of librosa.feature.melspectrogram + power_to_db per clip at the same settings (25 ms Hann
@@ -45,8 +46,9 @@ from torchkeel.models.audio import LogMel  # noqa: E402
 RATE = 8000
 
 
-def keel_round(root: Path, epochs: int, threads: int, cwd: Path) -> float:
+def keel_round(root: Path, epochs: int, threads: int, device: str, cwd: Path) -> float:
     sets = {
+        "train.device": device,
         "data.root": root,
         "data.val_fraction": 0,
         "train.epochs": epochs,
@@ -67,9 +69,10 @@ def keel_round(root: Path, epochs: int, threads: int, cwd: Path) -> float:
     return float(summary["train_seconds"])
 
 
-def plain_round(data: Path, epochs: int, threads: int) -> float:
+def plain_round(data: Path, epochs: int, threads: int, device: str) -> float:
     script = ROOT / "benchmarks" / "peers" / "audio_plain.py"
     args = [sys.executable, str(script), "--data", str(data), "--epochs", str(epochs), "--threads", str(threads)]
+    args += ["--device", device]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return float(json.loads(out.splitlines()[-1])["train_seconds"])
 
@@ -120,8 +123,8 @@ def main() -> None:
         safetensors.torch.save_file({**tensors, "y_test": bundle.test.y}, data)
         keel_s, plain_s = [], []
         for r in range(args.rounds):
-            keel_s.append(keel_round(args.root, args.epochs, args.threads, Path(tmp)))
-            plain_s.append(plain_round(data, args.epochs, args.threads))
+            keel_s.append(keel_round(args.root, args.epochs, args.threads, args.device, Path(tmp)))
+            plain_s.append(plain_round(data, args.epochs, args.threads, args.device))
             print(f"round {r}: keel {keel_s[-1]:.1f} s, plain {plain_s[-1]:.1f} s", flush=True)
     k, p = statistics.median(keel_s), statistics.median(plain_s)
     per = train_audio * args.epochs

@@ -19,7 +19,7 @@ NAMES = set(TASKS) | set(KINDS)
 # the modules that define tasks and kinds, and the loaders that decide them for a data set
 ALLOWED = {"tasks", "data/kinds.py", "data/images.py", "data/tabular.py", "data/text.py", "data/textgen.py"}
 ALLOWED |= {"data/series.py", "data/folder.py", "data/vision.py", "data/stream.py", "data/__init__.py"}
-ALLOWED |= {"data/audio.py"}
+ALLOWED |= {"data/audio.py", "data/transcripts.py"}
 
 
 def _modules() -> dict[str, Path]:

@@ -81,6 +81,18 @@ def test_mel_filterbank_is_htk_triangles_and_matches_librosa_when_installed():
     np.testing.assert_allclose(fb.numpy(), reference, atol=1e-5)
 
 
+def test_a_run_saved_before_band_means_and_warp_rebuilds_as_it_was_trained():
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import rebuild, saved_options
+
+    spec = DataSpec("s", "audio", "classification", (2, 8000), classes=list("ab"), extra={"sample_rate": RATE})
+    old = {"name": "logmel_cnn", "channels": [8, 16], "dropout": 0.2, "n_mels": 40, "spec_augment": True}
+    model = rebuild(saved_options(old), spec)  # as load_model reads a model.json
+    assert model.features[0][0].weight.shape[1] == 1 and model.frontend.warp == 0.0
+    assert rebuild(old, spec).features[0][0].weight.shape[1] == 2  # today's defaults: two planes
+    assert saved_options({**old, "band_means": True})["band_means"] is True  # what a run stored wins
+
+
 def test_vtlp_scales_frequencies_below_the_knee_and_keeps_zero_and_nyquist():
     from torchkeel.models.audio import vtlp
 

@@ -250,6 +250,26 @@ def test_audio_runs_resume_mid_training_bit_identically(what: str, tmp_path: Pat
         assert torch.equal(a, b), k
 
 
+def test_clips_longer_than_max_seconds_are_left_out_not_cut_from_their_words(tmp_path: Path, capsys):
+    from torchkeel.config_data import DataConfig
+    from torchkeel.data import load
+    from torchkeel.errors import DataError
+    from torchkeel.tasks.recognise import references
+
+    csv = write_tone_words(tmp_path, n=30)
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    seconds = [sf.info(str(tmp_path / f)).duration for f, _ in rows]
+    bundle = load(DataConfig(name="audio_transcripts", path=str(csv), audio={"max_seconds": 1.0}), seed=0)
+    long = sum(s > 1.0 for s in seconds)
+    assert 0 < long < 30 and len(bundle.train) + len(bundle.val) + len(bundle.test) == 30 - long
+    assert f"{long} of 30 clips are longer than data.audio.max_seconds (1 s)" in capsys.readouterr().err
+    kept = {t for (f, t), s in zip(rows, seconds, strict=True) if s <= 1.0}
+    assert set(references(bundle.test.y, bundle.spec.extra["alphabet"])) <= kept  # transcripts still match
+    assert int(bundle.train.x[:, 1].sum(-1).max()) <= RATE  # nothing was cut
+    with pytest.raises(DataError, match="every training clip is longer"):
+        load(DataConfig(name="audio_transcripts", path=str(csv), audio={"max_seconds": 0.1}), seed=0)
+
+
 def test_the_masked_bidirectional_gru_equals_a_packed_one():
     from torchkeel.models.audio import masked_bigru
 
@@ -337,7 +357,7 @@ def test_fsdd_digit_strings_have_the_official_split_sizes_and_2_to_7_digits():
 
 
 def test_trimming_keeps_the_loud_part():
-    from torchkeel.data.audio import _trim
+    from torchkeel.data.transcripts import _trim
 
     clip = np.zeros(8000, np.float32)
     clip[3000:4000] = np.sin(np.arange(1000) / 3.0)

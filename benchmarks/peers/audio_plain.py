@@ -37,21 +37,22 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t = safetensors.torch.load_file(args.data)
-    x, y = t["x_train"], t["y_train"]
+    x, y = t["x_train"].to(args.device), t["y_train"].to(args.device)  # the whole set on the device
     classes = [str(c) for c in range(int(y.max()) + 1)]
     spec = DataSpec("clips", "audio", "classification", tuple(x.shape[1:]), classes, extra={"sample_rate": args.rate})
-    model = build({"name": "logmel_cnn"}, spec)
+    model = build({"name": "logmel_cnn"}, spec).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps = -(-len(x) // args.batch) * args.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps)
     start = time.perf_counter()
     for _ in range(args.epochs):
         model.train()
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x), device=x.device)
         for i in range(0, len(x), args.batch):
             idx = perm[i : i + args.batch]
             loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -59,10 +60,12 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             scheduler.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(b).argmax(1) for b in t["x_test"].split(256)])
+        pred = torch.cat([model(b.to(args.device)).argmax(1).cpu() for b in t["x_test"].split(256)])
     audio = float(x[:, 1].sum()) / args.rate * args.epochs
     print(
         json.dumps(

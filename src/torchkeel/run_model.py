@@ -25,7 +25,7 @@ from torchkeel.data import DataBundle, load
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.corpus import with_cache
 from torchkeel.errors import KeelError, RunError
-from torchkeel.models import rebuild, task_name
+from torchkeel.models import rebuild, saved_options, task_name
 from torchkeel.tasks import Task, task_of
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -74,6 +74,7 @@ def load_model(
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         spec = DataSpec.from_dict(meta["spec"])
         spec.task = task_name(meta["model"]["name"], spec.task)  # GAN runs saved before tasks had their own
+        meta["model"] = saved_options(meta["model"])  # options a model gained after the run was saved
         _check_weights_fit(meta["model"], spec, weights_file, model_code)
         model = rebuild(meta["model"], spec, model_code, run_dir.name)
         model.load_state_dict(safetensors.torch.load_file(str(weights_file), device=str(device)))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchkeel.config_data import DataConfig
-from torchkeel.data.audio import load_audio_folder, load_audio_transcripts, load_fsdd, load_fsdd_digits, load_yesno
+from torchkeel.data.audio import load_audio_folder, load_fsdd
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
@@ -22,6 +22,7 @@ from torchkeel.data.tabular import load_embedded_table, load_table
 from torchkeel.data.text import load_hf, load_text
 from torchkeel.data.textgen import load_word_order
 from torchkeel.data.tokenize import tokenizer_from_dict
+from torchkeel.data.transcripts import load_audio_transcripts, load_fsdd_digits, load_yesno
 from torchkeel.data.vision import load_vision
 from torchkeel.data.weights import add_class_weights
 from torchkeel.errors import ConfigError, check_choice

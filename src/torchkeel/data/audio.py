@@ -1,6 +1,6 @@
 """Sound files as inputs: WAV, FLAC and OGG through ``soundfile``, for audio classification.
 
-A clip is read whole as float32 (soundfile converts 8/16/24/32-bit PCM and float files
+A clip is read as float32 (up to ``data.audio.max_seconds``) (soundfile converts 8/16/24/32-bit PCM and float files
 alike), mixed down to mono by the mean of its channels, and resampled to the data's rate
 with a polyphase FIR filter (``scipy.signal.resample_poly``: a Kaiser-windowed sinc
 low-pass at the lower of the two Nyquist rates, the up/down factors reduced by their gcd).
@@ -105,7 +105,7 @@ def load_audio_folder(cfg: DataConfig, seed: int) -> DataBundle:
     if len(classes) < 2:
         raise DataError(f"{name}: found {len(classes)} class of sound files; need at least two")
     y = np.array([classes.index(label) for label in labels])
-    return audio_bundle(name, files, y, classes, _parts(given, y, len(y), cfg, seed), audio)
+    return audio_bundle(name, files, y, classes, split_parts(given, y, len(y), cfg, seed), audio)
 
 
 def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
@@ -120,10 +120,10 @@ def load_fsdd(cfg: DataConfig, seed: int) -> DataBundle:
     if not files:
         raise DataError(f"fsdd: no {{digit}}_{{speaker}}_{{take}}.wav files in {root}")
     parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
-    _check_speakers(parts, cfg.audio)
+    check_speakers(parts, cfg.audio)
     y = np.array([int(digit) for digit, _, _ in parts])
-    given = np.array(["test" if _held_out(speaker, take, cfg.audio) else "train" for _, speaker, take in parts])
-    split = _parts(given, y, len(y), cfg, seed)  # val: data.val_fraction of all clips, from train
+    given = np.array(["test" if held_out(speaker, take, cfg.audio) else "train" for _, speaker, take in parts])
+    split = split_parts(given, y, len(y), cfg, seed)  # val: data.val_fraction of all clips, from train
     return audio_bundle("fsdd", files, y, [str(d) for d in range(10)], split, cfg.audio or AudioConfig())
 
 
@@ -138,13 +138,20 @@ def audio_bundle(
 ) -> DataBundle:
     """Read every file once at one rate (``audio.sample_rate``, else the most common rate among
     the files) and cut the splits; ``files`` may be waveforms already at ``rate``."""
+    if rate is not None:  # waveforms made at ``rate``
+        return _bundle(name, list(files), y, classes, split, audio, rate)
+    clips, rate = read_clips(files, audio)
+    return _bundle(name, clips, y, classes, split, audio, rate)
+
+
+def read_clips(files: list[Any], audio: AudioConfig) -> tuple[list[np.ndarray], int]:
+    """Every file read once, at ``audio.sample_rate`` or else the files' most common rate, up to
+    ``audio.max_seconds`` (and one sample more: a longer file is seen to be cut)."""
     from torchkeel.extras import require
 
     require("audio", "soundfile", "scipy")
     import soundfile as sf
 
-    if rate is not None:  # waveforms made at ``rate``
-        return _bundle(name, list(files), y, classes, split, audio, rate)
     rates: Counter[int] = Counter()
     for f in files[:2000]:
         try:
@@ -152,8 +159,7 @@ def audio_bundle(
         except (sf.LibsndfileError, RuntimeError) as e:
             raise DataError(f"{f}: not a readable WAV/FLAC/OGG file ({e})") from None
     rate = audio.sample_rate or rates.most_common(1)[0][0]
-    clips = [read_audio(f, rate, max_seconds=audio.max_seconds)[0] for f in files]
-    return _bundle(name, clips, y, classes, split, audio, rate)
+    return [read_audio(f, rate, max_seconds=audio.max_seconds)[0] for f in files], rate
 
 
 def _bundle(
@@ -229,77 +235,7 @@ def _files_from_csv(
     return files, [str(v) for v in values], given
 
 
-# ---- transcripts, for speech recognition (tasks/recognise.py)
-
-UNKNOWN = "\u2047"  # ⁇: a val/test character the training transcripts do not have
-YESNO_NAME = re.compile(r"^([01](?:_[01])*)\.wav$")
-
-
-def load_audio_transcripts(cfg: DataConfig, seed: int) -> DataBundle:
-    """A CSV of ``file,transcript`` rows (``data.path``; ``data.target`` names the transcript
-    column, default ``transcript``; an optional ``split`` column keeps its splits)."""
-    if not cfg.path:
-        raise DataError("audio_transcripts reads a CSV of file,transcript rows: set data.path")
-    target = cfg.target or "transcript"
-    files, texts, given = _files_from_csv(Path(cfg.path), Path(cfg.root) if cfg.root else None, target, True)
-    return transcript_bundle(Path(cfg.path).stem, files, texts, _parts(given, None, len(files), cfg, seed), cfg)
-
-
-def load_yesno(cfg: DataConfig, seed: int) -> DataBundle:
-    """The OpenSLR "yesno" corpus (``data.root``: its waves_yesno/ folder): 60 clips of 8
-    words, the name is the transcript (1 = yes, 0 = no). Its usual split: the names sorted,
-    even positions train, odd test; val is drawn from train."""
-    root = Path(cfg.root or "data/yesno/waves_yesno")
-    files = sorted(p for p in root.iterdir() if YESNO_NAME.match(p.name)) if root.is_dir() else []
-    if not files:
-        raise DataError(f"yesno: no 1_0_1_...wav files in {root}; set data.root to the waves_yesno/ folder")
-    texts = [" ".join("yes" if b == "1" else "no" for b in f.stem.split("_")) for f in files]
-    given = np.array(["train" if i % 2 == 0 else "test" for i in range(len(files))])
-    return transcript_bundle("yesno", files, texts, _parts(given, None, len(files), cfg, seed), cfg)
-
-
-def load_fsdd_digits(cfg: DataConfig, seed: int) -> DataBundle:
-    """Connected digit strings made from the FSDD (``data.root``: its recordings/): each string
-    is 2-7 recordings of one speaker, each trimmed of its silence (frames 40 dB under the
-    clip's peak), after a 50 ms lead-in and joined by 50-150 ms gaps of low-level noise
-    (Gaussian, 30 dB under the string's speech RMS, so a gap is a quiet room rather than
-    digital silence); the transcript is the digits with spaces ("3 1 4"). Train and val
-    strings use takes 5-49, test strings takes 0-4 (the official split), or with
-    ``data.audio.test_speakers`` the other speakers and those, so no recording (or held-out
-    voice) is in two splits; the strings are drawn with a fixed seed (0), the same for every
-    run."""
-    root = Path(cfg.root or "data/fsdd/recordings")
-    files = sorted(p for p in root.iterdir() if FSDD_NAME.match(p.name)) if root.is_dir() else []
-    if not files:
-        raise DataError(f"fsdd_digits: no {{digit}}_{{speaker}}_{{take}}.wav files in {root}; set data.root")
-    audio = cfg.audio or AudioConfig()
-    rate = audio.sample_rate or 8000
-    parts = [FSDD_NAME.match(p.name).groups() for p in files]  # type: ignore[union-attr]
-    _check_speakers(parts, audio)
-    clips = [_trim(read_audio(f, rate, max_seconds=audio.max_seconds)[0]) for f in files]
-    rng = np.random.default_rng(0)
-    waves, texts, given = [], [], []
-    for part, count in (("train", audio.strings), ("test", max(1, audio.strings // 4))):
-        pool: dict[str, dict[str, list[int]]] = {}
-        for i, (digit, speaker, take) in enumerate(parts):
-            if _held_out(speaker, take, audio) == (part == "test"):
-                pool.setdefault(speaker, {}).setdefault(digit, []).append(i)
-        speakers = sorted(pool)
-        for _ in range(count):
-            speaker = pool[speakers[rng.integers(len(speakers))]]
-            digits = [str(d) for d in rng.integers(0, 10, rng.integers(2, 8))]
-            spoken = [clips[speaker[d][rng.integers(len(speaker[d]))]] for d in digits]
-            gaps = [int(rate * 0.05)] + [int(rate * rng.uniform(0.05, 0.15)) for _ in digits]
-            level = float(np.sqrt(np.mean(np.concatenate(spoken) ** 2))) * 10 ** (-30 / 20)
-            noise = [(level * rng.standard_normal(n)).astype(np.float32) for n in gaps]
-            waves.append(np.concatenate([noise[0], *(x for pair in zip(spoken, noise[1:], strict=True) for x in pair)]))
-            texts.append(" ".join(digits))
-            given.append(part)
-    split = _parts(np.array(given), None, len(waves), cfg, seed)
-    return transcript_bundle("fsdd_digits", waves, texts, split, cfg, rate)
-
-
-def _held_out(speaker: str, take: str, audio: AudioConfig | None) -> bool:
+def held_out(speaker: str, take: str, audio: AudioConfig | None) -> bool:
     """Whether an FSDD recording is a test one: a test speaker's (``audio.test_speakers``),
     else takes 0-4 (the official split). An unknown test speaker is an error, not an empty set."""
     if audio is None or not audio.test_speakers:
@@ -307,7 +243,7 @@ def _held_out(speaker: str, take: str, audio: AudioConfig | None) -> bool:
     return speaker in audio.test_speakers
 
 
-def _check_speakers(parts: list[tuple[str, ...]], audio: AudioConfig | None) -> None:
+def check_speakers(parts: list[tuple[str, ...]], audio: AudioConfig | None) -> None:
     known = sorted({speaker for _, speaker, _ in parts})
     unknown = [s for s in (audio.test_speakers or []) if s not in known] if audio else []
     if unknown:
@@ -316,17 +252,7 @@ def _check_speakers(parts: list[tuple[str, ...]], audio: AudioConfig | None) -> 
         )
 
 
-def _trim(clip: np.ndarray, frame: int = 80) -> np.ndarray:
-    """The clip from its first to its last 10 ms frame within 40 dB of its loudest."""
-    n = len(clip) // frame
-    if n < 3:
-        return clip
-    energy = (clip[: n * frame].reshape(n, frame) ** 2).mean(1)
-    loud = np.flatnonzero(energy >= energy.max() * 1e-4)
-    return clip[loud[0] * frame : (loud[-1] + 1) * frame]
-
-
-def _parts(
+def split_parts(
     given: np.ndarray | None, labels: np.ndarray | None, n: int, cfg: DataConfig, seed: int
 ) -> tuple[np.ndarray, ...]:
     """(train, val, test) indices: the given splits, and the parts they leave out cut from
@@ -350,47 +276,3 @@ def _parts(
                 f"the {len(rest)} train rows of the 'split' column leaves {len(kept)}: give those splits in the column"
             )
     return parts["train"], parts["val"], parts["test"]
-
-
-def _source(item: Any, name: str, i: int) -> str:
-    return str(item) if isinstance(item, str | Path) else f"{name} clip {i}"
-
-
-def transcript_bundle(
-    name: str, files: list[Any], texts: list[str], split: tuple, cfg: DataConfig, rate: int | None = None
-) -> DataBundle:
-    """Clips and their transcripts as character ids over the training transcripts' alphabet.
-    A character only val or test use becomes one more symbol, UNKNOWN, that no training target
-    has (so the model never learns to say it): it stays in their references and counts as an
-    error, rather than being dropped, which would flatter the error rates."""
-    from torchkeel.data.ragged import Ragged
-
-    texts = [" ".join(t.split()) for t in texts]  # runs of whitespace as one space
-    alphabet = "".join(sorted({c for i in split[0] for c in texts[i]}))
-    if not alphabet:
-        raise DataError(f"{name}: the training transcripts are empty")
-    unknown = sum(c not in alphabet for t in texts for c in t)
-    if unknown:
-        alphabet += UNKNOWN
-        print(
-            f"audio: {unknown} characters of val/test transcripts are not in the training transcripts; "
-            f"they stay in the references as {UNKNOWN} and count as errors",
-            file=sys.stderr,
-        )
-    index = {c: i + 1 for i, c in enumerate(alphabet)}  # 0 is CTC's blank
-    bundle = audio_bundle(
-        name, files, np.zeros(len(files), dtype=np.int64), [], split, cfg.audio or AudioConfig(), rate
-    )
-    ids = [torch.tensor([index.get(c, len(alphabet)) for c in t], dtype=torch.int64) for t in texts]
-
-    def targets(part: np.ndarray) -> Ragged:
-        return Ragged.from_list([ids[i] for i in part])
-
-    for split_obj, part in zip((bundle.train, bundle.val, bundle.test), split, strict=True):
-        if split_obj is not None:
-            split_obj.y = targets(part)
-            split_obj.sources = [_source(files[i], name, i) for i in part]
-    bundle.spec.task = "speech_recognition"
-    bundle.spec.classes = None
-    bundle.spec.extra["alphabet"] = alphabet
-    return bundle

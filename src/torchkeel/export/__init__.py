@@ -310,7 +310,9 @@ def preprocess_steps(spec: DataSpec) -> dict[str, Any]:
 
 @torch.inference_mode()
 def write_samples(path: Path, model: torch.nn.Module, x: torch.Tensor) -> None:
-    tensors = {"input": x.contiguous(), "output": model(x).float().contiguous()}
+    with whole_inputs(), torch.inference_mode():  # the output the exported graph gives for this input
+        output = model(x).float().contiguous()
+    tensors = {"input": x.contiguous(), "output": output}
     atomic.write_bytes(path, safetensors.torch.save(tensors, metadata={"torchkeel": __version__}))
 
 

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,7 +89,7 @@ def compare(
     out32, out8 = _outputs(fp32, x), _outputs(int8, x)
     diff = (out32 - out8).abs().max().item()
     metric = _metric(spec, out32, y), _metric(spec, out8, y)
-    name = None if y is None else ("accuracy" if task_of(spec).predict_index is not None else "rmse")
+    name = None if y is None else _metric_name(spec, y)
     latency = {}
     for batch, repeats in ((1, rounds), (min(len(x), 256), max(3, rounds // 6))):
         xb = x[:batch]
@@ -108,9 +109,22 @@ def _outputs(run: Runner, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([run(x[s : s + batch]).float() for s in range(0, len(x), batch)])
 
 
-def _metric(spec: DataSpec, out: torch.Tensor, y: torch.Tensor | None) -> float | None:
+def _metric_name(spec: DataSpec, y: Any) -> str:
+    if not isinstance(y, torch.Tensor):  # ragged targets (transcripts): the task's own key metric
+        return task_of(spec).key_metric
+    return "accuracy" if task_of(spec).predict_index is not None else "rmse"
+
+
+def _metric(spec: DataSpec, out: torch.Tensor, y: Any) -> float | None:
     if y is None:
         return None
+    if not isinstance(y, torch.Tensor):
+        from torchkeel.evaluate.metrics import MetricAccumulator
+
+        name = _metric_name(spec, y)
+        acc = MetricAccumulator(spec, [name], out.device)
+        acc.update(out, y)
+        return acc.compute()[name]
     predict_index = task_of(spec).predict_index
     if predict_index is None:  # values: root mean squared error
         return (out - y.view_as(out).float()).pow(2).mean().sqrt().item()

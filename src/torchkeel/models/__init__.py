@@ -114,6 +114,22 @@ def build(cfg: Any, spec: DataSpec) -> nn.Module:
     return MODELS[name](spec, **check_options(name, options))
 
 
+# options a built-in model gained after runs had been saved without them, with the value those
+# runs were trained with: model.json stores every option, so a run saved before one rebuilds as
+# it was trained (with today's default, its weights would not fit)
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "logmel_cnn": {"warp": 0.0, "band_means": False},
+    "ctc_gru": {"warp": 0.0, "band_means": False},
+}
+
+
+def saved_options(model_cfg: Any) -> Any:
+    """A run's stored model config (model.json) with the options it predates filled in."""
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
+        return model_cfg
+    return {**ADDED_OPTIONS.get(model_cfg["name"], {}), **model_cfg}
+
+
 def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_name: str = "this run") -> nn.Module:
     """Rebuild a saved run's model from its stored config (model.json or config.yaml) without
     importing or calling anything that config names: built-in models come from the registry

@@ -80,7 +80,7 @@ def admit(model: Any, split: Any) -> Any:
         f"and are left out of training ({example})",
         file=sys.stderr,
     )
-    keep = torch.ones(len(split), dtype=torch.bool)
+    keep = torch.ones(len(split), dtype=torch.bool, device=short.device)
     keep[short] = False
     index = torch.nonzero(keep).flatten()
     sources = [split.sources[j] for j in index.tolist()] if split.sources else None
