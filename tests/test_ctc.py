@@ -306,6 +306,11 @@ def test_a_ctc_recogniser_exports_to_onnx_with_its_frame_mask(ctc_run: Path, tmp
     files = [str(tmp_path / "new" / f"{i}.wav") for i in range(4)]
     proc = keel("predict", str(ctc_run), *files, "--json", cwd=tmp_path, check=True)
     assert heard == [json.loads(line)["transcript"] for line in proc.stdout.splitlines()]
+    # int8: compared on the test split by its word error rate
+    out8 = tmp_path / "int8"
+    proc = keel("export", str(ctc_run), "--out", str(out8), "--quantize", "dynamic", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "wer" in proc.stdout and (out8 / "model.int8.onnx").is_file(), proc.stdout
 
 
 FSDD = Path(__file__).resolve().parents[1] / "data" / "fsdd" / "recordings"

@@ -34,7 +34,11 @@ def quantize_onnx(
 
     # shape inference + graph clean-up first, as onnxruntime's quantisation guide asks
     prepared = out_file.with_name(out_file.stem + ".prepared.onnx")
-    quant_pre_process(str(fp32_file), str(prepared))
+    try:
+        quant_pre_process(str(fp32_file), str(prepared))
+    except (TypeError, ValueError, KeyError, AttributeError):  # onnxruntime's symbolic shape inference
+        # gives up on some graphs (a CTC model's per-clip Gather): ONNX's own shape inference alone
+        quant_pre_process(str(fp32_file), str(prepared), skip_symbolic_shape=True)
     quiet = logging.getLogger()  # the quantiser logs advice on the root logger
     level = quiet.level
     quiet.setLevel(logging.ERROR)
