@@ -405,8 +405,9 @@ def ctc_gru(
     warp: float = 0.1,
     band_means: bool = True,
 ) -> nn.Module:
-    """CTC acoustic model: log-mel (two planes, as logmel_cnn's), two stride-2 convs, a
-    bidirectional GRU, per-frame logits.
+    """CTC acoustic model: log-mel, two stride-2 convs, a bidirectional GRU, per-frame logits.
+
+    The log-mel features in two planes, as logmel_cnn's (the second with band means removed).
 
     For speech recognition data (a transcript per clip): ``conv`` channels, a ``layers``-deep
     GRU of ``hidden`` units per direction; frames every 40 ms after the convs (10 ms hop).
