@@ -75,11 +75,12 @@ def admit(model: Any, split: Any) -> Any:
     )
     if len(short) == len(split):
         raise DataError(f"speech recognition: every training clip is too short for its transcript ({example})")
-    print(
-        f"speech recognition: {len(short)} of {len(split)} training clips are too short for their transcripts "
-        f"and are left out of training ({example})",
-        file=sys.stderr,
-    )
+    if not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):  # once per job
+        print(
+            f"speech recognition: {len(short)} of {len(split)} training clips are too short for their transcripts "
+            f"and are left out of training ({example})",
+            file=sys.stderr,
+        )
     keep = torch.ones(len(split), dtype=torch.bool, device=short.device)
     keep[short] = False
     index = torch.nonzero(keep).flatten()
