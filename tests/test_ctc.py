@@ -271,7 +271,7 @@ def test_clips_longer_than_max_seconds_are_left_out_not_cut_from_their_words(tmp
 
 
 def test_the_masked_bidirectional_gru_equals_a_packed_one():
-    from torchkeel.models.speech import masked_bigru
+    from torchkeel.models.audio import masked_bigru
 
     torch.manual_seed(0)
     rnn = torch.nn.GRU(6, 5, 2, batch_first=True, bidirectional=True).eval()

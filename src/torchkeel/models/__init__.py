@@ -20,7 +20,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
 from torchkeel.models.airbench import airbench
-from torchkeel.models.audio import logmel_cnn, m5
+from torchkeel.models.audio import ctc_gru, logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.gan import dcgan
@@ -32,7 +32,6 @@ from torchkeel.models.pretrained import pretrained_text
 from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
-from torchkeel.models.speech import ctc_gru
 from torchkeel.models.text import embedding_bag, linear_bow
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50

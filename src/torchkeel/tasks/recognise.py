@@ -51,7 +51,7 @@ def needed_frames(y: Any) -> torch.Tensor:
 
 def admit(model: Any, split: Any) -> Any:
     """The training clips a model can spell its transcripts in: a model with
-    ``output_frames(samples)`` (models/speech.py's ctc_gru) has the clips whose transcripts need
+    ``output_frames(samples)`` (models/audio.py's ctc_gru) has the clips whose transcripts need
     more frames than it makes left out of training, with one line on stderr naming the first
     (their loss would be inf; ``zero_infinity`` would give them no gradient, silently). All of
     them too short is a DataError. Val and test keep every clip: their errors count."""
