@@ -25,6 +25,9 @@ SPECS = {
     "speech 0.5 s at 8 kHz": DataSpec(
         "sp", "audio", "speech_recognition", (2, 4000), extra={**SOUND, "alphabet": " ab"}
     ),
+    "parallel text": DataSpec(
+        "pairs", "text", "translation", (12,), extra={"vocab_size": 50, "target_vocab_size": 50, "joint": True}
+    ),
     "text corpus": DataSpec(
         "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
     ),
@@ -33,6 +36,8 @@ SPECS = {
 LANGUAGE_MODELS = {"gpt", "pretrained_lm"}
 # CTC models take clips with transcripts and give per-frame outputs (and the frame mask)
 CTC_MODELS = {"ctc_gru"}
+# translation models take parallel text: a source and a target sentence per sample
+SEQ2SEQ_MODELS = {"transformer_seq2seq"}
 # the torchvision ResNets cost seconds each on 2 cores: ResNet-18 covers the grey-input
 # adaptation, the deeper two one colour size
 ONLY = {"resnet34": ["cifar 32x32 colour"], "resnet50": ["cifar 32x32 colour"]}
@@ -44,6 +49,7 @@ CASES = [
     and spec_name in ONLY.get(name, SPECS)
     and (name in LANGUAGE_MODELS) == ("block_size" in spec.extra)
     and (name in CTC_MODELS) == ("alphabet" in spec.extra)
+    and (name in SEQ2SEQ_MODELS) == ("target_vocab_size" in spec.extra)
 ]
 
 
@@ -114,6 +120,10 @@ def test_forward_backward_shapes(name, spec_name):
     elif name in CTC_MODELS:
         out = model(x)  # (B, frames, blank + alphabet + mask)
         assert out.shape[0] == 4 and out.shape[2] == spec.output_size and out.shape[1] > 0
+    elif name in SEQ2SEQ_MODELS:  # teacher forcing: next-token logits at every target position
+        tgt = torch.randint(1, 50, (4, 7))
+        out = model(x, tgt)
+        assert out.shape == (4, 7, spec.extra["target_vocab_size"])
     elif name in LANGUAGE_MODELS:
         out = model(x)  # next-token logits at every position
         assert out.shape == (4, *spec.input_shape, spec.extra["vocab_size"])

@@ -28,7 +28,10 @@ def test_every_task_is_complete(name):
     spec = DataSpec(
         "t", "table", name, (3,), classes=["a", "b", "c"], targets=2, extra={"vocab_size": 3, "alphabet": "a"}
     )
+    spec.extra["target_vocab_size"] = 3
     assert task.output_size(spec) in (1, 2, 3)
+    if task.name == "translation":  # its outputs need a real tokeniser: test_translation_task_is_complete
+        return
     if task.loop == "fit":  # supervised: a loss, a meter, an accumulator (and a decoder for predict)
         assert task.accumulator is not None and task.train_meter is not None
         assert (task.decode is not None) == ("predict" in task.uses)
@@ -44,6 +47,26 @@ def test_every_task_is_complete(name):
         for use in ("predict", "export", "eval"):
             with pytest.raises(Exception, match="cannot"):
                 task.require(use, "run")
+
+
+def test_translation_task_is_complete(tmp_path):
+    """Teacher-forced logits for the loss; logits, decoded ids and sources for the metrics; ids
+    for predictions, on a real tokeniser."""
+    from pairs_helpers import invented_pairs, pairs_config, write_tsv
+
+    from torchkeel.data import load
+    from torchkeel.tasks.translate import Translated
+
+    task, spec = TASKS["translation"], load(pairs_config(write_tsv(tmp_path / "p.tsv", invented_pairs(50)))).spec
+    logits, y = torch.randn(4, 5, task.output_size(spec)), torch.randint(4, 40, (4, 6))
+    y[:, 0], y[:, -1], y[0, 3:] = 2, 3, 0
+    loss = task.build_loss(task.losses[0], spec)(logits, y[:, 1:])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    acc = task.accumulator(spec, list(task.metrics), torch.device("cpu"), 3, details=True)
+    acc.update(Translated(logits, y[:, 1:4], y[:, 1:]), y, loss)
+    assert set(acc.compute()) >= {"loss", *task.metrics}
+    assert len(acc.details()["translations"]) == 4
+    assert [set(p) for p in task.decode(y[:, 1:4], spec, 2)] == [{"translation"}] * 4
 
 
 def _outputs_and_targets(task, spec):

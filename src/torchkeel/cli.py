@@ -230,7 +230,7 @@ def predict(
     ] = None,
     text: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--text", "-t", help="A text to classify (text models; repeatable)."),
+        typer.Option("--text", "-t", help="A text to classify or translate (text models; repeatable)."),
     ] = None,
     output: Annotated[
         Optional[Path],  # noqa: UP045
@@ -312,6 +312,8 @@ def _print_prediction(r: Prediction, as_json: bool) -> None:
         print(json.dumps(r.to_dict()))
     elif r.value is not None:
         out.print(f"{r.source}: {', '.join(f'{v:.4f}' for v in r.value)}", highlight=False)
+    elif r.text is not None:  # a transcript, a translation
+        out.print(f"{r.source}: {r.text}", highlight=False)
     else:
         tops = "  ".join(f"{c} {p:.1%}" for c, p in r.top)
         note = f"  ({r.note})" if r.note else ""

@@ -111,6 +111,7 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
+PAIRS_DATASETS = ("text_pairs",)  # a file (data.path) or a folder (data.root) of parallel text
 FOLDER_DATASETS = ("image_folder",)
 AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno", "fsdd_digits")
 SPEECH_DATASETS = ("audio_transcripts", "yesno", "fsdd_digits")  # a transcript per clip: speech recognition (CTC)
@@ -180,15 +181,49 @@ class CorpusConfig(Strict):
         return self
 
 
+class PairsConfig(Strict):
+    """Parallel text for translation (the data set ``text_pairs``): the tokenisers are learnt
+    from the train split, and the length filters apply to it alone."""
+
+    tokenizer: Literal["bpe", "unigram"] = Field(
+        "bpe", description="bpe: byte-level BPE (every string encodes, nothing is unknown); unigram: a unigram LM"
+    )
+    joint: bool = Field(True, description="one vocabulary learnt from both languages; false: one per language")
+    vocab_size: int = Field(
+        8000, ge=64, le=2**18, description="most tokens per vocabulary, 4 special tokens included (small data: fewer)"
+    )
+    max_length: int = Field(128, ge=1, le=4096, description="tokens kept per sentence; longer ones are cut (counted)")
+    max_ratio: float = Field(
+        9.0, ge=1.0, description="training pairs whose token lengths differ by more than this factor are dropped"
+    )
+    lowercase: bool = Field(False, description="lower-case both languages (the tokenisers do it, at serving too)")
+    test: str | None = Field(
+        None, description="data.root: the test files' stem (e.g. test_2017_flickr); null: test, else the first test*"
+    )
+
+    @model_validator(mode="after")
+    def _bytes_fit(self) -> PairsConfig:
+        if self.tokenizer == "bpe" and self.vocab_size < 260:
+            raise ValueError(
+                f"vocab_size {self.vocab_size}: byte-level BPE needs at least 260 (256 bytes, 4 special tokens)"
+            )
+        return self
+
+
 class DataConfig(Strict):
     name: str = Field("digits", description="a built-in data set, csv/parquet/text_csv/image_folder, or hf:<name>")
     root: str | None = Field(None, description="folder holding the data set's files")
-    path: str | None = Field(None, description="csv/parquet/text_csv: the data file (CSV, TSV, JSONL, Parquet)")
+    path: str | None = Field(
+        None, description="csv/parquet/text_csv/text_pairs: the data file (CSV, TSV, JSONL, Parquet, NAME.lang)"
+    )
     test_path: str | None = Field(None, description="optional file of the data set's own test split")
     download: bool = False
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    target: str | None = Field(None, description="label or target column (text_csv: default 'label')")
+    source: str | None = Field(None, description="text_pairs: the source language (file suffix) or column")
+    target: str | None = Field(
+        None, description="label or target column (text_csv: default 'label'); text_pairs: the target language"
+    )
     task: Literal["auto", "classification", "regression"] = Field(
         "auto", description="auto: classification for text labels or few integer values, else regression"
     )
@@ -200,6 +235,7 @@ class DataConfig(Strict):
     text: TextConfig = Field(default_factory=TextConfig)
     corpus: CorpusConfig | None = Field(None, description="text_file: windows, tokeniser and evaluation")
     audio: AudioConfig | None = Field(None, description="audio_folder / fsdd: sample rate, longest clip")
+    pairs: PairsConfig | None = Field(None, description="text_pairs: tokenisers, lengths and filters")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -214,6 +250,11 @@ class DataConfig(Strict):
         if self.name == "audio_folder" and not (self.root or self.path):
             raise ValueError(
                 "data set 'audio_folder' reads class folders (data.root) or a CSV of file,label (data.path)"
+            )
+        if self.name in PAIRS_DATASETS and not (self.root or self.path):
+            raise ValueError(
+                f"data set '{self.name}' reads parallel text: set data.root to a folder of aligned files "
+                "(train.de, train.en, ...) or data.path to one file (TSV, JSONL, or NAME.de beside NAME.en)"
             )
         if self.name in FOLDER_DATASETS and not self.root:
             raise ValueError(f"data set '{self.name}' reads a folder: set data.root to it")
@@ -233,6 +274,7 @@ SECTION_DATASETS = {
     "corpus": (CORPUS_DATASETS, "text corpus"),
     "series": (SERIES_DATASETS, "series"),
     "audio": (AUDIO_DATASETS, "sound"),
+    "pairs": (PAIRS_DATASETS, "parallel text"),
 }
 
 

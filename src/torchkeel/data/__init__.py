@@ -17,6 +17,7 @@ from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
 from torchkeel.data.images import load_digits
 from torchkeel.data.loader import TensorLoader
+from torchkeel.data.pairs import load_text_pairs
 from torchkeel.data.series import load_series_csv, load_sine_series
 from torchkeel.data.tabular import load_embedded_table, load_table
 from torchkeel.data.text import load_hf, load_text
@@ -45,6 +46,7 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "iris": load_embedded_table,
     "diabetes": load_embedded_table,
     "text_csv": load_text,
+    "text_pairs": load_text_pairs,
     "sine_series": load_sine_series,
     "series_csv": load_series_csv,
     "word_order": load_word_order,
@@ -74,6 +76,8 @@ def load(cfg: DataConfig | str | dict | None = None, seed: int = 0, fitted: Data
     loader = load_hf if cfg.name.startswith("hf:") else DATASETS[cfg.name]
     if fitted is not None and "tokenizer" in fitted.extra and loader is load_text_file:
         bundle = loader(cfg, seed, tokenizer=fitted.extra["tokenizer"])
+    elif fitted is not None and "target_tokenizer" in fitted.extra and loader is load_text_pairs:
+        bundle = loader(cfg, seed, tokenizers=(fitted.extra["tokenizer"], fitted.extra["target_tokenizer"]))
     elif fitted is not None and "tokenizer" in fitted.extra and loader in (load_text, load_hf):
         bundle = loader(cfg, seed, tokenizer=tokenizer_from_dict(fitted.extra["tokenizer"]))
     else:

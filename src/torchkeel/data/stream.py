@@ -21,6 +21,7 @@ from torchkeel.data.corpus_loader import CorpusSplit, WindowLoader
 from torchkeel.data.decode import ImageFiles, batches_of
 from torchkeel.data.images import normalise
 from torchkeel.data.loader import TensorLoader, epoch_order
+from torchkeel.data.pairs_loader import LengthBatchLoader, PairSplit
 from torchkeel.errors import DataWarning
 
 # slices at least this long are decoded by worker processes in chunks of this size
@@ -168,9 +169,11 @@ def make_loader(split: Any, device: torch.device | str, batch_size: int, **optio
     """The training loader for a split: a TensorLoader over its tensors moved to ``device``,
     or, for an image set streamed from disk, a StreamLoader with the same interface
     (``epoch(e, start)``, ``__len__``, ``batch_size``), or for a memory-mapped text corpus a
-    WindowLoader of random windows. ``options`` go to any of them."""
+    WindowLoader of random windows, or for parallel text a LengthBatchLoader. ``options`` go to any of them."""
     if isinstance(split, CorpusSplit):
         return WindowLoader(split.to(device), batch_size, **options)
     if isinstance(split, StreamSplit):
         return StreamLoader(split.to(device), batch_size, **options)
+    if isinstance(split, PairSplit):  # parallel sentences: batches of similar lengths
+        return LengthBatchLoader(split.to(device), batch_size, **options)
     return TensorLoader(split.x.to(device), split.y.to(device), batch_size, **options)

@@ -72,7 +72,8 @@ class WordTokenizer:
 
 
 class SubwordTokenizer:
-    """A Hugging Face ``tokenizers`` BPE or WordPiece model."""
+    """A Hugging Face ``tokenizers`` BPE or WordPiece model (or text_pairs' byte-level BPE or
+    unigram model, trained in data/pairs.py)."""
 
     def __init__(self, kind: str, tokenizer: Any):
         self.kind, self.tokenizer = kind, tokenizer
@@ -104,8 +105,21 @@ class SubwordTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens (padding, <s>, </s>) left out. A byte-level
+        pre-tokeniser with ``add_prefix_space`` put a space before the text, which its decoder
+        keeps: it is taken off again, so that ``decode(encode(s)) == s``."""
+        text = self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+        pre = self.tokenizer.pre_tokenizer
+        if isinstance(pre, hf_tokenizers().pre_tokenizers.ByteLevel) and pre.add_prefix_space:
+            text = text.removeprefix(" ")
+        return text
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
+        d = {"type": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
+        if getattr(self.tokenizer, "encode_special_tokens", False):  # not in the tokenizer's own JSON
+            d["encode_special_tokens"] = True
+        return d
 
 
 def train_tokenizer(texts: list[str], cfg: TextConfig) -> Tokenizer:
@@ -138,7 +152,10 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
         from torchkeel.data.pretrained_tokenizer import PretrainedTokenizer
 
         return PretrainedTokenizer.load(d["source"], d["max_length"])
-    return SubwordTokenizer(d["type"], hf_tokenizers().Tokenizer.from_str(json.dumps(d["tokenizer"])))
+    tokenizer = hf_tokenizers().Tokenizer.from_str(json.dumps(d["tokenizer"]))
+    if d.get("encode_special_tokens"):  # "</s>" in a text is text, not the token (data/pairs.py)
+        tokenizer.encode_special_tokens = True
+    return SubwordTokenizer(d["type"], tokenizer)
 
 
 # fastText's id hash multiplier (Joulin et al. 2016, src/dictionary.cc addWordNgrams)
@@ -204,7 +221,11 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, pad: bool 
     """(N, length) int64 ids, right-padded with 0 and truncated to ``length``; and how many
     texts were truncated. ``pad=False``: only as wide as the longest text (at most ``length``),
     so a large ``data.text.max_length`` costs no memory beyond the data's own."""
-    ids = tokenizer.encode_batch(texts)
+    return pad_ids(tokenizer.encode_batch(texts), length, pad)
+
+
+def pad_ids(ids: list[list[int]], length: int, pad: bool = True) -> tuple[torch.Tensor, int]:
+    """``encode_texts`` of sequences already encoded."""
     full = np.array([len(seq) for seq in ids], dtype=np.int64)
     kept = np.minimum(full, length)
     width = length if pad else max(1, int(kept.max(initial=0)))

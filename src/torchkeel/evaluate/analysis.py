@@ -71,8 +71,9 @@ def analyse(
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device, non_blocking=True)
         y = split.y[start : start + batch_size].to(device, non_blocking=True)
-        out = model(x).float()
-        acc.update(out, y, loss_fn(out, y) if loss_fn else None)
+        out, loss = task.outputs(model, x, y, loss_fn)
+        out = out.float() if isinstance(out, torch.Tensor) else out
+        acc.update(out, y, loss)
         if wrong is not None:
             wrong.update(x, y, out)
         if points is not None:

@@ -8,6 +8,8 @@ arithmetic lives in tasks/scores.py (re-exported here).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -59,9 +61,11 @@ def evaluate(
     model.eval()
     device = next(model.parameters()).device
     acc = MetricAccumulator(spec, metrics, device, top_k)
+    task = task_of(spec)
+    forward = model if tta == "none" else functools.partial(tta_forward, model, mode=tta)
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device, non_blocking=True)
         y = split.y[start : start + batch_size].to(device, non_blocking=True)
-        out = tta_forward(model, x, tta)
-        acc.update(out, y, loss_fn(out, y) if loss_fn else None)
+        out, loss = task.outputs(forward, x, y, loss_fn)
+        acc.update(out, y, loss)
     return acc.compute()

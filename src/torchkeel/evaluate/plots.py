@@ -270,16 +270,22 @@ def token_heat(rows: Sequence[Sequence[str]], values: Sequence[np.ndarray], titl
     return png(fig, tight=True)
 
 
-def matrix_grid(mats: Sequence[np.ndarray], labels: Sequence[Sequence[str]], titles: Sequence[str]) -> bytes:
-    """Square matrices (e.g. attention: rows queries, columns keys) side by side."""
+def matrix_grid(
+    mats: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    titles: Sequence[str],
+    columns: Sequence[Sequence[str]] | None = None,
+) -> bytes:
+    """Matrices (e.g. attention: rows queries, columns keys) side by side; ``columns``: the
+    column labels when they differ from the rows' (attention over another sentence)."""
     n = len(mats)
     fig = Figure(figsize=(4.2 * n, 4.2))
     for i, (m, lab, title) in enumerate(zip(mats, labels, titles, strict=True)):
         ax = fig.add_subplot(1, n, i + 1)
         ax.imshow(m, cmap="viridis", vmin=0)
-        ticks = np.arange(len(lab))
-        ax.set_xticks(ticks, lab, rotation=90, fontsize=6)
-        ax.set_yticks(ticks, lab, fontsize=6)
+        cols = columns[i] if columns is not None else lab
+        ax.set_xticks(np.arange(len(cols)), cols, rotation=90, fontsize=6)
+        ax.set_yticks(np.arange(len(lab)), lab, fontsize=6)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return png(fig)

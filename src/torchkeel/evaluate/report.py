@@ -33,6 +33,7 @@ from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
 from torchkeel.evaluate.sections_audio import has_frontend, spectrogram_section, transcripts_section
 from torchkeel.evaluate.sections_lm import language_model_section
+from torchkeel.evaluate.sections_translate import translations_section
 from torchkeel.runs import read_json, read_metrics
 from torchkeel.tasks import task_of
 from torchkeel.train.losses import build_loss, resolve_loss
@@ -93,6 +94,7 @@ SECTIONS: list[tuple[Applies, Render]] = [
     (_attention, per_model.attention_section),
     (_spectrograms, spectrogram_section),
     (lambda ctx: _tested(ctx) and _task_adds("transcripts")(ctx), transcripts_section),
+    (lambda ctx: _tested(ctx) and _task_adds("translations")(ctx), translations_section),
     (lambda ctx: _task_adds("robustness")(ctx) and bool(ctx.robustness), per_model.robustness_section),
     (_task_adds("gan"), per_model.gan_section),
     (_task_adds("language_model"), language_model_section),

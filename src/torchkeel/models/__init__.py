@@ -32,6 +32,7 @@ from torchkeel.models.pretrained import pretrained_text
 from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
+from torchkeel.models.seq2seq import transformer_seq2seq
 from torchkeel.models.text import embedding_bag, linear_bow
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50
@@ -60,6 +61,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "logmel_cnn": logmel_cnn,
     "m5": m5,
     "ctc_gru": ctc_gru,
+    "transformer_seq2seq": transformer_seq2seq,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -88,6 +90,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "logmel_cnn": ("audio",),
     "m5": ("audio",),
     "ctc_gru": ("audio",),  # speech recognition: a transcript per clip
+    "transformer_seq2seq": ("text",),  # parallel text (text_pairs): translation
     "custom": KINDS,  # whatever the user's module takes
 }
 

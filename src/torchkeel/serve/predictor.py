@@ -50,6 +50,11 @@ class Prediction:
     def value(self) -> list[float] | None:
         return self.output.get("value")
 
+    @property
+    def text(self) -> str | None:
+        """The task's text output (a transcript, a translation), if it has one."""
+        return next((v for v in self.output.values() if isinstance(v, str)), None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, **self.output} | ({"note": self.note} if self.note else {})
 
@@ -85,7 +90,8 @@ class Predictor:
     @torch.inference_mode()
     def predict_batch(self, x: torch.Tensor, sources: list[str], notes: list[str] | None = None) -> list[Prediction]:
         """``x``: (N, *input_shape), already preprocessed."""
-        out = self.model(x.to(self.device)).float()
+        out = self.model(x.to(self.device))
+        out = out.float() if out.is_floating_point() else out  # token ids (a translation) stay ids
         notes = notes or [""] * len(sources)
         outputs = self.task.decode(out, self.spec, self.top_k)  # the task's JSON per input
         return [Prediction(s, o, n) for s, o, n in zip(sources, outputs, notes, strict=True)]

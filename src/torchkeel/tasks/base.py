@@ -10,6 +10,7 @@ so a new task is one module and one registry line (docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -89,6 +90,8 @@ class Task:
     # (model, training split) -> the samples this model can learn from (CTC: clips with frames
     # enough for their transcripts); told on stderr, never silent
     admit: Callable[[Any, Split], Split] = field(default=lambda model, split: split)
+    # model -> a context the loop validates in each epoch (translation: greedy instead of beam search)
+    validation: Callable[[Any], Any] = field(default=lambda model: contextlib.nullcontext())
     refusal_hint: str = ""  # added to a refusal by `require`; {run} is the run's name
     # (chosen names, spec) -> the metrics computed for this data (two-class AUCs, say)
     adjust_metrics: Callable[[list[str], DataSpec], list[str]] | None = None
@@ -127,6 +130,11 @@ class Task:
         if has_val:
             keys += ["val/loss"] + [f"val/{m}" for m in self.select_metrics(names, spec)]
         return keys
+
+    def outputs(self, forward: Callable, x: Any, y: Any, loss_fn: LossFn | None) -> tuple[Any, torch.Tensor | None]:
+        """Evaluation's outputs of a batch and their loss (None without a loss function), as
+        the task forms them (translation: the teacher-forced loss and the decoded sentences)."""
+        return self.forward_loss(forward, x, y, loss_fn) if loss_fn is not None else (forward(x), None)
 
     def require(self, use: str, where: str) -> None:
         """One line when ``where`` (a run, a model) is used for something this task does not do."""

@@ -20,6 +20,7 @@ states (gathered to rank 0, which writes it) and each rank resumes from its own.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -176,17 +177,19 @@ def evaluate(
     from torchkeel.evaluate.metrics import MetricAccumulator
     from torchkeel.evaluate.metrics import evaluate as evaluate_all
     from torchkeel.evaluate.tta import tta_forward
+    from torchkeel.tasks import task_of
 
     if not active():
         return evaluate_all(model, split, spec, loss_fn, metrics, batch_size, top_k, tta)
     model.eval()
     device = next(model.parameters()).device
     acc = MetricAccumulator(spec, metrics, device, top_k)
+    task = task_of(spec)
+    forward = model if tta == "none" else functools.partial(tta_forward, model, mode=tta)
     x, y = split.x[rank() :: world_size()], split.y[rank() :: world_size()]  # every sample once
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        out = tta_forward(model, xb, tta)
-        acc.update(out, yb, loss_fn(out, yb) if loss_fn else None)
+        acc.update(*task.outputs(forward, xb, yb, loss_fn))
     return all_reduced(acc).compute()
 
 

@@ -257,7 +257,8 @@ def fit(
         train_metrics = dist.all_reduced(running).compute()  # summed over ranks under DDP
         state.trained_seconds = earlier + time.perf_counter() - t_start
         val_start = time.perf_counter()
-        val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
+        with task.validation(model):  # translation: greedy, not beam search
+            val_metrics = _validate(model, val, spec, loss_fn, cfg) if val is not None else {}
         val_seconds = time.perf_counter() - val_start
         validated = (val_metrics, weight_versions(model)) if val_metrics else None
         seconds = bar.end_epoch(epoch, train_metrics, val_metrics, lr)

@@ -207,6 +207,15 @@ function show(prediction) {
     bars.append(li);
     return;
   }
+  if (prediction.translation !== undefined) {  // a translator's sentence, in a second text box
+    const box = document.createElement("textarea");
+    box.id = "translation";
+    box.readOnly = true;
+    box.rows = 3;
+    box.value = prediction.translation;
+    bars.append(box);
+    return;
+  }
   for (const { class: label, probability } of prediction.top) {
     const li = document.createElement("li");
     const name = document.createElement("span");
