@@ -37,7 +37,7 @@ LANGUAGE_MODELS = {"gpt", "pretrained_lm"}
 # CTC models take clips with transcripts and give per-frame outputs (and the frame mask)
 CTC_MODELS = {"ctc_gru"}
 # translation models take parallel text: a source and a target sentence per sample
-SEQ2SEQ_MODELS = {"transformer_seq2seq"}
+SEQ2SEQ_MODELS = {"transformer_seq2seq", "gru_seq2seq"}
 # the torchvision ResNets cost seconds each on 2 cores: ResNet-18 covers the grey-input
 # adaptation, the deeper two one colour size
 ONLY = {"resnet34": ["cifar 32x32 colour"], "resnet50": ["cifar 32x32 colour"]}

@@ -33,6 +33,7 @@ from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
 from torchkeel.models.seq2seq import transformer_seq2seq
+from torchkeel.models.seq2seq_rnn import gru_seq2seq
 from torchkeel.models.text import embedding_bag, linear_bow
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50
@@ -62,6 +63,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "m5": m5,
     "ctc_gru": ctc_gru,
     "transformer_seq2seq": transformer_seq2seq,
+    "gru_seq2seq": gru_seq2seq,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -91,6 +93,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "m5": ("audio",),
     "ctc_gru": ("audio",),  # speech recognition: a transcript per clip
     "transformer_seq2seq": ("text",),  # parallel text (text_pairs): translation
+    "gru_seq2seq": ("text",),
     "custom": KINDS,  # whatever the user's module takes
 }
 
