@@ -127,3 +127,31 @@ def test_the_multi30k_config_trains_on_the_real_files(tmp_path: Path):
          timeout=600)  # fmt: skip
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
     assert summary["test"]["bleu"] >= 0 and summary["test"]["perplexity"] < 8000
+
+
+def test_keel_export_writes_an_encoder_and_a_decoder_step_that_translate_as_keel_predict(
+    translate_run: Path, tmp_path: Path
+):
+    """The two ONNX graphs, run by onnxruntime in a greedy loop, give keel predict's translations
+    of new sentences (keel predict uses the run's beam of 3; these sentences need no search)."""
+    pytest.importorskip("onnxruntime")
+    from torchkeel.data.tokenize import tokenizer_from_dict
+    from torchkeel.export.seq2seq import OnnxTranslator
+
+    out = tmp_path / "export"
+    keel("export", str(translate_run), "--out", str(out), cwd=tmp_path, check=True, timeout=300)
+    meta = json.loads((out / "preprocess.json").read_text())
+    assert meta["task"] == "translation" and meta["models"]["encoder.onnx"]["graphs"][1] == "decoder_step.onnx"
+    texts = ["vahe zab.", "ost pelit drun quam.", "lupo tos kir memna."]
+    proc = keel("predict", str(translate_run), *sum((["--text", t] for t in texts), []), "--json", cwd=tmp_path)
+    expected = [json.loads(line)["translation"] for line in proc.stdout.splitlines()]
+    spec = meta["spec"]["extra"]
+    source, target = tokenizer_from_dict(spec["tokenizer"]), tokenizer_from_dict(spec["target_tokenizer"])
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(s) for s in source.encode_batch(texts)], batch_first=True)
+    lengths = (ids != 0).sum(1) * 3 // 2 + 10  # the loop's limit: 1.5 x source tokens + 10
+    got = [target.decode(row) for row in OnnxTranslator({"encoder": out / "encoder.onnx",
+           "decoder_step": out / "decoder_step.onnx"}).greedy(ids, lengths)]  # fmt: skip
+    assert got == expected
+    assert (
+        keel("export", str(translate_run), "--out", str(out), "--format", "torchscript", cwd=tmp_path).returncode == 2
+    )

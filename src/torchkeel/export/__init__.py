@@ -96,6 +96,8 @@ def export_run(
     run_task(spec, "export", run_dir)
     x, y, source = verification_inputs(run_dir, spec)
     out = _export_folder(Path(out_dir) if out_dir is not None else run_dir / "export")
+    if task_of(spec).export_as == "encoder_decoder":  # translation: the graphs a decoding loop calls
+        return export_encoder_decoder(model, spec, meta, run_dir, out, (fmt, quantize, tolerance, force), x, source)
     _check_destination(out, run_dir, fmt, quantize, force)
     form, dynamic = FORMATS[fmt], dynamic_axes(spec)
     example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1
@@ -121,6 +123,48 @@ def export_run(
     for tokenizer in sorted(run_dir.glob("tokenizer*.json")):  # the text pipeline's saved tokeniser
         if out.resolve() != run_dir.resolve():  # --out RUN: it is there already
             shutil.copyfile(tokenizer, out / tokenizer.name)
+    return result
+
+
+def export_encoder_decoder(
+    model: torch.nn.Module,
+    spec: DataSpec,
+    meta: dict[str, Any],
+    run_dir: Path,
+    out: Path,
+    options: tuple[str, str | None, float, bool],
+    x: torch.Tensor,
+    source: str,
+) -> ExportResult:
+    """encoder.onnx and decoder_step.onnx (export/seq2seq.py), verified by greedy decoding."""
+    from torchkeel.export.seq2seq import save_graphs, verify_graphs
+
+    fmt, quantize, tolerance, force = options
+    if fmt != "onnx" or quantize is not None:
+        raise ExportError("a translation run exports to ONNX only (--format onnx), without --quantize")
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        atomic.check_output(out / name, "--out", inputs=[run_dir / "model.safetensors"], force=force)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
+        files = _save(lambda m, e, p, d: save_graphs(m, e, p), model, x[:2], Path(scratch), {}, fmt)
+        checked = verify_graphs(model, files, x, tolerance)
+        for produced in Path(scratch).iterdir():
+            os.replace(produced, out / produced.name)
+    dynamic = {0: "batch", 1: "length"}
+    result = ExportResult(out / "encoder.onnx", fmt, FORMATS[fmt].runtime(), checked["sentences"], source,
+                          [checked["sentences"]], checked["max_abs_diff"], dynamic, None, [],
+                          checked["output_scale"])  # fmt: skip
+    loop = {
+        "bos": 2,
+        "eos": 3,
+        "pad": 0,
+        "max_tokens": "1.5 x source tokens + 10",
+        "detokenise": "tokenizer in spec.extra",
+    }
+    facts = {"graphs": ["encoder.onnx", "decoder_step.onnx"], "decoding": loop}
+    write_metadata(out, run_dir, spec, meta, result, facts)
+    source_ids, translations = checked["samples"]  # PyTorch's greedy translations of test sentences
+    tensors = {"input": source_ids[:SAMPLES_KEPT].contiguous(), "output": translations[:SAMPLES_KEPT].contiguous()}
+    atomic.write_bytes(out / "sample_inputs.safetensors", safetensors.torch.save(tensors))
     return result
 
 

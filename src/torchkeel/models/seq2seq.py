@@ -32,7 +32,7 @@ from torch import nn
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
 from torchkeel.generation.seq2seq import Decoding, translate
-from torchkeel.models.layers import Probability, Width
+from torchkeel.models.layers import Probability, Width, keep_whole
 
 
 def transformer_seq2seq(
@@ -218,7 +218,8 @@ class TransformerSeq2Seq(nn.Module):
         return F.dropout(h, self.dropout, self.training)  # (B, T, C)
 
     def encode(self, src: torch.Tensor) -> Memory:
-        src = src[:, : max(1, int((src != PAD).sum(1).max()))]  # the batch's longest source, not the split's
+        if not keep_whole():  # the batch's longest source, not the split's (an exported graph: all of it)
+            src = src[:, : max(1, int((src != PAD).sum(1).max()))]
         mask = src != PAD  # (B, S)
         h, attend = self._embed(self.source_embed, src), mask[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.encoder:

@@ -84,6 +84,9 @@ class Task:
     # outputs -> one score per class (explain's attributions, robustness); None: the outputs
     class_scores: Callable[[torch.Tensor], torch.Tensor] | None = None
     export_output: str = ""  # what an exported model's output means
+    # how ``keel export`` writes the model: "graph" (one function of the input) or
+    # "encoder_decoder" (an encoder and a decoder step that a decoding loop calls: translation)
+    export_as: str = "graph"
     train_metrics: tuple[str, ...] = ()  # logged as train/NAME besides train/loss
     # (bundle, loss name) -> the bundle this task trains on (bce on two classes: one logit)
     prepare: Callable[[DataBundle, str], DataBundle] = field(default=lambda bundle, loss: bundle)

@@ -165,7 +165,7 @@ TRANSLATION = Task(
     metrics=METRICS,
     key_metric="bleu",
     lower_is_better=frozenset({"loss", "perplexity"}),
-    uses=frozenset({"predict", "eval", "serve"}),
+    uses=frozenset({"predict", "eval", "serve", "export"}),
     output_size=lambda spec: int(spec.extra["target_vocab_size"]),
     build_loss=token_loss,
     accumulator=TranslationScores,
@@ -174,5 +174,7 @@ TRANSLATION = Task(
     forward_loss=teacher_forced,
     validation=greedy_validation,
     report_sections=("translations",),
-    export_output="",
+    export_output="encoder.onnx: source ids -> memory, source_mask; decoder_step.onnx: memory, source_mask, "
+    "tokens so far -> next-token logits (batch, target vocabulary)",
+    export_as="encoder_decoder",
 )
