@@ -37,6 +37,7 @@ def test_keel_trains_evaluates_and_reports_a_translator(translate_run: Path, tmp
     assert json.loads((translate_run / "data.json").read_text())["task"] == "translation"
     again = json.loads(keel("eval", str(translate_run), "--json", cwd=tmp_path, check=True).stdout)
     assert again["bleu"] == pytest.approx(summary["test"]["bleu"])  # the data rebuilt with the run's tokeniser
+    assert "tok:13a" in again["notes"]["bleu signature"] == summary["notes"]["bleu signature"]  # sacreBLEU's
     report = (translate_run / "report.html").read_text()
     assert 'id="translations"' in report and "tok:13a" in report and "Worst test sentences" in report
     evaluation = json.loads((translate_run / "evaluation.json").read_text())

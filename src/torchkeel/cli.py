@@ -197,24 +197,24 @@ def eval_(
 
     With --attack: clean vs. adversarial accuracy, recorded in robustness.json and the report.
     """
-    from torchkeel.run_model import evaluate_run
+    from torchkeel.run_model import evaluate_run, metric_notes
     from torchkeel.runs import resolve_run
 
     run_dir = resolve_run(run, out_dir)
     if attack is not None:
         _eval_attack(run_dir, split, attack, eps or [0.1], steps, as_json, model_code)
         return
-    metrics = evaluate_run(run_dir, split, model_code)
+    metrics, notes = evaluate_run(run_dir, split, model_code), metric_notes(run_dir)
     if as_json:
-        print(json.dumps({"run": str(run_dir), "split": split, **metrics}))
+        print(json.dumps({"run": str(run_dir), "split": split, **metrics} | ({"notes": notes} if notes else {})))
         return
     from rich.table import Table
 
     table = Table(title=f"{run_dir.name} - {split}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.4f}")
+    for k, v in [*((k, f"{v:.4f}") for k, v in metrics.items()), *notes.items()]:
+        table.add_row(k, v)
     out.print(table)
 
 

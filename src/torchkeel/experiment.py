@@ -154,6 +154,8 @@ def train(
         "task": task.name,
         "key_metric": task.key_metric,  # what `keel runs` shows first
     }
+    if task.notes():  # e.g. sacreBLEU's signatures
+        summary["notes"] = task.notes()
     if run.compile_seconds is not None:  # train.compile: the first step, tracing and compiling included
         summary["compile_seconds"] = run.compile_seconds
     atomic.write_json(run_dir / "summary.json", summary)

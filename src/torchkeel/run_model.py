@@ -137,12 +137,23 @@ def evaluate_run(run_dir: Path, split: str = "test", model_code: Any = None) -> 
     return evaluate(model, part, spec, loss, cfg.eval.metrics, cfg.eval.batch_size, cfg.eval.top_k, tta=cfg.eval.tta)
 
 
+def metric_notes(run_dir: Path) -> dict[str, str]:
+    """How a run's metrics are computed, as its task says (translation: sacreBLEU's signatures)."""
+    from torchkeel.data import fitted_spec
+    from torchkeel.tasks import task_of
+
+    spec = fitted_spec(run_dir)  # data.json; None for runs older than it
+    return task_of(spec).notes() if spec is not None else {}
+
+
 def result_table(test: dict[str, float], summary: dict[str, Any], run_dir: Path) -> Table:
     table = Table(title="Result", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in test.items():
         table.add_row(f"test {key}", f"{value:.4f}")
+    for key, note in summary.get("notes", {}).items():  # how the metrics were computed (sacreBLEU's signatures)
+        table.add_row(key, note)
     table.add_row("train time", f"{summary['train_seconds']:.1f} s ({summary['epochs']} epochs)")
     table.add_row("parameters", f"{summary['parameters']:,}")
     table.add_row("run folder", str(run_dir))

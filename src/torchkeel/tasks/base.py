@@ -87,6 +87,9 @@ class Task:
     # how ``keel export`` writes the model: "graph" (one function of the input) or
     # "encoder_decoder" (an encoder and a decoder step that a decoding loop calls: translation)
     export_as: str = "graph"
+    # () -> how the metrics were computed, shown under them and kept in summary.json
+    # (translation: sacreBLEU's signatures, which say what a BLEU score is comparable with)
+    notes: Callable[[], dict[str, str]] = field(default=lambda: {})
     train_metrics: tuple[str, ...] = ()  # logged as train/NAME besides train/loss
     # (bundle, loss name) -> the bundle this task trains on (bce on two classes: one logit)
     prepare: Callable[[DataBundle, str], DataBundle] = field(default=lambda bundle, loss: bundle)

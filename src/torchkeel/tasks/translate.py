@@ -177,4 +177,5 @@ TRANSLATION = Task(
     export_output="encoder.onnx: source ids -> memory, source_mask; decoder_step.onnx: memory, source_mask, "
     "tokens so far -> next-token logits (batch, target vocabulary)",
     export_as="encoder_decoder",
+    notes=lambda: {f"{k} signature": m.get_signature().format() for k, m in bleu_metrics().items()},
 )
