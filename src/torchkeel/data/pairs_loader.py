@@ -3,7 +3,8 @@
 A batch is padded to its longest sentence, so a batch of random sentences (Multi30k: 4 to 50
 tokens) spends about half its work on padding. As fairseq does (Ott et al. 2019, ``--max-tokens``),
 each epoch the sentences are sorted by length, ties in a seeded random order, cut into batches
-of equal padded token counts (short sentences come many to a batch, long ones few), and the
+of equal token counts (of each pair's longer side; sorted, that is nearly the padded count:
+short sentences come many to a batch, long ones few), and the
 batches are visited in a seeded random order. The number of batches per epoch is fixed
 (``ceil(N / batch_size)``), so ``train.batch_size`` is the mean number of sentences per batch and
 the schedule's step count is known before training; the order depends only on

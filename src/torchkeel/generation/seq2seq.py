@@ -87,7 +87,7 @@ def beam_search(model, memory, decoding: Decoding) -> torch.Tensor:
         rank = torch.arange(2 * k, device=top.device).expand(b, -1)
         keep = (rank + ends * 2 * k).argsort(dim=1)[:, :k]  # (B, k)
         scores = top.gather(1, keep)
-        state.reorder((rows + origin.gather(1, keep)).flatten())
+        state.reorder((rows + origin.gather(1, keep)).flatten(), same_source=True)  # within each sentence
         state.append(tokens.gather(1, keep).flatten())
     best = [max(hyps, key=lambda h: h[0])[1] for hyps in finished]
     return _padded(best, limits.device)

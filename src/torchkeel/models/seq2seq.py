@@ -58,8 +58,8 @@ def transformer_seq2seq(
     length to (fairseq's ``lenpen``).
     """
     source_vocab, target_vocab, joint = pair_sizes(spec, "transformer_seq2seq")
-    if width % heads:
-        raise ConfigError(f"model.width ({width}) must be divisible by model.heads ({heads})")
+    if width % heads or width % 2:
+        raise ConfigError(f"model.width ({width}) must be even and divisible by model.heads ({heads})")
     share = joint if share_embeddings is None else share_embeddings
     if share and source_vocab != target_vocab:
         raise ConfigError("model.share_embeddings needs one joint vocabulary (data.pairs.joint: true)")
@@ -111,9 +111,12 @@ class DecoderState:
     def append(self, tokens: torch.Tensor) -> None:
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)  # tokens: (B,)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        self.memory = Memory(self.memory.states[index], self.memory.mask[index])
-        self.cross = [kv[:, index] for kv in self.cross]
+    def reorder(self, index: torch.Tensor, same_source: bool = False) -> None:
+        """Keep the rows ``index``. ``same_source``: every row moves among copies of one
+        sentence (beam search), whose memory and cross keys are equal, so those stay as they are."""
+        if not same_source:
+            self.memory = Memory(self.memory.states[index], self.memory.mask[index])
+            self.cross = [kv[:, index] for kv in self.cross]
         self.kv = [kv[:, index] if kv is not None else None for kv in self.kv]
         self.tokens = self.tokens[index]
 
@@ -230,13 +233,15 @@ class TransformerSeq2Seq(nn.Module):
         cross = [layer.cross_attn.keys_values(memory.states) for layer in self.decoder]
         return DecoderState(memory, cross, cache, bos)
 
-    def _decode(self, tgt: torch.Tensor, state: DecoderState, start: int, cached: bool) -> torch.Tensor:
+    def _decode(self, tgt: torch.Tensor, state: DecoderState, start: int, cached: bool, last: bool = False):
+        """(B, T, V) logits of each position of ``tgt`` (``last``: of its last position only)."""
         h, attend = self._embed(self.target_embed, tgt, start), state.memory.mask[:, None, None, :]
         for i, layer in enumerate(self.decoder):
             h, kv = layer(h, state.cross[i], attend, state.kv[i] if cached else None)
             if state.cache:
                 state.kv[i] = kv
-        return F.linear(self.decoder_norm(h), self.target_embed.weight)  # (B, T, V) tied projection
+        h = h[:, -1:] if last else h  # decoding needs the next token's logits alone: one projection, not T
+        return F.linear(self.decoder_norm(h), self.target_embed.weight)  # tied projection
 
     def next_logits(self, state: DecoderState) -> torch.Tensor:
         """(B, V) logits of the token after ``state.tokens``; with the cache only the last token
@@ -244,7 +249,7 @@ class TransformerSeq2Seq(nn.Module):
         if state.cache:
             t = state.length
             return self._decode(state.tokens[:, -1:], state, t - 1, cached=t > 1)[:, -1]
-        return self._decode(state.tokens, state, 0, cached=False)[:, -1]
+        return self._decode(state.tokens, state, 0, cached=False, last=True)[:, -1]
 
     @torch.inference_mode()
     def cross_attention(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:

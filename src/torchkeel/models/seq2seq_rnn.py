@@ -78,9 +78,13 @@ class GRUState:
     def append(self, tokens: torch.Tensor) -> None:
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)  # tokens: (B,)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        self.memory = Memory(self.memory.states[index], self.memory.mask[index])
-        self.keys, self.tokens = self.keys[index], self.tokens[index]
+    def reorder(self, index: torch.Tensor, same_source: bool = False) -> None:
+        """Keep the rows ``index`` (``same_source``: among copies of one sentence, as
+        DecoderState.reorder: the memory and its keys stay)."""
+        if not same_source:
+            self.memory = Memory(self.memory.states[index], self.memory.mask[index])
+            self.keys = self.keys[index]
+        self.tokens = self.tokens[index]
         self.first, self.hidden = self.first[:, index], self.hidden[:, index]
 
 
