@@ -39,3 +39,13 @@ def pairs_config(path: Path, **pairs: object) -> dict:
         "target": "en",
         "pairs": {"vocab_size": 300, **pairs},
     }
+
+
+def copy_pairs(n: int, seed: int = 0, reverse: bool = False) -> list[tuple[str, str]]:
+    """Sentences of the invented words and themselves (``reverse``: their words reversed)."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(SOURCE_WORDS) for _ in range(rng.randint(2, 6))]
+        pairs.append((" ".join(words), " ".join(reversed(words) if reverse else words)))
+    return pairs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pairs_helpers import invented_pairs, pairs_config, write_tsv
+from pairs_helpers import copy_pairs, invented_pairs, pairs_config, write_tsv
 
 import torchkeel as keel
 from torchkeel.data import load
@@ -180,6 +180,15 @@ def test_predictions_are_translations_in_the_task_json(trained, invented):
     (result,) = predictor.predict_texts(["zab lupo kir."])
     assert result.output == {"translation": "Runs dog red."}
     assert result.text == "Runs dog red."
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["copy", "reverse"])
+def test_a_small_transformer_learns_to_copy_and_to_reverse(reverse: bool, tmp_path: Path):
+    data = load(pairs_config(write_tsv(tmp_path / "p.tsv", copy_pairs(1500, reverse=reverse))))
+    torch.manual_seed(0)
+    model = build({**TRAINED, "beam": 1}, data.spec)
+    run = keel.fit(model, data, epochs=6, optimizer="adamw", lr=3e-3, batch_size=32, progress=False)
+    assert run.evaluate("test", metrics=["bleu"])["bleu"] > 70
 
 
 def test_a_model_for_translation_refuses_other_text():

@@ -156,3 +156,24 @@ def test_keel_export_writes_an_encoder_and_a_decoder_step_that_translate_as_keel
     assert (
         keel("export", str(translate_run), "--out", str(out), "--format", "torchscript", cwd=tmp_path).returncode == 2
     )
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_translator_and_their_summed_scores_are_one_process_scores(tmp_path: Path):
+    """`--nproc 2`: each rank takes half of every length bucket, and evaluation sums the
+    sacreBLEU statistics over the ranks, so the test BLEU the job records is what one process
+    computes on the whole test split."""
+    tsv = write_tsv(tmp_path / "pairs.tsv", invented_pairs(600))
+    keel("train", "--data", "text_pairs", "--set", f"data.path={tsv}", "--set", "data.source=xx",
+         "--set", "data.target=en", *SMALL, "--set", "train.batch_size=32", "--set", "train.precision=fp32",
+         "--epochs", "3", "--nproc", "2", "-q", cwd=tmp_path, check=True, timeout=600)  # fmt: skip
+    run = (tmp_path / "runs" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    assert json.loads((run / "env.json").read_text())["distributed"]["world_size"] == 2
+    again = json.loads(keel("eval", str(run), "--json", cwd=tmp_path, check=True).stdout)
+    for key in ("loss", "perplexity"):  # teacher-forced: the same sums in another order
+        assert again[key] == pytest.approx(summary["test"][key], rel=1e-4), key
+    # decoded in other batches (half the sentences each): a near-tie between two tokens may fall
+    # the other way in another batch's float rounding, so a token or two may differ
+    assert again["bleu"] == pytest.approx(summary["test"]["bleu"], abs=1.0)
+    assert again["chrf"] == pytest.approx(summary["test"]["chrf"], abs=1.0)

@@ -253,7 +253,7 @@ def predict(
     ] = None,
     model_code: ModelCodeOpt = None,
 ) -> None:
-    """Predict the top-k classes (with probabilities), or values, for new inputs.
+    """Predict the top-k classes (with probabilities), values, transcripts or translations.
 
     Table models write the input rows with the predictions added to a CSV file.
     """

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -83,13 +84,19 @@ def greedy_validation(model: Any):
         model.decoding = decoding
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(serialized: str) -> Any:
+    """A ``tokenizers`` model from its JSON, built once per process (a server decodes every batch)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(serialized)
+
+
 class Detokenizer:
     """Token ids -> detokenised text, through the run's own ``tokenizers`` model (target or source side)."""
 
     def __init__(self, spec: Any, side: str = "target_tokenizer"):
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_str(json.dumps(spec.extra[side]["tokenizer"]))
+        self.tokenizer = _tokenizer(json.dumps(spec.extra[side]["tokenizer"]))
 
     def __call__(self, ids: torch.Tensor) -> list[str]:
         rows = [[i for i in row if i > 3] for row in ids.tolist()]  # pad, unk, BOS, EOS are not text
