@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 RunArg = Annotated[str, typer.Argument(help="Run folder, run name, or 'latest'.")]
 OutDirOpt = Annotated[Path, typer.Option("--out-dir", help="Folder holding the run folders.")]

@@ -77,6 +77,9 @@ class Task:
     # (forward, x, y, loss_fn) -> (outputs, loss): the model's outputs then a named loss, or a
     # loss the model returns itself (as torchvision's detectors do in training mode)
     forward_loss: Callable[..., tuple[Any, torch.Tensor]] = model_forward_loss
+    # the same for evaluation, where it differs from ``forward(x)`` then the loss (translation:
+    # the teacher-forced loss and the decoded sentences); None: the model's outputs and their loss
+    eval_forward_loss: Callable[..., tuple[Any, torch.Tensor]] | None = None
     # outputs -> predicted class index per sample (attack, quantize, analysis); None: no classes
     predict_index: Callable[[torch.Tensor], torch.Tensor] | None = None
     # outputs -> (B, C) class probabilities; None: no classes
@@ -140,7 +143,12 @@ class Task:
     def outputs(self, forward: Callable, x: Any, y: Any, loss_fn: LossFn | None) -> tuple[Any, torch.Tensor | None]:
         """Evaluation's outputs of a batch and their loss (None without a loss function), as
         the task forms them (translation: the teacher-forced loss and the decoded sentences)."""
-        return self.forward_loss(forward, x, y, loss_fn) if loss_fn is not None else (forward(x), None)
+        if loss_fn is None:
+            return forward(x), None
+        if self.eval_forward_loss is not None:
+            return self.eval_forward_loss(forward, x, y, loss_fn)
+        out = forward(x)  # the model in eval mode: its predictions (a detector's boxes), not its losses
+        return out, loss_fn(out, y)
 
     def require(self, use: str, where: str) -> None:
         """One line when ``where`` (a run, a model) is used for something this task does not do."""

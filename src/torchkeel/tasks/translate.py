@@ -179,6 +179,7 @@ TRANSLATION = Task(
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=decode,
     forward_loss=teacher_forced,
+    eval_forward_loss=teacher_forced,
     validation=greedy_validation,
     report_sections=("translations",),
     export_output="encoder.onnx: source ids -> memory, source_mask; decoder_step.onnx: memory, source_mask, "
