@@ -189,7 +189,8 @@ def evaluate(
     x, y = split.x[rank() :: world_size()], split.y[rank() :: world_size()]  # every sample once
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        acc.update(*task.outputs(forward, xb, yb, loss_fn))
+        out, loss = task.outputs(forward, xb, yb, loss_fn)
+        acc.update(out, yb, loss)
     return all_reduced(acc).compute()
 
 
