@@ -57,7 +57,7 @@ def test_keel_predict_translates_texts_and_files(translate_run: Path, tmp_path: 
 
 def test_a_translator_is_served_and_its_page_shows_the_translation(translate_run: Path, tmp_path: Path):
     import httpx
-    from browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+    from browser import HAVE_CHROMIUM, chromium_page
     from serving import running_server
 
     with running_server(translate_run, log_dir=tmp_path) as url:
@@ -71,19 +71,12 @@ def test_a_translator_is_served_and_its_page_shows_the_translation(translate_run
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
         if not HAVE_CHROMIUM:
             return
-        sync_api = pytest.importorskip("playwright.sync_api")
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-            problems: list[str] = []
-            page = browser.new_page()
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(url + "/")
+        with chromium_page(url + "/") as (page, problems):
             page.wait_for_selector("#text-input:not([hidden])")
             page.fill("#text", "kir memna.")
             page.click("#predict-text")
             page.wait_for_selector("#translation")
             assert page.locator("#translation").input_value() == "Over runs."
-            browser.close()
         assert problems == []
 
 

@@ -253,16 +253,15 @@ def predict(
     ] = None,
     model_code: ModelCodeOpt = None,
 ) -> None:
-    """Predict the top-k classes (with probabilities), values, transcripts or translations.
+    """Predict classes (top-k, with probabilities), values, transcripts or translations for new inputs.
 
-    Table models write the input rows with the predictions added to a CSV file.
-    """
+    Table models write the input rows with the predictions added to a CSV file."""
+    from torchkeel.data.kinds import kind_of
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
 
     run_dir = resolve_run(run, out_dir)
     predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
-    from torchkeel.data.kinds import kind_of
 
     files, kind = files or [], kind_of(predictor.spec)
     if not files and not text:
@@ -310,10 +309,9 @@ def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None
 def _print_prediction(r: Prediction, as_json: bool) -> None:
     if as_json:
         print(json.dumps(r.to_dict()))
-    elif r.value is not None:
-        out.print(f"{r.source}: {', '.join(f'{v:.4f}' for v in r.value)}", highlight=False)
-    elif r.text is not None:  # a transcript, a translation
-        out.print(f"{r.source}: {r.text}", highlight=False)
+    elif r.value is not None or r.text is not None:  # values, a transcript, a translation
+        shown = r.text if r.value is None else ", ".join(f"{v:.4f}" for v in r.value)
+        out.print(f"{r.source}: {shown}", highlight=False)
     else:
         tops = "  ".join(f"{c} {p:.1%}" for c, p in r.top)
         note = f"  ({r.note})" if r.note else ""
