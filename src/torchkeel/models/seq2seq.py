@@ -93,16 +93,13 @@ class Memory:
         return Memory(self.states.repeat_interleave(n, 0), self.mask.repeat_interleave(n, 0))
 
 
-class DecoderState:
-    """What a decoder needs between steps: the tokens so far (B, t), each layer's cross-attention
-    keys and values (computed once from the memory) and, with the cache, each layer's
-    self-attention keys and values so far; without it, the whole prefix is run again each step."""
+class Prefix:
+    """The part of every seq2seq decoder state that decoding reads: the tokens so far (B, t),
+    BOS first, and the memory they are decoded from."""
 
-    def __init__(self, memory: Memory, cross: list[torch.Tensor], cache: bool, bos: int):
-        b = memory.states.shape[0]
-        self.memory, self.cross, self.cache = memory, cross, cache
-        self.tokens = torch.full((b, 1), bos, dtype=torch.long, device=memory.states.device)
-        self.kv: list[torch.Tensor | None] = [None] * len(cross)  # per layer (2, B, h, t, hd)
+    def __init__(self, memory: Memory, cache: bool, bos: int):
+        self.memory, self.cache = memory, cache
+        self.tokens = torch.full((memory.states.shape[0], 1), bos, dtype=torch.long, device=memory.states.device)
 
     @property
     def length(self) -> int:
@@ -110,6 +107,17 @@ class DecoderState:
 
     def append(self, tokens: torch.Tensor) -> None:
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)  # tokens: (B,)
+
+
+class DecoderState(Prefix):
+    """A Transformer decoder's state: each layer's cross-attention keys and values (computed once
+    from the memory) and, with the cache, each layer's self-attention keys and values so far;
+    without it, the whole prefix is run again each step."""
+
+    def __init__(self, memory: Memory, cross: list[torch.Tensor], cache: bool, bos: int):
+        super().__init__(memory, cache, bos)
+        self.cross = cross
+        self.kv: list[torch.Tensor | None] = [None] * len(cross)  # per layer (2, B, h, t, hd)
 
     def reorder(self, index: torch.Tensor, same_source: bool = False) -> None:
         """Keep the rows ``index``. ``same_source``: every row moves among copies of one

@@ -31,7 +31,7 @@ from torchkeel.errors import ConfigError
 from torchkeel.generation.seq2seq import Decoding, translate
 from torchkeel.models.layers import Probability, Width
 from torchkeel.models.rnn import init_recurrent
-from torchkeel.models.seq2seq import PAD, Memory, pair_sizes
+from torchkeel.models.seq2seq import PAD, Memory, Prefix, pair_sizes
 
 
 def gru_seq2seq(
@@ -60,23 +60,15 @@ def gru_seq2seq(
     return GRUSeq2Seq(source_vocab, target_vocab, width, layers, dropout, share, decoding)
 
 
-class GRUState:
-    """What the decoder needs between steps: the tokens so far (B, t), the attention's keys
-    (B, S, A) computed once from the memory, the first hidden state (layers, B, H) and, with the
-    cache, the hidden state after the first ``consumed`` tokens."""
+class GRUState(Prefix):
+    """A GRU decoder's state: the attention's keys (B, S, A) computed once from the memory, the
+    first hidden state (layers, B, H) and, with the cache, the hidden state after the first
+    ``consumed`` tokens."""
 
     def __init__(self, memory: Memory, keys: torch.Tensor, first: torch.Tensor, cache: bool, bos: int):
-        b = memory.states.shape[0]
-        self.memory, self.keys, self.first, self.cache = memory, keys, first, cache
-        self.tokens = torch.full((b, 1), bos, dtype=torch.long, device=memory.states.device)
+        super().__init__(memory, cache, bos)
+        self.keys, self.first = keys, first
         self.hidden, self.consumed = first, 0
-
-    @property
-    def length(self) -> int:
-        return self.tokens.shape[1]
-
-    def append(self, tokens: torch.Tensor) -> None:
-        self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)  # tokens: (B,)
 
     def reorder(self, index: torch.Tensor, same_source: bool = False) -> None:
         """Keep the rows ``index`` (``same_source``: among copies of one sentence, as
