@@ -53,7 +53,7 @@ def time_steps(model, optimizer, x, y, augment, steps: int, device: torch.device
     for _ in range(steps):
         sync(device)
         t0 = time.perf_counter()
-        batch = augment(x)
+        batch, _ = augment(x, y)
         sync(device)
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(batch), y)

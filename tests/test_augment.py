@@ -85,15 +85,17 @@ def test_seeded_and_per_sample():
     cfg = AugmentConfig(crop=2, flip=True, rotate=15, translate=0.1, scale=0.1, cutout=4)
     augment = build_augment(cfg, _spec(None))
     x = _batch(b=16)
+    y = torch.arange(16)
     torch.manual_seed(5)
-    a = augment(x)
+    a, ya = augment(x, y)
     torch.manual_seed(5)
-    b = augment(x)
+    b, _ = augment(x, y)
     torch.manual_seed(6)
-    c = augment(x)
+    c, _ = augment(x, y)
     assert torch.equal(a, b) and not torch.equal(a, c)
+    assert ya is y  # a class per image: the targets stay as they are
     same = _batch(b=1).expand(16, -1, -1, -1)
-    out = augment(same)
+    out, _ = augment(same, y)
     assert len({o.sum().item() for o in out}) == 16  # identical inputs, different augmentations
 
 

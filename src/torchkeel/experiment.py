@@ -78,7 +78,8 @@ def train(
         for line in corpus_lines(corpus_details(data.spec))[:2]:
             say.detail(escape(line))
     if data.spec.mean is not None and kind_of(data.spec).pixels:
-        say.detail(f"normalised per channel with train-split mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
+        source = data.spec.extra.get("normalisation", "train-split")
+        say.detail(f"normalised per channel with {source} mean {_fmt(data.spec.mean)}, std {_fmt(data.spec.std)}")
 
     train_batch = min(dist.local_batch_size(cfg.train.batch_size), len(data.train) if data.train is not None else 1)
     check_training_fits(cfg, data, device, train_batch)  # on the meta device: before anything is allocated
@@ -91,6 +92,10 @@ def train(
             model = rebuild(cfg.model.model_dump(mode="json"), data.spec, model_code, resume_dir.name)
     n_params = count_parameters(model)
     say.step("2/6", "Design", f"{cfg.model.name}: {n_params:,} parameters")
+    # which pretrained tensors were loaded (matched / missing / unexpected)
+    notes = {getattr(m, "weights_note", None) for m in model.modules()} - {None}
+    for note in sorted(notes) if resume is None else ():
+        say.detail(escape(note))
     if cfg.model.init_from and resume is None:
         _init_weights(model, cfg.model.init_from, say)
     task = task_of(data.spec)

@@ -24,8 +24,10 @@ from torchkeel.config import RunConfig, validate_config
 from torchkeel.data import DataBundle, load
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.corpus import with_cache
+from torchkeel.data.images import renormalise
+from torchkeel.data.kinds import kind_of
 from torchkeel.errors import KeelError, RunError
-from torchkeel.models import rebuild, saved_options, task_name
+from torchkeel.models import pretrained_inputs, rebuild, saved_options, task_name
 from torchkeel.tasks import Task, task_of
 from torchkeel.train import checkpoint as ckpt
 from torchkeel.train import runtime
@@ -38,6 +40,9 @@ def prepare_data(cfg: RunConfig, fitted: DataSpec | None = None) -> DataBundle:
     corpus is encoded into ``<out_dir>/.corpus`` unless ``data.corpus.cache`` says where."""
     data = load(with_cache(cfg.data, cfg.out_dir), cfg.seed, fitted)
     data.spec.task = task_name(cfg.model.name, data.spec.task)  # a GAN generates from a labelled set
+    stats = pretrained_inputs(cfg.model)  # pretrained weights see inputs as they were trained on
+    if stats is not None and data.spec.mean is not None and kind_of(data.spec).pixels:
+        data = renormalise(data, *stats, f"{cfg.model.name}'s pretraining")
     data = task_of(data.spec).prepare(data, cfg.train.loss)  # e.g. bce on two classes: one logit
     resolve_loss(cfg.train.loss, data.spec)  # a loss that cannot fit the task fails here
     return data

@@ -9,6 +9,11 @@ uncovers and the cutout square are all filled with the mean.
 - affine: rotate / translate / scale per sample with one ``affine_grid`` + ``grid_sample``.
 - cutout: a square of zeros at a random centre (DeVries & Taylor 2017, "Improved
   Regularization of CNNs with Cutout"); it may hang over the border, as in the paper.
+
+An augmentation is a function of a batch's (inputs, targets). Targets stay as they are,
+except for a task with a prediction per pixel (segmentation: ``Task.dense``), whose masks
+move with the pixels: the same flips, crops and affine maps, sampled nearest, with the area
+brought in from outside the image marked void (``IGNORE``), so no loss counts it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +30,8 @@ from torchkeel.config_data import AugmentConfig
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import kind_of
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+IGNORE = 255  # void target pixels (tasks/segment.py)
 
 
 def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -49,25 +56,63 @@ def affine(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift: torc
     """Per sample: turn by ``angle`` (B,) radians counter-clockwise (as torchvision's
     ``rotate``), zoom by ``zoom`` (B,), then move by ``shift`` (B, 2) fractions of the width
     and height (positive: right, down). Bilinear; the uncovered area is zero."""
+    grid = affine_grid(x, angle, zoom, shift)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def affine_grid(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The (B, H, W, 2) sampling grid of :func:`affine`."""
     cos, sin = torch.cos(angle), torch.sin(angle)
     # affine_grid wants the map from output to input coordinates: the inverse of the forward
     # transform p_out = zoom * R p_in + t, i.e. p_in = R^-1 / zoom (p_out - t); y points down
     inverse = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1) / zoom[:, None, None]
     offset = -inverse @ (2 * shift)[:, :, None]  # (B, 2, 1); the image spans 2 grid units
     theta = torch.cat([inverse, offset], 2).to(x.dtype)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
 
 
 def random_affine(x: torch.Tensor, rotate: float = 0.0, translate: float = 0.0, scale: float = 0.0) -> torch.Tensor:
     """Per sample: turn by up to ``rotate`` degrees either way, zoom by a factor in
     [1 - scale, 1 + scale], move by up to ``translate`` of the size in each direction."""
+    return affine(x, *_affine_draws(x, rotate, translate, scale))
+
+
+def _affine_draws(x: torch.Tensor, rotate: float, translate: float, scale: float) -> tuple[torch.Tensor, ...]:
     b = x.shape[0]
 
     def uniform(limit: float, *shape: int) -> torch.Tensor:  # in [-limit, limit]
         return (torch.rand(b, *shape, device=x.device) * 2 - 1) * limit
 
-    return affine(x, uniform(math.radians(rotate)), 1 + uniform(scale), uniform(translate, 2))
+    return uniform(math.radians(rotate)), 1 + uniform(scale), uniform(translate, 2)
+
+
+def random_affine_masks(
+    x: torch.Tensor, y: torch.Tensor, rotate: float = 0.0, translate: float = 0.0, scale: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_affine` of images (bilinear) and their (B, H, W) masks (nearest, with
+    the uncovered area void)."""
+    grid = affine_grid(x, *_affine_draws(x, rotate, translate, scale))
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    shifted = (y + 1).to(x.dtype)[:, None]  # 0 outside the image after sampling
+    moved = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    moved = moved[:, 0].round().long() - 1
+    return x, moved.masked_fill(moved < 0, IGNORE)
+
+
+def with_masks(step: Callable[[torch.Tensor], torch.Tensor]) -> Augment:
+    """A step that only moves or mirrors pixels (crop, flip), applied to images and masks at
+    once: the mask rides along as one more channel; what padding brings in becomes void."""
+
+    def both(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        moved = step(torch.cat([x, (y + 1).to(x.dtype)[:, None]], 1))
+        mask = moved[:, -1].round().long() - 1
+        return moved[:, :-1], mask.masked_fill(mask < 0, IGNORE)
+
+    return both
+
+
+def inputs_only(step: Callable[[torch.Tensor], torch.Tensor]) -> Augment:
+    return lambda x, y: (step(x), y)
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -83,35 +128,43 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
-    """The configured steps as one function of a (B, C, H, W) batch, or None when there is
-    nothing to do. ``flip: null`` follows the data (``spec.extra["flip"]``; off if unknown)."""
+    """The configured steps as one function of a batch's (B, C, H, W) images and targets, or
+    None when there is nothing to do. ``flip: null`` follows the data (``spec.extra["flip"]``;
+    off if unknown). Masks (a dense task's targets) move with the pixels."""
+    from torchkeel.tasks import task_of
+
     if not kind_of(spec).pixels:  # crops and flips are for images
         return None
     flip = cfg.flip if cfg.flip is not None else bool(spec.extra.get("flip", False))
+    moves = with_masks if task_of(spec).dense else inputs_only
     steps: list[Augment] = []
     if cfg.crop:
-        steps.append(partial(random_crop, pad=cfg.crop))
+        steps.append(moves(partial(random_crop, pad=cfg.crop)))
     if flip:
-        steps.append(random_flip)
+        steps.append(moves(random_flip))
     if cfg.rotate or cfg.translate or cfg.scale:
-        steps.append(partial(random_affine, rotate=cfg.rotate, translate=cfg.translate, scale=cfg.scale))
+        geometry = {"rotate": cfg.rotate, "translate": cfg.translate, "scale": cfg.scale}
+        dense = task_of(spec).dense
+        steps.append(
+            partial(random_affine_masks, **geometry) if dense else inputs_only(partial(random_affine, **geometry))
+        )
     if cfg.cutout:
-        steps.append(partial(cutout, size=cfg.cutout))
+        steps.append(inputs_only(partial(cutout, size=cfg.cutout)))  # hides pixels; the targets stand
     if not steps:
         return None
 
-    def augment_batch(x: torch.Tensor) -> torch.Tensor:
+    def augment_batch(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, Any]:
         for step in steps:
-            x = step(x)
-        return x
+            x, y = step(x, y)
+        return x, y
 
     return augment_batch
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Every configured step on a batch of images (``flip: null`` counts as off)."""
-    fn = build_augment(cfg, DataSpec("", "image", "classification", tuple(x.shape[1:])))
-    return fn(x) if fn is not None else x
+def augment(x: torch.Tensor, y: Any, cfg: AugmentConfig, spec: DataSpec | None = None) -> tuple[torch.Tensor, Any]:
+    """Every configured step on a batch (``flip: null`` counts as off without a ``spec``)."""
+    fn = build_augment(cfg, spec or DataSpec("", "image", "classification", tuple(x.shape[1:])))
+    return fn(x, y) if fn is not None else (x, y)
 
 
 def is_active(cfg: AugmentConfig) -> bool:

@@ -118,3 +118,26 @@ def normalise(x: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Tens
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+def renormalise(bundle: DataBundle, mean: list[float], std: list[float], source: str) -> DataBundle:
+    """The bundle normalised with a pretrained model's statistics instead of the train split's
+    (in place: x * s_data + m_data is the [0, 1] pixel, then (pixel - mean) / std). The spec
+    records them, so predict, serve and export normalise as the model was pretrained.
+    Grey images take the mean of RGB statistics (a grey pixel is R = G = B)."""
+    from dataclasses import replace
+
+    spec = bundle.spec
+    channels = spec.input_shape[0]
+    if channels != len(mean):
+        mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+    old_mean, old_std = torch.tensor(spec.mean), torch.tensor(spec.std)
+    scale, shift = old_std / torch.tensor(std), (old_mean - torch.tensor(mean)) / torch.tensor(std)
+    for split in bundle.splits().values():
+        if isinstance(split, Split):
+            view = (1, -1, 1, 1)
+            split.x.mul_(scale.to(split.x).view(view)).add_(shift.to(split.x).view(view))
+        else:  # streamed from files: decoded and normalised per batch
+            split.mean, split.std = list(mean), list(std)
+    spec = replace(spec, mean=list(mean), std=list(std), extra={**spec.extra, "normalisation": source})
+    return replace(bundle, spec=spec)

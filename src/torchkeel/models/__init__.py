@@ -23,6 +23,7 @@ from torchkeel.models.airbench import airbench
 from torchkeel.models.audio import ctc_gru, logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
+from torchkeel.models.efficientnet import efficientnet_lite0
 from torchkeel.models.gan import dcgan
 from torchkeel.models.gpt import gpt
 from torchkeel.models.layers import ACTIVATIONS
@@ -32,11 +33,13 @@ from torchkeel.models.pretrained import pretrained_text
 from torchkeel.models.pretrained_lm import pretrained_lm
 from torchkeel.models.resnet import resnet
 from torchkeel.models.rnn import gru, lstm, rnn
+from torchkeel.models.segment import deeplabv3_mobilenet_v3, lraspp_mobilenet_v3, unet
 from torchkeel.models.seq2seq import transformer_seq2seq
 from torchkeel.models.seq2seq_rnn import gru_seq2seq
 from torchkeel.models.text import embedding_bag, linear_bow
 from torchkeel.models.transformer import transformer, vit
 from torchkeel.models.vision import resnet18, resnet34, resnet50
+from torchkeel.tasks import task_of
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
@@ -46,6 +49,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "efficientnet_lite0": efficientnet_lite0,
     "rnn": rnn,
     "lstm": lstm,
     "gru": gru,
@@ -64,6 +68,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "ctc_gru": ctc_gru,
     "transformer_seq2seq": transformer_seq2seq,
     "gru_seq2seq": gru_seq2seq,
+    "unet": unet,
+    "lraspp_mobilenet_v3": lraspp_mobilenet_v3,
+    "deeplabv3_mobilenet_v3": deeplabv3_mobilenet_v3,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -77,6 +84,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "resnet18": ("image",),
     "resnet34": ("image",),
     "resnet50": ("image",),
+    "efficientnet_lite0": ("image",),
     "rnn": ("text", "series"),
     "lstm": ("text", "series"),
     "gru": ("text", "series"),
@@ -94,12 +102,44 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "ctc_gru": ("audio",),  # speech recognition: a transcript per clip
     "transformer_seq2seq": ("text",),  # parallel text (text_pairs): translation
     "gru_seq2seq": ("text",),
+    "unet": ("image",),  # a mask per image (mask_folder): segmentation
+    "lraspp_mobilenet_v3": ("image",),
+    "deeplabv3_mobilenet_v3": ("image",),
     "custom": KINDS,  # whatever the user's module takes
 }
 
 # the task a model does when it is not the data's own: a GAN generates images from a labelled
 # set (and trains by its own loop, train/gan.py)
 MODEL_TASKS: dict[str, str] = {"dcgan": "generate"}
+
+
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # torchvision's weights were trained so
+LITE = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # EfficientNet-Lite's TensorFlow checkpoints: [-1, 1]
+
+# the input statistics a model's pretrained weights expect, by model and the option that loads them
+PRETRAINED_INPUTS: dict[str, tuple[str, tuple[list[float], list[float]]]] = {
+    "resnet18": ("pretrained", IMAGENET),
+    "resnet34": ("pretrained", IMAGENET),
+    "resnet50": ("pretrained", IMAGENET),
+    "efficientnet_lite0": ("pretrained", LITE),
+    "unet": ("pretrained", LITE),  # only its efficientnet_lite0 encoder loads weights
+    "lraspp_mobilenet_v3": ("pretrained", IMAGENET),
+    "deeplabv3_mobilenet_v3": ("pretrained", IMAGENET),
+}
+
+# models whose output is a map with a prediction per pixel; the others predict per sample
+DENSE = frozenset({"unet", "lraspp_mobilenet_v3", "deeplabv3_mobilenet_v3"})
+
+
+def pretrained_inputs(model_cfg: Any) -> tuple[list[float], list[float]] | None:
+    """The (mean, std) a model's pretrained weights were trained with, when the config loads
+    them; None when the data's own train-split statistics serve (a model trained from scratch)."""
+    name = model_cfg.name if hasattr(model_cfg, "name") else model_cfg.get("name", "")
+    options = model_cfg.options() if hasattr(model_cfg, "options") else model_cfg
+    if name not in PRETRAINED_INPUTS:
+        return None
+    option, stats = PRETRAINED_INPUTS[name]
+    return stats if options.get(option) else None
 
 
 def task_name(model_name: str, data_task: str) -> str:
@@ -148,6 +188,8 @@ def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_nam
     check_choice("model", name, MODELS)
     check_kind(name, spec)
     options = check_options(name, options)
+    if "pretrained" in options:  # the run's own weights replace them: nothing to read or download
+        options["pretrained"] = False
     if name != "custom":
         if code is not None:
             raise RunError(f"--model-code is for runs of your own models; {run_name} is the built-in '{name}'")
@@ -158,9 +200,16 @@ def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_nam
 
 def check_kind(name: str, spec: DataSpec) -> None:
     """A model given data it cannot take fails here, naming the models that can."""
-    if spec.kind in ACCEPTS[name]:
+    dense = task_of(spec).dense
+    if spec.kind in ACCEPTS[name] and (name == "custom" or (name in DENSE) == dense):
         return
-    fits = [m for m, kinds in ACCEPTS.items() if spec.kind in kinds and m != "custom"]
+    fits = [m for m, kinds in ACCEPTS.items() if spec.kind in kinds and m != "custom" and (m in DENSE) == dense]
+    if spec.kind in ACCEPTS[name]:
+        what = "a class for every pixel" if dense else "one output per sample"
+        raise ConfigError(
+            f"model '{name}' does not fit data '{spec.name}', which wants {what} ({task_of(spec).description}): "
+            f"use model {', '.join(repr(m) for m in fits)}"
+        )
     raise ConfigError(
         f"model '{name}' takes {' or '.join(ACCEPTS[name])} data; data '{spec.name}' is {spec.kind} "
         f"(shape {tuple(spec.input_shape)}): use model {', '.join(repr(m) for m in fits)}"
@@ -216,6 +265,7 @@ __all__ = [
     "check_kind",
     "check_options",
     "count_parameters",
+    "pretrained_inputs",
     "rebuild",
     "task_name",
 ]

@@ -52,8 +52,9 @@ class Prediction:
 
     @property
     def text(self) -> str | None:
-        """The task's text output (a transcript, a translation), if it has one."""
-        return next((v for v in self.output.values() if isinstance(v, str)), None)
+        """The task's text output (a transcript, a translation), if it has one (a picture's
+        data URL, such as a segmentation's mask, is not text)."""
+        return next((v for v in self.output.values() if isinstance(v, str) and not v.startswith("data:")), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, **self.output} | ({"note": self.note} if self.note else {})

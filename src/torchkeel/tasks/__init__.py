@@ -16,6 +16,7 @@ from torchkeel.tasks.generate import GENERATE
 from torchkeel.tasks.language_model import LANGUAGE_MODEL
 from torchkeel.tasks.recognise import SPEECH
 from torchkeel.tasks.regress import REGRESS
+from torchkeel.tasks.segment import SEGMENTATION
 from torchkeel.tasks.translate import TRANSLATION
 
 TASKS: dict[str, Task] = {
@@ -27,6 +28,7 @@ TASKS: dict[str, Task] = {
     "language_model": LANGUAGE_MODEL,
     "speech_recognition": SPEECH,
     "translation": TRANSLATION,
+    "segmentation": SEGMENTATION,
 }
 
 

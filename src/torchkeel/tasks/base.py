@@ -108,6 +108,9 @@ class Task:
     report_sections: tuple[str, ...] = ()
     # a sample's target is a class index: the report shows the class balance and each image's class
     class_targets: bool = False
+    # a prediction per pixel (segmentation): only models that output a map fit (models.DENSE), and
+    # geometric augmentation moves the target masks with the pixels
+    dense: bool = False
 
     def resolve_loss(self, name: str, spec: DataSpec) -> str:
         """``auto`` becomes the task's loss; a loss that cannot fit is a ConfigError."""

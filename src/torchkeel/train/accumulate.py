@@ -58,7 +58,7 @@ def forward_backward(
     done = []
     for x, y in micro:
         if augment is not None:
-            x = augment(x)
+            x, y = augment(x, y)  # a dense task's masks move with the pixels
         with runtime.autocast(device, precision):
             out, loss = forward_loss(forward, x, y, loss_fn)  # out: (B, output_size) for most tasks
         scaler.scale(loss if len(micro) == 1 else loss / len(micro)).backward()

@@ -127,7 +127,7 @@ def _ramp(
         lr = start_lr * (end_lr / start_lr) ** (i / (steps - 1))  # exponential ramp
         set_lr(optimizer, lr)
         if augment:
-            x = aug.augment(x, cfg.data.augment)
+            x, y = aug.augment(x, y, cfg.data.augment, data.spec)
         with runtime.autocast(device, t.precision):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
