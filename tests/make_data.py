@@ -174,3 +174,38 @@ def news_rows(n: int = 240, seed: int = 0) -> list[dict]:
         rng.shuffle(words)
         rows.append({"text": " ".join(words).capitalize() + ".", "label": label})
     return rows
+
+
+def shapes_scene(seed: int, size: tuple[int, int] = (32, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB picture of a red disc (class 1) and a blue rectangle (class 2) on a noisy grey
+    background (class 0), and its exact class-index mask."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(70, 130, (h, w, 3)).astype(np.int16)
+    mask = np.zeros((h, w), np.uint8)
+    top, left = int(rng.integers(0, h - 10)), int(rng.integers(0, w - 14))
+    mask[top : top + int(rng.integers(6, 10)), left : left + int(rng.integers(8, 14))] = 2
+    cy, cx, r = int(rng.integers(7, h - 7)), int(rng.integers(7, w - 7)), int(rng.integers(4, 7))
+    yy, xx = np.mgrid[:h, :w]
+    mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    image[mask == 1] = [200, 40, 40]
+    image[mask == 2] = [40, 60, 210]
+    image += rng.integers(-20, 20, (h, w, 3))
+    return image.clip(0, 255).astype(np.uint8), mask
+
+
+def write_mask_folder(root: Path, n: int = 60, size: tuple[int, int] = (32, 40)) -> dict[str, np.ndarray]:
+    """ROOT/images/NAME.png and ROOT/masks/NAME.png (index masks) of :func:`shapes_scene`;
+    returns the masks by name."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    masks = {}
+    for i in range(n):
+        image, mask = shapes_scene(i, size)
+        Image.fromarray(image).save(root / "images" / f"scene{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"scene{i:03d}.png")
+        masks[f"scene{i:03d}"] = mask
+    (root / "classes.txt").write_text("background\ndisc\nbox\n", encoding="utf-8")
+    return masks

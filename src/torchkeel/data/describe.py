@@ -7,10 +7,12 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchkeel.data.bundle import DataBundle
 from torchkeel.data.kinds import kind_of
+from torchkeel.tasks import task_of
 
 GRID_SAMPLES = 64
 
@@ -109,8 +111,16 @@ def write_sample_grid(bundle: DataBundle, path: str | Path, seed: int = 0, count
     side = max(1, int(len(pick) ** 0.5 + 0.999))
     fig = Figure(figsize=(side * 1.2, side * 1.3))
     FigureCanvasAgg(fig)
+    dense = task_of(spec).dense  # a mask per image (segmentation): drawn over it, titled by its index
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         ax = fig.add_subplot(side, side, i + 1)
+        if dense:
+            from torchkeel.serve.pictures import overlay
+
+            ax.imshow(overlay(image, np.asarray(label, dtype=np.uint8), spec))
+            ax.set_title(f"#{int(pick[i])}", fontsize=7)
+            ax.axis("off")
+            continue
         picture = image.permute(1, 2, 0).numpy()
         ax.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", vmin=0, vmax=1)
         ax.set_title(spec.classes[label] if spec.classes else str(label), fontsize=7)

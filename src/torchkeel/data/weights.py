@@ -17,10 +17,18 @@ def balanced_weights(y: torch.Tensor, num_classes: int) -> list[float]:
 
 
 def add_class_weights(bundle: DataBundle) -> None:
-    """Store balanced weights in ``spec.extra["class_weights"]``: ``fit`` passes them to the loss."""
+    """Store balanced weights in ``spec.extra["class_weights"]``: ``fit`` passes them to the loss.
+    Per-pixel targets count pixels per class, leaving out ``spec.extra["ignore_index"]`` (void)."""
     spec = bundle.spec
     from torchkeel.tasks import task_of
 
     if "class_weights" not in task_of(spec).uses:
         raise ConfigError(f"data.class_weights: data '{spec.name}' is a {spec.task} task; weights need classes")
-    spec.extra["class_weights"] = balanced_weights(bundle.train.y, spec.num_classes)
+    y = bundle.train.y
+    if (
+        isinstance(y, torch.Tensor) and y.ndim > 1
+    ):  # a class per pixel (segmentation, (N, H, W)): count the labelled pixels
+        y = y.flatten()
+        ignore = spec.extra.get("ignore_index")
+        y = y[y != ignore] if ignore is not None else y
+    spec.extra["class_weights"] = balanced_weights(y, spec.num_classes)

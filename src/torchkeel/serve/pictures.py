@@ -18,6 +18,7 @@ import torch
 from torchkeel import atomic
 
 ALPHA = 0.5  # the mask's opacity over the image
+VOID = 255  # void pixels of target masks (tasks/segment.py IGNORE)
 
 
 def mask_from_png(data_url: str) -> np.ndarray:
@@ -43,11 +44,15 @@ def colours(spec: Any, classes: int) -> np.ndarray:
 
 
 def overlay(image: torch.Tensor, mask: np.ndarray, spec: Any) -> np.ndarray:
-    """(H, W, 3) uint8: ``image`` ((C, H, W) in [0, 1]) blended with the mask's colours."""
+    """(H, W, 3) uint8: ``image`` ((C, H, W) in [0, 1]) blended with the mask's colours; void
+    pixels (255 in a target mask) stay unpainted."""
     rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
     pixels = (rgb.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.float32)
-    painted = colours(spec, max(spec.num_classes, int(mask.max()) + 1))[mask].astype(np.float32)
-    return (pixels * (1 - ALPHA) + painted * ALPHA).round().astype(np.uint8)
+    void = mask == VOID
+    labelled = np.where(void, 0, mask)
+    painted = colours(spec, max(spec.num_classes, int(labelled.max()) + 1))[labelled].astype(np.float32)
+    blended = pixels * (1 - ALPHA) + painted * ALPHA
+    return np.where(void[..., None], pixels, blended).round().astype(np.uint8)
 
 
 def png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:

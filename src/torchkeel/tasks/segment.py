@@ -73,10 +73,17 @@ def class_scores_of(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return iou, dice, present
 
 
+def chosen_metrics(names: list[str], spec: Any = None) -> list[str]:
+    """The segmentation metrics of ``names``; all three when it names none of them but the
+    key metric (``eval.metrics``' default is the classifiers')."""
+    own = [n for n in names if n in METRICS]
+    return list(METRICS) if own in ([], ["miou"]) else own
+
+
 class SegmentationAccumulator:
     def __init__(self, spec: Any, names: list[str], device: torch.device, top_k: int = 1, *, details: bool = False):
         self.spec = spec
-        self.names = [n for n in names if n in METRICS] or ["miou"]
+        self.names = chosen_metrics(names)
         k = spec.num_classes
         self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # [loss sum, images]
         self.has_loss = False
@@ -160,8 +167,7 @@ SEGMENTATION = Task(
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=decode,
     export_output="logits (B, K, H, W): argmax over axis 1 gives each pixel's index into 'classes'",
-    # eval.metrics names none of these (its default is the classifiers'): all three
-    adjust_metrics=lambda chosen, spec: list(METRICS) if chosen == ["miou"] else chosen,
+    adjust_metrics=chosen_metrics,
     report_sections=("segmentation",),
     dense=True,
     refusal_hint="; it predicts a class per pixel (keel predict {run} IMAGE --out mask.png)",

@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchkeel.config import FOLDER_DATASETS, RunConfig
+from torchkeel.config_data import MASK_DATASETS
 from torchkeel.data.bundle import DataBundle, DataSpec
 from torchkeel.data.resize import target_size
 from torchkeel.errors import KeelError
@@ -57,7 +58,8 @@ def check_images_fit(cfg: RunConfig, device: torch.device) -> None:
     size = target_size(cfg.data.image.size)
     if cfg.data.name not in FOLDER_DATASETS or size is None:
         return
-    spec = DataSpec(cfg.data.name, "image", "classification", (1, *size), classes=["a", "b"])
+    task = "segmentation" if cfg.data.name in MASK_DATASETS else "classification"  # a mask per image
+    spec = DataSpec(cfg.data.name, "image", task, (1, *size), classes=["a", "b"])
     check_step_fits(cfg, spec, torch.float32, device, 1, evaluate=False, forward=True)
 
 

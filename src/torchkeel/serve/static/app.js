@@ -4,10 +4,13 @@
 
 const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
+let modelSpec = null; // the run's data spec, from /info
+let lastPicture = null; // the last image sent, for drawing a predicted mask over it
 
 async function start() {
   const info = await (await fetch("/info")).json();
   const spec = info.spec;
+  modelSpec = spec;
   const metric = info.metrics.accuracy !== undefined ? `, test accuracy ${(info.metrics.accuracy * 100).toFixed(1)}%` : "";
   $("model").textContent = `${info.model.name} on ${spec.name} (${spec.task}${metric})`;
   if (spec.kind === "image") setUpImage(spec);
@@ -125,6 +128,7 @@ function setUpImage(spec) {
 
   $("clear").addEventListener("click", () => { clear(); show(null); });
   $("predict-image").addEventListener("click", () => {
+    lastPicture = pad;
     pad.toBlob((blob) => sendFile(blob, "drawing.png"), "image/png");
   });
   $("file").addEventListener("change", async (e) => {
@@ -139,7 +143,7 @@ function setUpImage(spec) {
 function preview(file, ctx, pad) {
   const url = URL.createObjectURL(file);
   const img = new Image();
-  img.onload = () => { ctx.drawImage(img, 0, 0, pad.width, pad.height); URL.revokeObjectURL(url); };
+  img.onload = () => { ctx.drawImage(img, 0, 0, pad.width, pad.height); lastPicture = img; URL.revokeObjectURL(url); };
   img.onerror = () => URL.revokeObjectURL(url);
   img.src = url;
 }
@@ -200,6 +204,10 @@ function show(prediction) {
     bars.append(li);
     return;
   }
+  if (prediction.mask !== undefined) {  // a segmentation: the mask over the picture, the classes' shares
+    showMask(prediction);
+    return;
+  }
   if (prediction.transcript !== undefined) {  // a speech recogniser's words
     const li = document.createElement("li");
     li.className = "transcript";
@@ -216,7 +224,11 @@ function show(prediction) {
     bars.append(box);
     return;
   }
-  for (const { class: label, probability } of prediction.top) {
+  addBars(bars, prediction.top.map(({ class: label, probability }) => [label, probability]));
+}
+
+function addBars(bars, rows) {
+  for (const [label, probability] of rows) {
     const li = document.createElement("li");
     const name = document.createElement("span");
     name.className = "label";
@@ -234,6 +246,36 @@ function show(prediction) {
     li.append(name, track, value);
     bars.append(li);
   }
+}
+
+// The mask is at the model's input size: draw the picture as the server resized it (the shorter
+// side scaled to fit, then centre-cropped; or stretched), then the mask's colours at half opacity.
+function showMask(prediction) {
+  const [height, width] = prediction.size;
+  const canvas = document.createElement("canvas");
+  canvas.id = "overlay";
+  const scale = Math.max(1, Math.floor(420 / Math.max(width, height)));
+  canvas.width = width * scale;
+  canvas.height = height * scale;
+  const ctx = canvas.getContext("2d");
+  if (lastPicture) {
+    const w = lastPicture.naturalWidth || lastPicture.width, h = lastPicture.naturalHeight || lastPicture.height;
+    const fit = modelSpec && modelSpec.extra.resize === "stretch" ? null : Math.max(canvas.width / w, canvas.height / h);
+    if (fit === null) ctx.drawImage(lastPicture, 0, 0, canvas.width, canvas.height);
+    else ctx.drawImage(lastPicture, (canvas.width - w * fit) / 2, (canvas.height - h * fit) / 2, w * fit, h * fit);
+  }
+  const mask = new Image();
+  mask.onload = () => {
+    ctx.globalAlpha = 0.5;
+    ctx.imageSmoothingEnabled = false; // class colours stay exact at the borders
+    ctx.drawImage(mask, 0, 0, canvas.width, canvas.height);
+    canvas.dataset.drawn = "true";
+  };
+  mask.src = prediction.mask;
+  const li = document.createElement("li");
+  li.append(canvas);
+  $("bars").append(li);
+  addBars($("bars"), prediction.classes.map(({ class: label, fraction }) => [label, fraction]));
 }
 
 start().catch((err) => { $("error").textContent = `could not load the model info (${err.message})`; });
