@@ -253,7 +253,7 @@ def predict(
     ] = None,
     model_code: ModelCodeOpt = None,
 ) -> None:
-    """Predict classes (top-k, with probabilities), values, transcripts or translations for new inputs.
+    """Predict classes (top-k, with probabilities), values, transcripts, translations or masks for new inputs.
 
     Table models write the input rows with the predictions added to a CSV file."""
     from torchkeel.cli_predict import predict_tables, print_prediction, write_pictures
