@@ -51,7 +51,7 @@ def load_image_folder(cfg: DataConfig, seed: int) -> DataBundle:
     skipped = listing.skipped + [listing.paths[i] for i, h in enumerate(headers) if h is None]
     if not readable:
         raise DataError(f"image_folder: no readable images under {root} (PNG, JPEG, BMP or WEBP files)")
-    channels, size = _geometry([headers[i] for i in readable], [listing.paths[i] for i in readable], cfg)
+    channels, size = geometry([headers[i] for i in readable], [listing.paths[i] for i in readable], cfg)
     files = ImageFiles(
         [listing.paths[i] for i in readable],
         torch.tensor([listing.labels[i] for i in readable], dtype=torch.int64),
@@ -134,8 +134,11 @@ def _add_class(listing: Listing, folder: Path, label: int, part: str) -> None:
                 listing.skipped.append(path)
 
 
-def _geometry(headers: list[tuple[int, int, bool]], paths: list[str], cfg: DataConfig) -> tuple[int, tuple[int, int]]:
-    """Channels (1 or 3) and (height, width) every image is brought to."""
+def geometry(
+    headers: list[tuple[int, int, bool]], paths: list[str], cfg: DataConfig, name: str = "image_folder", also: str = ""
+) -> tuple[int, tuple[int, int]]:
+    """Channels (1 or 3) and (height, width) every image is brought to; images of several
+    sizes need ``data.image.size`` (``also``: what is resized with them, e.g. " and their masks")."""
     channels = {"grey": 1, "rgb": 3}.get(cfg.image.channels) or (1 if all(g for _, _, g in headers) else 3)
     size = target_size(cfg.image.size)
     if size is None:
@@ -143,8 +146,8 @@ def _geometry(headers: list[tuple[int, int, bool]], paths: list[str], cfg: DataC
         if len(sizes) > 1:
             (a, pa), (b, pb) = list(sizes.items())[:2]
             raise DataError(
-                f"image_folder: images differ in size ({a[0]}x{a[1]} {pa}, {b[0]}x{b[1]} {pb}, ...): "
-                "set data.image.size (e.g. data.image.size=64) to resize them"
+                f"{name}: images differ in size ({a[0]}x{a[1]} {pa}, {b[0]}x{b[1]} {pb}, ...): "
+                f"set data.image.size (e.g. data.image.size=64) to resize them{also}"
             )
         size = next(iter(sizes))
     return channels, size

@@ -25,9 +25,10 @@ import torch
 from torchkeel.config_data import DataConfig, MasksConfig
 from torchkeel.data.bundle import DataBundle, Split
 from torchkeel.data.decode import UnreadableImage, decode_file, read_header
+from torchkeel.data.folder import geometry
 from torchkeel.data.images import channel_stats, image_spec, normalise
 from torchkeel.data.mask_files import RawMask, find_folders, fit_mask, nearest, pair_files, read_mask, warn_files
-from torchkeel.data.resize import fit_size, target_size
+from torchkeel.data.resize import fit_size
 from torchkeel.data.splits import holdout_indices
 from torchkeel.errors import DataError, DataWarning
 
@@ -90,21 +91,10 @@ def load_mask_folder(cfg: DataConfig, seed: int) -> DataBundle:
 
 def _geometry(headers: list, paths: list[str], cfg: DataConfig) -> tuple[int, tuple[int, int]]:
     """Channels (1 or 3) and (height, width) every image is brought to."""
-    read = [h for h in headers if h is not None]
+    read = [(h, p) for h, p in zip(headers, paths, strict=True) if h is not None]
     if not read:
         raise DataError(f"mask_folder: no readable images ({paths[0]}, ...)")
-    channels = {"grey": 1, "rgb": 3}.get(cfg.image.channels) or (1 if all(g for _, _, g in read) else 3)
-    size = target_size(cfg.image.size)
-    if size is None:
-        sizes = {(h[0], h[1]): p for h, p in zip(headers, paths, strict=True) if h is not None}
-        if len(sizes) > 1:
-            (a, pa), (b, pb) = list(sizes.items())[:2]
-            raise DataError(
-                f"mask_folder: images differ in size ({a[0]}x{a[1]} {pa}, {b[0]}x{b[1]} {pb}, ...): "
-                "set data.image.size (e.g. data.image.size=128) to resize them and their masks"
-            )
-        size = next(iter(sizes))
-    return channels, size
+    return geometry([h for h, _ in read], [p for _, p in read], cfg, "mask_folder", " and their masks")
 
 
 def _check_memory(n: int, channels: int, size: tuple[int, int], cfg: DataConfig) -> None:
