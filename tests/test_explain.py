@@ -138,3 +138,16 @@ def test_keel_explain_writes_images(trained_run: Path, tmp_path: Path):
         with Image.open(written) as img:
             assert img.format == "PNG" and img.width > img.height  # input | saliency | Grad-CAM in a row
     assert_one_line_error(keel("explain", str(trained_run), str(tmp_path / "none.png"), cwd=tmp_path), "no such file")
+
+
+def test_grad_cam_and_saliency_of_a_frozen_backbone():
+    """A transfer model whose backbone is frozen still has input gradients and Grad-CAM maps."""
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.evaluate.explain import grad_cam, saliency
+    from torchkeel.models import build
+
+    spec = DataSpec("c", "image", "classification", (3, 32, 32), classes=list("abc"))
+    model = build({"name": "resnet18", "freeze_backbone": True}, spec).eval()
+    x, target = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    for maps in (saliency(model, x, target, spec), grad_cam(model, x, target, spec)):
+        assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and maps.amax() > 0

@@ -35,6 +35,8 @@ class AugmentConfig(Strict):
     translate: float = Field(0.0, ge=0.0, lt=0.5, description="random shift up to this fraction of the size")
     scale: float = Field(0.0, ge=0.0, lt=1.0, description="random zoom by up to this fraction in or out")
     cutout: int = Field(0, ge=0, description="side in pixels of a square set to zero (the mean) at a random place")
+    brightness: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's pixels by 1 +- up to this")
+    contrast: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's deviations from its mean by 1 +- this")
 
 
 class ImageConfig(Strict):

@@ -10,6 +10,11 @@ uncovers and the cutout square are all filled with the mean.
 - cutout: a square of zeros at a random centre (DeVries & Taylor 2017, "Improved
   Regularization of CNNs with Cutout"); it may hang over the border, as in the paper.
 
+- brightness / contrast: per sample, the [0, 1] pixels scaled by a factor in 1 +- brightness,
+  and their deviations from the image's mean by 1 +- contrast (torchvision's ColorJitter
+  definitions), computed on the normalised batch with the data's mean and std: photometric
+  changes a model should not care about, such as daylight against dusk.
+
 An augmentation is a function of a batch's (inputs, targets). Targets stay as they are,
 except for a task with a prediction per pixel (segmentation: ``Task.dense``), whose masks
 move with the pixels: the same flips, crops and affine maps, sampled nearest, with the area
@@ -99,6 +104,24 @@ def random_affine_masks(
     return x, moved.masked_fill(moved < 0, IGNORE)
 
 
+def photometric(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, brightness: float, contrast: float
+) -> torch.Tensor:
+    """Random brightness and contrast per sample on normalised images (B, C, H, W): back to
+    [0, 1] pixels p = x * std + mean, p' = c * (b * p - m) + m with m the image's mean of b * p
+    over all channels and pixels, and normalised again; not clamped, so no value is lost."""
+    b = x.shape[0]
+    view = (1, -1, 1, 1)
+    mean, std = mean.to(x).view(view), std.to(x).view(view)
+    pixels = x * std + mean
+    if brightness:
+        pixels = pixels * (1 + (torch.rand(b, 1, 1, 1, device=x.device) * 2 - 1) * brightness)
+    if contrast:
+        centre = pixels.mean(dim=(1, 2, 3), keepdim=True)
+        pixels = (pixels - centre) * (1 + (torch.rand(b, 1, 1, 1, device=x.device) * 2 - 1) * contrast) + centre
+    return (pixels - mean) / std
+
+
 def with_masks(step: Callable[[torch.Tensor], torch.Tensor]) -> Augment:
     """A step that only moves or mirrors pixels (crop, flip), applied to images and masks at
     once: the mask rides along as one more channel; what padding brings in becomes void."""
@@ -148,6 +171,11 @@ def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
         steps.append(
             partial(random_affine_masks, **geometry) if dense else inputs_only(partial(random_affine, **geometry))
         )
+    if cfg.brightness or cfg.contrast:
+        mean = torch.tensor(spec.mean if spec.mean is not None else [0.0] * spec.input_shape[0])
+        std = torch.tensor(spec.std if spec.std is not None else [1.0] * spec.input_shape[0])
+        colour = partial(photometric, mean=mean, std=std, brightness=cfg.brightness, contrast=cfg.contrast)
+        steps.append(inputs_only(colour))
     if cfg.cutout:
         steps.append(inputs_only(partial(cutout, size=cfg.cutout)))  # hides pixels; the targets stand
     if not steps:
@@ -168,4 +196,6 @@ def augment(x: torch.Tensor, y: Any, cfg: AugmentConfig, spec: DataSpec | None =
 
 
 def is_active(cfg: AugmentConfig) -> bool:
-    return bool(cfg.crop or cfg.flip or cfg.rotate or cfg.translate or cfg.scale or cfg.cutout)
+    return bool(
+        cfg.crop or cfg.flip or cfg.rotate or cfg.translate or cfg.scale or cfg.cutout or cfg.brightness or cfg.contrast
+    )

@@ -83,7 +83,9 @@ def grad_cam(
     handle = layer.register_forward_hook(lambda module, inputs, out: saved.update(out=out))
     try:
         with torch.enable_grad():
-            scores = _target_scores(model, x.detach(), target, spec)
+            # the input asks for gradients, so the layer's output has them even when every
+            # weight before it is frozen (a transfer model's backbone)
+            scores = _target_scores(model, x.detach().requires_grad_(True), target, spec)
             (grads,) = torch.autograd.grad(scores, saved["out"])  # (N, C, h, w)
     finally:
         handle.remove()
