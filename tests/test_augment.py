@@ -111,3 +111,44 @@ def test_nothing_to_do_and_not_for_tables():
     assert build_augment(AugmentConfig(), _spec(None)) is None
     table = DataSpec("t", "table", "classification", (4,), classes=["a", "b"])
     assert build_augment(AugmentConfig(crop=2, flip=True), table) is None
+
+
+def test_brightness_and_contrast_act_on_the_pixels_not_the_normalised_values():
+    from torchkeel.data.augment import photometric
+
+    pixels = torch.rand(8, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.2, 0.4, 0.6]), torch.tensor([0.1, 0.2, 0.3])
+    x = (pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    torch.manual_seed(3)
+    out = photometric(x, mean, std, brightness=0.5, contrast=0.0) * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+    factor = out / pixels  # one brightness factor per image, the same for every pixel and channel
+    assert torch.allclose(factor, factor[:, :1, :1, :1].expand_as(factor), atol=1e-4)
+    assert ((factor[:, 0, 0, 0] - 1).abs() <= 0.5 + 1e-5).all() and factor[:, 0, 0, 0].std() > 0
+    out = photometric(x, mean, std, brightness=0.0, contrast=0.5) * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+    torch.testing.assert_close(out.mean((1, 2, 3)), pixels.mean((1, 2, 3)), atol=1e-5, rtol=0)  # mean kept
+    ratio = out.std((1, 2, 3)) / pixels.std((1, 2, 3))
+    assert ((ratio - 1).abs() <= 0.5 + 1e-4).all() and ratio.std() > 0
+
+
+def test_masks_move_with_the_pixels():
+    """Segmentation: flips, crops and affine maps move each mask with its image; what comes in
+    from outside the image is void (255)."""
+    spec = DataSpec("m", "image", "segmentation", (1, 16, 16), classes=list("abcd"))
+    blocks = torch.randint(0, 4, (32, 4, 4), generator=torch.Generator().manual_seed(1))
+    y = blocks.repeat_interleave(4, 1).repeat_interleave(4, 2)  # (32, 16, 16): regions of 4x4 pixels
+    x = y[:, None].float()  # the image shows its own mask: a moved pixel keeps its class
+    torch.manual_seed(0)
+    exact = build_augment(AugmentConfig(crop=3, flip=True), spec)
+    xs, ys = exact(x, y)
+    void = ys == 255
+    assert void.any() and (xs[:, 0][void] == 0).all()  # padding: the mean (0), and void
+    assert torch.equal(xs[:, 0][~void], ys[~void].float())
+    geometric = build_augment(AugmentConfig(flip=False, translate=0.2, scale=0.2), spec)
+    xs, ys = geometric(x, y)
+    labelled = ys != 255
+    assert labelled.float().mean() < 1  # a shifted or zoomed-out image brings void in
+    agree = (xs[:, 0].round() == ys.float()) & labelled
+    assert agree.sum() / labelled.sum() > 0.8  # bilinear pixels against nearest labels: borders differ
+    classify = build_augment(AugmentConfig(flip=True), _spec(None))
+    labels = torch.arange(6)
+    assert classify(_batch(), labels)[1] is labels
