@@ -19,10 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+SCRATCH = ["--set", "model.pretrained=false", "--set", "model.freeze_backbone=false"]
 VARIANTS = {
-    "unet + EfficientNet-Lite0, ImageNet": [],
-    "unet + EfficientNet-Lite0, random init": ["--set", "model.pretrained=false"],
-    "unet from scratch (widths 32-256)": ["--set", "model.encoder=scratch", "--set", "model.pretrained=false"],
+    "unet + EfficientNet-Lite0, ImageNet (the config's)": [],
+    "unet + EfficientNet-Lite0, random init, trained": SCRATCH,
+    "unet from scratch (widths 32-256)": ["--set", "model.encoder=scratch", *SCRATCH],
 }
 
 
