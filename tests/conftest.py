@@ -102,3 +102,12 @@ def mixed_table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--epochs", "2", "--set", "train.threads=1", "--set", "eval.report=false", "-q", cwd=cwd, check=True,
     )  # fmt: skip
     return (cwd / "runs" / "latest").resolve()
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test sends Ctrl-C: a shell's background job (``nohup
+    bash .ci/run &``) starts with SIGINT ignored, and a child inherits that and keeps it, as
+    Python does for an ignored SIGINT (it then installs no KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SRC, assert_one_line_error, keel
+from conftest import SRC, assert_one_line_error, default_sigint, keel
 from rich.console import Console
 from test_tune import _process_state, _wait_for
 
@@ -93,7 +93,15 @@ def test_auto_interrupted_keeps_its_leaderboard_and_resumes_within_the_budget(tm
             "--set", "train.epochs=5000", "--set", "train.early_stopping=null", "--set", "train.threads=1",
             "--set", "eval.report=false"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     runs_dir = tmp_path / "runs"
     _wait_for(lambda: any(runs_dir.glob("*-auto-mlp-256-128")), proc)
     proc.send_signal(signal.SIGSTOP)

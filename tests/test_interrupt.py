@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from conftest import SRC
+from conftest import SRC, default_sigint
 from torch import nn
 
 import torchkeel as keel
@@ -162,6 +162,7 @@ class KilledRun:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=default_sigint,
         )
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import SRC, assert_one_line_error, keel
+from conftest import SRC, assert_one_line_error, default_sigint, keel
 from rich.console import Console
 
 from torchkeel.config import load_config, validate_config
@@ -170,6 +170,7 @@ def test_tune_runs_resumes_after_interruption_and_its_best_config_trains(tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     _interrupt_during_a_trial(proc, runs_dir, first=1, last=2)
     stdout, stderr = proc.communicate(timeout=300)

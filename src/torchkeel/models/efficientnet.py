@@ -116,7 +116,8 @@ def lite0_state() -> dict[str, torch.Tensor]:
     """The package's ImageNet weights in timm's names. The file is in torch's pre-1.6 format,
     which torchkeel refuses from users' files (it cannot be memory-mapped); this one comes from
     an installed package and is read with ``weights_only=True`` all the same: no code runs."""
-    return lite_to_timm(torch.load(_package_file(), map_location="cpu", weights_only=True))
+    path = _package_file()
+    return lite_to_timm(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def path_state(path: str) -> dict[str, torch.Tensor]:
