@@ -43,8 +43,10 @@ class ImageConfig(Strict):
     """Decoding options for image files (image_folder) and resizing of any image set."""
 
     size: int | tuple[int, int] | None = Field(None, description="(height, width) or one side; null: keep")
-    resize: Literal["crop", "stretch"] = Field(
-        "crop", description="crop: scale the shorter side to fit, then center-crop; stretch: ignore aspect"
+    resize: Literal["crop", "stretch", "letterbox"] = Field(
+        "crop",
+        description="crop: scale the shorter side to fit, then center-crop; stretch: ignore aspect; letterbox: "
+        "fit the whole image, pad the rest (box_folder always letterboxes unless told stretch)",
     )
     channels: Literal["auto", "grey", "rgb"] = Field("auto", description="auto: grey when every image is grey")
     memory_mb: float = Field(
@@ -114,8 +116,9 @@ def resolve_text_length(data: DataConfig, model: str) -> None:
 # data sets read from a file the user gives (data.path) or from a folder (data.root)
 FILE_DATASETS = ("csv", "parquet", "text_csv", "text_file")
 PAIRS_DATASETS = ("text_pairs",)  # a file (data.path) or a folder (data.root) of parallel text
-FOLDER_DATASETS = ("image_folder", "mask_folder")
+FOLDER_DATASETS = ("image_folder", "mask_folder", "box_folder")
 MASK_DATASETS = ("mask_folder",)  # images with a segmentation mask each
+BOX_DATASETS = ("box_folder",)  # images with boxes around objects (VOC XML, COCO JSON, YOLO txt)
 AUDIO_DATASETS = ("audio_folder", "fsdd", "audio_transcripts", "yesno", "fsdd_digits")
 SPEECH_DATASETS = ("audio_transcripts", "yesno", "fsdd_digits")  # a transcript per clip: speech recognition (CTC)
 
@@ -269,9 +272,32 @@ class MasksConfig(Strict):
         return self
 
 
+class BoxesConfig(Strict):
+    """Object boxes beside images (the data set ``box_folder``): their format and classes.
+    Boxes are checked on load: inverted ones are swapped, those over the edge clipped, empty
+    or non-finite ones dropped, each kind counted in one warning that names the files."""
+
+    format: Literal["auto", "voc", "coco", "yolo"] = Field(
+        "auto",
+        description="voc: JPEGImages/ + Annotations/*.xml; coco: a JSON file or annotations/*.json; "
+        "yolo: images/ + labels/*.txt; auto: detect",
+    )
+    classes: list[str] | None = Field(
+        None, description="class names in order; boxes of other classes are dropped (counted); null: from the files"
+    )
+    max_side: int = Field(512, ge=32, description="without data.image.size: images are brought to at most this side")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BoxesConfig:
+        if self.classes is not None and len(set(self.classes)) < len(self.classes):
+            raise ValueError("classes: the names must differ")
+        return self
+
+
 class DataConfig(Strict):
     name: str = Field(
-        "digits", description="a built-in data set, csv/parquet/text_csv/image_folder/mask_folder, or hf:<name>"
+        "digits",
+        description="a built-in data set, csv/parquet/text_csv/image_folder/mask_folder/box_folder, or hf:<name>",
     )
     root: str | None = Field(None, description="folder holding the data set's files")
     path: str | None = Field(
@@ -298,6 +324,7 @@ class DataConfig(Strict):
     audio: AudioConfig | None = Field(None, description="audio_folder / fsdd: sample rate, longest clip")
     pairs: PairsConfig | None = Field(None, description="text_pairs: tokenisers, lengths and filters")
     masks: MasksConfig | None = Field(None, description="mask_folder: where the masks are, what their values mean")
+    boxes: BoxesConfig | None = Field(None, description="box_folder: the annotations' format and classes")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -338,6 +365,7 @@ SECTION_DATASETS = {
     "audio": (AUDIO_DATASETS, "sound"),
     "pairs": (PAIRS_DATASETS, "parallel text"),
     "masks": (MASK_DATASETS, "segmentation mask"),
+    "boxes": (BOX_DATASETS, "object box"),
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torchkeel.config_data import DataConfig
 from torchkeel.data.audio import load_audio_folder, load_fsdd
+from torchkeel.data.boxes import load_box_folder
 from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.corpus_loader import load_text_file
 from torchkeel.data.folder import load_image_folder
@@ -41,6 +42,7 @@ DATASETS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "svhn": load_vision,
     "image_folder": load_image_folder,
     "mask_folder": load_mask_folder,
+    "box_folder": load_box_folder,
     "csv": load_table,
     "parquet": load_table,
     "breast_cancer": load_embedded_table,

@@ -18,7 +18,8 @@ uncovers and the cutout square are all filled with the mean.
 An augmentation is a function of a batch's (inputs, targets). Targets stay as they are,
 except for a task with a prediction per pixel (segmentation: ``Task.dense``), whose masks
 move with the pixels: the same flips, crops and affine maps, sampled nearest, with the area
-brought in from outside the image marked void (``IGNORE``), so no loss counts it.
+brought in from outside the image marked void (``IGNORE``), so no loss counts it; and for
+object detection (``Task.boxes``), whose boxes move with them (data/augment_boxes.py).
 """
 
 from __future__ import annotations
@@ -161,6 +162,13 @@ def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
     flip = cfg.flip if cfg.flip is not None else bool(spec.extra.get("flip", False))
     moves = with_masks if task_of(spec).dense else inputs_only
     steps: list[Augment] = []
+    if task_of(spec).boxes:  # boxes move with the pixels (data/augment_boxes.py); a crop is a zoom there
+        from torchkeel.data.augment_boxes import box_transform, boxes_moved
+
+        transform = box_transform(flip, cfg.rotate, cfg.translate, cfg.scale)
+        if transform is not None:
+            steps.append(boxes_moved(transform))
+        flip, cfg = False, cfg.model_copy(update={"crop": 0, "rotate": 0.0, "translate": 0.0, "scale": 0.0})
     if cfg.crop:
         steps.append(moves(partial(random_crop, pad=cfg.crop)))
     if flip:

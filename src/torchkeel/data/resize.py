@@ -17,7 +17,9 @@ def target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str = "crop") -> torch.Tensor:
     """(..., C, h, w) -> (..., C, H, W). ``crop`` scales so the image covers the target,
-    then center-crops (no distortion); ``stretch`` resizes straight to the target."""
+    then center-crops (no distortion); ``stretch`` resizes straight to the target;
+    ``letterbox`` scales so the whole image fits, at the top left, and pads the rest with 0
+    (nothing is cut off: object detection's boxes stay inside)."""
     from torchvision.transforms.v2 import functional as F
 
     h, w = x.shape[-2:]
@@ -25,9 +27,21 @@ def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str = "crop") -> torc
         return x
     if mode == "stretch":
         return F.resize(x, list(size), antialias=True)
+    if mode == "letterbox":
+        _, _, fitted = letterbox_scales(h, w, size)
+        inner = F.resize(x, list(fitted), antialias=True)
+        return torch.nn.functional.pad(inner, (0, size[1] - fitted[1], 0, size[0] - fitted[0]))
     scale = max(size[0] / h, size[1] / w)
     covered = [max(size[0], round(h * scale)), max(size[1], round(w * scale))]
     return F.center_crop(F.resize(x, covered, antialias=True), list(size))
+
+
+def letterbox_scales(h: int, w: int, size: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
+    """How ``letterbox`` maps an h x w image into ``size``: the (y, x) scale factors of its
+    pixels and the (height, width) it takes at the top left."""
+    scale = min(size[0] / h, size[1] / w)
+    fitted = (min(size[0], max(1, round(h * scale))), min(size[1], max(1, round(w * scale))))
+    return fitted[0] / h, fitted[1] / w, fitted
 
 
 def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torchkeel.models.airbench import airbench
 from torchkeel.models.audio import ctc_gru, logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
+from torchkeel.models.detect import fasterrcnn_mobilenet_v3, fcos, retinanet, ssdlite
 from torchkeel.models.efficientnet import efficientnet_lite0
 from torchkeel.models.gan import dcgan
 from torchkeel.models.gpt import gpt
@@ -71,6 +72,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "unet": unet,
     "lraspp_mobilenet_v3": lraspp_mobilenet_v3,
     "deeplabv3_mobilenet_v3": deeplabv3_mobilenet_v3,
+    "fcos": fcos,
+    "retinanet": retinanet,
+    "fasterrcnn_mobilenet_v3": fasterrcnn_mobilenet_v3,
+    "ssdlite": ssdlite,
 }
 
 KINDS = tuple(DATA_KINDS)  # every kind of data (data/kinds.py)
@@ -105,6 +110,10 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "unet": ("image",),  # a mask per image (mask_folder): segmentation
     "lraspp_mobilenet_v3": ("image",),
     "deeplabv3_mobilenet_v3": ("image",),
+    "fcos": ("image",),  # boxes per image (box_folder): object detection
+    "retinanet": ("image",),
+    "fasterrcnn_mobilenet_v3": ("image",),
+    "ssdlite": ("image",),
     "custom": KINDS,  # whatever the user's module takes
 }
 
@@ -125,10 +134,20 @@ PRETRAINED_INPUTS: dict[str, tuple[str, tuple[list[float], list[float]]]] = {
     "unet": ("pretrained", LITE),  # only its efficientnet_lite0 encoder loads weights
     "lraspp_mobilenet_v3": ("pretrained", IMAGENET),
     "deeplabv3_mobilenet_v3": ("pretrained", IMAGENET),
+    "fcos": ("pretrained", LITE),  # the detectors' pretrained backbone is EfficientNet-Lite0
+    "retinanet": ("pretrained", LITE),
+    "fasterrcnn_mobilenet_v3": ("pretrained", LITE),
 }
 
-# models whose output is a map with a prediction per pixel; the others predict per sample
+# models whose output is a map with a prediction per pixel, or boxes; the others predict per sample
 DENSE = frozenset({"unet", "lraspp_mobilenet_v3", "deeplabv3_mobilenet_v3"})
+DETECTORS = frozenset({"fcos", "retinanet", "fasterrcnn_mobilenet_v3", "ssdlite"})
+WANTS = {"pixel": "a class for every pixel", "boxes": "boxes around objects", "sample": "one output per sample"}
+
+
+def output_form(name: str) -> str:
+    """What model ``name`` outputs: "pixel" maps, "boxes", or one per "sample" (a Task's output_form)."""
+    return "pixel" if name in DENSE else "boxes" if name in DETECTORS else "sample"
 
 
 def pretrained_inputs(model_cfg: Any) -> tuple[list[float], list[float]] | None:
@@ -200,12 +219,12 @@ def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_nam
 
 def check_kind(name: str, spec: DataSpec) -> None:
     """A model given data it cannot take fails here, naming the models that can."""
-    dense = task_of(spec).dense
-    if spec.kind in ACCEPTS[name] and (name == "custom" or (name in DENSE) == dense):
+    form = task_of(spec).output_form
+    if spec.kind in ACCEPTS[name] and (name == "custom" or output_form(name) == form):
         return
-    fits = [m for m, kinds in ACCEPTS.items() if spec.kind in kinds and m != "custom" and (m in DENSE) == dense]
+    fits = [m for m, kinds in ACCEPTS.items() if spec.kind in kinds and m != "custom" and output_form(m) == form]
     if spec.kind in ACCEPTS[name]:
-        what = "a class for every pixel" if dense else "one output per sample"
+        what = WANTS[form]
         raise ConfigError(
             f"model '{name}' does not fit data '{spec.name}', which wants {what} ({task_of(spec).description}): "
             f"use model {', '.join(repr(m) for m in fits)}"

@@ -71,10 +71,13 @@ def efficientnet_lite0(
     return TransferNet(net, head, note)
 
 
-def lite0_encoder(pretrained: bool | str, channels: int = 3) -> nn.Module:
+def lite0_encoder(
+    pretrained: bool | str, channels: int = 3, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4)
+) -> nn.Module:
     """The Lite0 body as a feature pyramid: a list of 5 maps of 16, 24, 40, 112 and 320 channels
-    at strides 2, 4, 8, 16 and 32 (the encoder of ``unet``, and of detectors' FPNs)."""
-    net = timm_model(ARCH, features_only=True)
+    at strides 2, 4, 8, 16 and 32 (the encoder of ``unet``), or those ``out_indices`` picks
+    (detectors' FPNs take the last three)."""
+    net = timm_model(ARCH, features_only=True, out_indices=out_indices)
     if pretrained and not on_meta(net):
         state = lite0_state() if pretrained is True else path_state(str(pretrained))
         wanted = net.state_dict().keys()

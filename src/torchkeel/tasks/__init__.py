@@ -11,6 +11,7 @@ from typing import Any
 from torchkeel.errors import RunError
 from torchkeel.tasks.base import Task
 from torchkeel.tasks.classify import BINARY, MULTICLASS
+from torchkeel.tasks.detect import DETECTION
 from torchkeel.tasks.forecast import FORECAST
 from torchkeel.tasks.generate import GENERATE
 from torchkeel.tasks.language_model import LANGUAGE_MODEL
@@ -29,6 +30,7 @@ TASKS: dict[str, Task] = {
     "speech_recognition": SPEECH,
     "translation": TRANSLATION,
     "segmentation": SEGMENTATION,
+    "detection": DETECTION,
 }
 
 

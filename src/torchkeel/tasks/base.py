@@ -111,6 +111,16 @@ class Task:
     # a prediction per pixel (segmentation): only models that output a map fit (models.DENSE), and
     # geometric augmentation moves the target masks with the pixels
     dense: bool = False
+    # boxes per image (detection): only detectors fit (models.DETECTORS), and augmentation moves
+    # the boxes with the pixels
+    boxes: bool = False
+    # whether evaluation computes a loss (a detector computes its losses only in training mode)
+    eval_loss: bool = True
+
+    @property
+    def output_form(self) -> str:
+        """What a model must output for this task: "boxes", "pixel" maps, or one per "sample"."""
+        return "boxes" if self.boxes else "pixel" if self.dense else "sample"
 
     def resolve_loss(self, name: str, spec: DataSpec) -> str:
         """``auto`` becomes the task's loss; a loss that cannot fit is a ConfigError."""
@@ -140,7 +150,7 @@ class Task:
         """The per-epoch keys the loop logs, e.g. train/loss, val/accuracy."""
         keys = ["train/loss"] + [f"train/{m}" for m in self.train_metrics]
         if has_val:
-            keys += ["val/loss"] + [f"val/{m}" for m in self.select_metrics(names, spec)]
+            keys += ["val/loss"] * self.eval_loss + [f"val/{m}" for m in self.select_metrics(names, spec)]
         return keys
 
     def outputs(self, forward: Callable, x: Any, y: Any, loss_fn: LossFn | None) -> tuple[Any, torch.Tensor | None]:

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchkeel.config import FOLDER_DATASETS, RunConfig
-from torchkeel.config_data import MASK_DATASETS
+from torchkeel.config_data import BOX_DATASETS, MASK_DATASETS
 from torchkeel.data.bundle import DataBundle, DataSpec
 from torchkeel.data.resize import target_size
 from torchkeel.errors import KeelError
@@ -31,7 +31,7 @@ from torchkeel.models import build, count_parameters
 from torchkeel.tasks import task_of
 
 # models whose builder reads files or runs the user's code: built once only, for real
-NOT_ESTIMATED = ("custom", "pretrained_text")
+NOT_ESTIMATED = ("custom", "pretrained_text", "fcos", "retinanet", "fasterrcnn_mobilenet_v3", "ssdlite")
 # run for real on the CPU (probe_bytes) when the model has at most PROBE_PARAMETERS parameters
 # (16 MB of fp32 weights) and parameters x input elements per sample is at most PROBE_WORK (a
 # forward pass of about a GFLOP for PROBE_BATCH samples); the rest is estimated on the meta device
@@ -59,6 +59,8 @@ def check_images_fit(cfg: RunConfig, device: torch.device) -> None:
     if cfg.data.name not in FOLDER_DATASETS or size is None:
         return
     task = "segmentation" if cfg.data.name in MASK_DATASETS else "classification"  # a mask per image
+    if cfg.data.name in BOX_DATASETS:
+        task = "detection"
     spec = DataSpec(cfg.data.name, "image", task, (1, *size), classes=["a", "b"])
     check_step_fits(cfg, spec, torch.float32, device, 1, evaluate=False, forward=True)
 
