@@ -250,7 +250,8 @@ def detection_recipe() -> dict[str, Any]:
 
 def data_kind(name: str) -> str:
     """ "text", "corpus" (a language-model corpus), "pairs" (parallel text), "table", "series",
-    "audio", "speech", "masks" (images with a mask each), "boxes" (images with object boxes) or "image", from the data set's name alone."""
+    "audio", "speech", "masks" (images with a mask each), "boxes" (images with object boxes) or
+    "image", from the data set's name alone."""
     from torchkeel.config_data import (
         AUDIO_DATASETS,
         BOX_DATASETS,
