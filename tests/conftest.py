@@ -57,6 +57,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def detect_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small FCOS trained on generated VOC pictures of discs and squares (shared, read-only
+    but for its report and export folder); tests/detect_helpers.py."""
+    from detect_helpers import train_detector
+
+    return train_detector(tmp_path_factory.mktemp("detect"))
+
+
+@pytest.fixture(scope="session")
 def digits_server(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
     """`keel serve` of ``trained_run`` on 127.0.0.1 (shared by the server and web-page tests).
     A long max wait makes concurrent requests batch together even on a busy machine."""

@@ -209,3 +209,63 @@ def write_mask_folder(root: Path, n: int = 60, size: tuple[int, int] = (32, 40))
         masks[f"scene{i:03d}"] = mask
     (root / "classes.txt").write_text("background\ndisc\nbox\n", encoding="utf-8")
     return masks
+
+
+def boxes_scene(seed: int, size: tuple[int, int] = (96, 128)) -> tuple[np.ndarray, list[tuple[str, list[int]]]]:
+    """An RGB picture of one to three objects on a noisy grey background: red discs ("disc")
+    and blue squares ("square"), 14 to 30 pixels across, and their boxes (x1, y1, x2, y2)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(70, 130, (h, w, 3)).astype(np.int16)
+    yy, xx = np.mgrid[:h, :w]
+    objects: list[tuple[str, list[int]]] = []
+    for _ in range(int(rng.integers(1, 4))):
+        side = int(rng.integers(14, 31))
+        top, left = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        box = [left, top, left + side, top + side]
+        if any(min(b[2], box[2]) > max(b[0], box[0]) and min(b[3], box[3]) > max(b[1], box[1]) for _, b in objects):
+            continue  # objects never overlap: each box is exactly one shape
+        if rng.random() < 0.5:
+            r = side / 2
+            inside = (yy + 0.5 - top - r) ** 2 + (xx + 0.5 - left - r) ** 2 <= r * r
+            image[inside] = [200, 40, 40]
+            objects.append(("disc", box))
+        else:
+            image[top : top + side, left : left + side] = [40, 60, 210]
+            objects.append(("square", box))
+    image += rng.integers(-20, 20, (h, w, 3))
+    return image.clip(0, 255).astype(np.uint8), objects
+
+
+def voc_xml(filename: str, size: tuple[int, int], objects: list[tuple[str, list[int]]]) -> str:
+    """A Pascal VOC annotation file's text."""
+    h, w = size
+    parts = [f"<annotation><filename>{filename}</filename><size><width>{w}</width><height>{h}</height>"
+             "<depth>3</depth></size>"]  # fmt: skip
+    for name, (x1, y1, x2, y2) in objects:
+        parts.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+                     f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")  # fmt: skip
+    return "".join(parts) + "</annotation>\n"
+
+
+def write_box_folder(root: Path, n: int = 60, size: tuple[int, int] = (96, 128)) -> dict[str, list]:
+    """A Pascal VOC folder of :func:`boxes_scene` pictures: ROOT/JPEGImages/NAME.png and
+    ROOT/Annotations/NAME.xml, and ImageSets/Main/{train,val,test}.txt (70/15/15%); returns
+    each picture's objects by name."""
+    from PIL import Image
+
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    found, names = {}, []
+    for i in range(n):
+        name = f"scene{i:03d}"
+        image, objects = boxes_scene(i, size)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.png")
+        (root / "Annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.png", size, objects), encoding="utf-8")
+        found[name] = objects
+        names.append(name)
+    cut = [0, int(n * 0.7), int(n * 0.85), n]
+    for split, a, b in zip(("train", "val", "test"), cut, cut[1:], strict=False):
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names[a:b]) + "\n", encoding="utf-8")
+    return found

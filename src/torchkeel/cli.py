@@ -235,11 +235,16 @@ def predict(
             "--output",
             "-o",
             help="Table models: the predictions CSV to write (default: INPUT.predictions.csv). Segmentation: "
-            "the mask PNG to write, with NAME.overlay.png beside it (a folder for several images).",
+            "the mask PNG to write, with NAME.overlay.png beside it; detection: the image with its boxes drawn "
+            "(a folder for several images).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing predictions file.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
+    threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--threshold", min=0.0, max=1.0, help="Detection: the lowest score of a box shown (default 0.3)."),
+    ] = None,
     out_dir: OutDirOpt = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one per input.")] = False,
     max_pixels: Annotated[
@@ -253,7 +258,7 @@ def predict(
     ] = None,
     model_code: ModelCodeOpt = None,
 ) -> None:
-    """Predict classes (top-k, with probabilities), values, transcripts, translations or masks for new inputs.
+    """Predict classes (top-k, with probabilities), values, transcripts, translations, masks or boxes.
 
     Table models write the input rows with the predictions added to a CSV file."""
     from torchkeel.cli_predict import predict_tables, print_prediction, write_pictures
@@ -263,6 +268,8 @@ def predict(
 
     run_dir = resolve_run(run, out_dir)
     predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
+    if threshold is not None:
+        predictor.spec.extra["score_threshold"] = threshold
 
     files, kind = files or [], kind_of(predictor.spec)
     if not files and not text:

@@ -38,6 +38,12 @@ def predict_tables(predictor: Predictor, files: list[Path], output: Path | None,
 def print_prediction(r: Prediction, as_json: bool) -> None:
     if as_json:
         print(json.dumps(r.to_dict()))
+    elif "boxes" in r.output:  # a detection: each box with its class and score
+        found = "  ".join(
+            f"{b['class']} {b['score']:.2f} at {[round(v) for v in b['box']]}" for b in r.output["boxes"][:8]
+        )
+        more = f"  (+{len(r.output['boxes']) - 8} more)" if len(r.output["boxes"]) > 8 else ""
+        out.print(f"{r.source}: {found or 'no objects found'}{more}", highlight=False)
     elif "classes" in r.output:  # a segmentation: the classes it shows, by their share of the pixels
         shares = "  ".join(f"{c['class']} {c['fraction']:.1%}" for c in r.output["classes"][:6])
         out.print(f"{r.source}: {shares}", highlight=False)
@@ -50,14 +56,36 @@ def print_prediction(r: Prediction, as_json: bool) -> None:
         out.print(f"{r.source}: {tops}{note}", highlight=False)
 
 
+def write_boxed(results: list[Prediction], output: Path, spec: Any, force: bool) -> None:
+    """Each image with its predicted boxes drawn on it, at its own size, to ``output`` (a file
+    for one image, else a folder of NAME.boxed.png)."""
+    from PIL import Image
+
+    from torchkeel.atomic import check_output
+    from torchkeel.evaluate.sections_detect import draw_boxes
+
+    folder = len(results) > 1 or output.is_dir()
+    targets = [output / f"{Path(r.source).stem}.boxed.png" if folder else output for r in results]
+    for target in targets:
+        check_output(target, "--output", inputs=[r.source for r in results], force=force)
+    for r, target in zip(results, targets, strict=True):
+        with Image.open(r.source) as img:
+            drawn = draw_boxes(img.convert("RGB"), r.output["boxes"], spec.classes or [])
+        drawn.save(target)
+        out.print(f"wrote {target} ({len(r.output['boxes'])} boxes)", highlight=False)
+
+
 def write_pictures(results: list[Prediction], output: Path, spec: Any, force: bool) -> None:
     """Each image's predicted mask (a class-index PNG at the size the model saw it) to ``output``
     (a file for one image, else a folder of NAME.mask.png), with NAME.overlay.png beside it."""
     from torchkeel.atomic import check_output
     from torchkeel.serve.pictures import overlay_path, write_mask
 
+    if all("boxes" in r.output for r in results):
+        write_boxed(results, output, spec, force)
+        return
     if not all("mask" in r.output for r in results):
-        raise KeelError("--output for images writes predicted masks: this model does not predict any")
+        raise KeelError("--output for images writes predicted masks or boxes: this model predicts neither")
     folder = len(results) > 1 or output.is_dir()
     targets = [output / f"{Path(r.source).stem}.mask.png" if folder else output for r in results]
     for target in targets:

@@ -32,6 +32,7 @@ from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
 from torchkeel.evaluate.report_parts import ReportContext, Section
 from torchkeel.evaluate.sections_audio import has_frontend, spectrogram_section, transcripts_section
+from torchkeel.evaluate.sections_detect import detection_section
 from torchkeel.evaluate.sections_lm import language_model_section
 from torchkeel.evaluate.sections_segment import segmentation_section
 from torchkeel.evaluate.sections_translate import translations_section
@@ -90,6 +91,7 @@ SECTIONS: list[tuple[Applies, Render]] = [
     (_task_adds("calibration"), common.calibration_section),
     (_task_adds("regression"), common.regression_section),
     (lambda ctx: _tested(ctx) and _task_adds("segmentation")(ctx), segmentation_section),
+    (lambda ctx: _tested(ctx) and _task_adds("detection")(ctx), detection_section),
     (_explained(lambda kind: kind.pixels), per_model.saliency_section),
     (_float_table, per_model.attribution_section),
     (_tokens, per_model.token_section),

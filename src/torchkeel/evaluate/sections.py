@@ -104,13 +104,19 @@ def data_section(ctx: ReportContext) -> Section:
         names = class_names(ctx)
         counts = {k: np.bincount(v.y.long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()}
         figures.append(Figure(plots.bars(names, counts, "Examples per class", ylabel="examples"), "class balance"))
+    elif task_of(spec).boxes:  # y: a Ragged of (n, 6) rows per image, the class first
+        names = class_names(ctx)
+        counts = {
+            k: np.bincount(v.y.values[:, 0].long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()
+        }
+        figures.append(Figure(plots.bars(names, counts, "Boxes per class", ylabel="boxes"), "boxes per class"))
     elif isinstance(getattr(ctx.data.train, "y", None), torch.Tensor):  # not a corpus's next tokens
         values = {k: v.y.reshape(len(v), -1)[:, 0].float().numpy() for k, v in splits.items()}
         figures.append(Figure(plots.histogram(values, "Target (first output) per split", "target"), "targets"))
     if pixels_in:
         x = ctx.data.train.x[:16]
         images = plots.to_display(pixels(x, spec).numpy())
-        labels = [class_names(ctx)[int(y)] if class_targets else "" for y in ctx.data.train.y[:16]]
+        labels = [class_names(ctx)[int(y)] for y in ctx.data.train.y[:16]] if class_targets else [""] * len(x)
         figures.append(
             Figure(plots.image_grid(images, labels), "first training images (after normalisation is undone)")
         )

@@ -101,6 +101,9 @@ def export_run(
     _check_destination(out, run_dir, fmt, quantize, force)
     form, dynamic = FORMATS[fmt], dynamic_axes(spec)
     example = x[:2]  # two samples: a batch of one would let the exporter fix the batch size at 1
+    if task_of(spec).export_batch is not None:  # a graph that loops over its images (a detector's NMS)
+        dynamic, example = {}, x[: task_of(spec).export_batch]
+        x = x[:FIXED_BATCH_CHECKED]
 
     # everything is written to a scratch folder and moved into place only once verified
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
@@ -221,6 +224,9 @@ def _save(save: Any, model: torch.nn.Module, example: torch.Tensor, file: Path, 
         raise ExportError(f"cannot export this model to {fmt}: {first[:300]}") from None
 
 
+FIXED_BATCH_CHECKED = 16  # inputs verified one batch at a time when the graph's batch is fixed
+
+
 def dynamic_axes(spec: DataSpec) -> DynamicAxes:
     """The batch is always free; so is the sequence length of token ids."""
     return {0: "batch", 1: "length"} if kind_of(spec).token_ids else {0: "batch"}
@@ -253,7 +259,7 @@ def verify_export(
     """(max |exported - PyTorch|, batch sizes, prompt lengths checked, output scale); an
     ExportError beyond ``tolerance`` times the scale. A language model is also checked on real
     prompts at other lengths."""
-    diff, sizes, scale = verify(model, run, x)
+    diff, sizes, scale = verify(model, run, x, task_of(spec).export_batch or 256)
     if not diff < tolerance * scale:
         raise ExportError(
             f"the {fmt} export differs from the PyTorch model by up to {diff:.2e} "
@@ -273,7 +279,7 @@ def verify(model: torch.nn.Module, run: Runner, x: torch.Tensor, batch: int = 25
     batch of one (a batch dimension baked in at export time fails here); the sizes; and the
     outputs' scale, max(1, max |PyTorch output|)."""
     worst, sizes, scale = 0.0, [], 1.0
-    chunks = [x[s : s + batch] for s in range(0, len(x), batch)] + [x[:1]]
+    chunks = [x[s : s + batch] for s in range(0, len(x), batch)] + [x[:1]] * (batch > 1)
     for chunk in chunks:
         with whole_inputs():  # as the exported graph takes it (no eager-only trimming)
             expected = model(chunk).float()
@@ -332,6 +338,8 @@ def output_shape(spec: DataSpec) -> list[Any]:
     """A language model answers at every position: (batch, length, vocab); the rest (batch, outputs)."""
     if "generate" in task_of(spec).uses:
         return ["batch", "length", spec.output_size]
+    if task_of(spec).export_batch is not None:  # a detector: its rows of box, score, class
+        return [task_of(spec).export_batch, "detections", 6]
     return ["batch", spec.output_size]
 
 

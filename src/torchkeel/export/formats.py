@@ -38,6 +38,8 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: Dyna
     """Through the ``torch.export``-based exporter (the default since torch 2.9)."""
     import onnx
 
+    if getattr(model, "onnx_exporter", "dynamo") == "torchscript":
+        return _save_onnx_traced(model, example, path)
     dims = dimensions(model, dynamic)
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > ONNX_INLINE_LIMIT
     with warnings.catch_warnings():
@@ -56,6 +58,18 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: Dyna
         )
     opset = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import if not o.domain), None)
     return {"opset": opset}
+
+
+def _save_onnx_traced(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Through the TorchScript-based exporter, for a model whose outputs' size depends on the
+    data (a detector's boxes after NMS), which ``torch.export`` cannot trace; the batch is
+    fixed at the example's (the post-processing loops over the images), opset 17."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation of this exporter, tracer warnings on data-dependent loops
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"], output_names=["output"]
+        )
+    return {"opset": 17, "exporter": "torchscript (fixed batch)"}
 
 
 def dimensions(model: nn.Module, dynamic: DynamicAxes) -> dict[int, Any]:

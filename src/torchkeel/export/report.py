@@ -11,7 +11,11 @@ from torchkeel.export.quantize import QuantReport
 def summary_lines(result) -> list[str]:  # noqa: ANN001 - ExportResult (import cycle)
     from torchkeel.export import TOLERANCE
 
-    dims = " and ".join(result.dynamic.values()) + " dynamic"
+    dims = (
+        " and ".join(result.dynamic.values()) + " dynamic"
+        if result.dynamic
+        else f"batch fixed at {result.batch_sizes[0]}"
+    )
     sizes = ", ".join(str(s) for s in result.batch_sizes)
     if result.prompt_lengths:  # a language model, also on prompts of these lengths
         sizes += "; prompts of " + ", ".join(str(n) for n in result.prompt_lengths) + " tokens"

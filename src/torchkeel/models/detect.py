@@ -38,6 +38,9 @@ FPN_LEVELS = (2, 3, 4)  # Lite0's maps at strides 8, 16 and 32 (40, 112, 320 cha
 
 
 class Detector(nn.Module):
+    # ONNX through the TorchScript exporter: torch.export cannot trace NMS's data-dependent sizes
+    onnx_exporter = "torchscript"
+
     def __init__(
         self, net: nn.Module, detections: int, weights_note: str | None = None, frozen: nn.Module | None = None
     ):
@@ -266,6 +269,10 @@ def ssdlite(
 
 
 def _backbone_fpn(spec: DataSpec, backbone: str, pretrained: bool | str, channels: int, extra: str):
+    if channels < 32 or channels % 32:
+        raise ConfigError(
+            f"model.fpn_channels: {channels} is not a multiple of 32 (the heads' GroupNorm has 32 groups)"
+        )
     if backbone == "efficientnet_lite0":
         return lite0_fpn(spec, pretrained, channels, extra)
     from torchvision.models.detection.backbone_utils import mobilenet_backbone

@@ -94,7 +94,9 @@ def create_app(
 
     def infer(samples: list[Sample]) -> list[Prediction]:
         x = kind.collate([s.x for s in samples], spec)
-        return predictor.predict_batch(x, [s.source for s in samples], [s.note for s in samples])
+        return predictor.predict_batch(
+            x, [s.source for s in samples], [s.note for s in samples], [s.size for s in samples]
+        )
 
     batcher = DynamicBatcher(infer, max_batch, max_wait_ms)
 

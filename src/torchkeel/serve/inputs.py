@@ -23,7 +23,7 @@ import torch
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.images import normalise
 from torchkeel.errors import DataError
-from torchkeel.serve.predictor import decode_image, table_inputs, text_inputs
+from torchkeel.serve.predictor import decode_image, image_size, table_inputs, text_inputs
 
 MAX_FILES = 16  # uploads per request
 MAX_ITEMS = 256  # texts or table rows per request
@@ -62,6 +62,7 @@ class Sample:
     x: torch.Tensor  # one preprocessed input, (*input_shape)
     source: str
     note: str = ""
+    size: tuple[int, int] | None = None  # an image's (height, width) as sent: detection maps its boxes back
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def decode_images(payload: Payload, spec: DataSpec) -> list[Sample]:
     samples = []
     for upload in file_uploads(payload, "image"):
         x, note = decode_image(io.BytesIO(upload.data), spec, upload.filename)
-        samples.append(Sample(x, upload.filename, note))
+        samples.append(Sample(x, upload.filename, note, image_size(io.BytesIO(upload.data))))
     return samples
 
 

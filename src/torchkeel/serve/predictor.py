@@ -89,12 +89,23 @@ class Predictor:
         return cls(model, spec, top_k, max_pixels)
 
     @torch.inference_mode()
-    def predict_batch(self, x: torch.Tensor, sources: list[str], notes: list[str] | None = None) -> list[Prediction]:
-        """``x``: (N, *input_shape), already preprocessed."""
+    def predict_batch(
+        self,
+        x: torch.Tensor,
+        sources: list[str],
+        notes: list[str] | None = None,
+        sizes: list[tuple[int, int] | None] | None = None,
+    ) -> list[Prediction]:
+        """``x``: (N, *input_shape), already preprocessed; ``sizes``: images' (height, width) as
+        read, where the task gives its predictions in the image's own pixels (boxes)."""
         out = self.model(x.to(self.device))
         out = out.float() if out.is_floating_point() else out  # token ids (a translation) stay ids
         notes = notes or [""] * len(sources)
         outputs = self.task.decode(out, self.spec, self.top_k)  # the task's JSON per input
+        if self.task.to_image is not None and sizes is not None:
+            outputs = [
+                o if s is None else self.task.to_image(o, self.spec, s) for o, s in zip(outputs, sizes, strict=True)
+            ]
         return [Prediction(s, o, n) for s, o, n in zip(sources, outputs, notes, strict=True)]
 
     def _require_kind(self, capability: str, what: str) -> None:
@@ -105,7 +116,7 @@ class Predictor:
         self._require_kind("pixels", "image files")
         images, notes = zip(*(load_image(p, self.spec, self.max_pixels) for p in paths), strict=True)
         x = normalise(torch.stack(images), self.spec.mean, self.spec.std)
-        return self.predict_batch(x, [str(p) for p in paths], list(notes))
+        return self.predict_batch(x, [str(p) for p in paths], list(notes), [image_size(p) for p in paths])
 
     def predict_audio(self, sources: list[Any], names: list[str] | None = None) -> list[Prediction]:
         """Sound files (WAV/FLAC/OGG paths or binary file objects), resampled to the run's rate."""
@@ -275,6 +286,17 @@ def decode_image(
     if spec.extra.get("background") == "dark" and _border_mean(x) > 0.5:
         x, note = 1.0 - x, "inverted: light background"
     return x, note
+
+
+def image_size(source: str | Path | BinaryIO) -> tuple[int, int] | None:
+    """An image's (height, width) from its header; None if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(source) as img:
+            return img.height, img.width
+    except Exception:  # the decode that came first has reported the file already
+        return None
 
 
 def _border_mean(x: torch.Tensor) -> float:

@@ -90,6 +90,9 @@ class Task:
     # how ``keel export`` writes the model: "graph" (one function of the input) or
     # "encoder_decoder" (an encoder and a decoder step that a decoding loop calls: translation)
     export_as: str = "graph"
+    # a batch size the exported graph is fixed to, where its post-processing loops over the
+    # images of a batch (a detector's box decoding and NMS, traced: one image); None: free
+    export_batch: int | None = None
     # () -> how the metrics were computed, shown under them and kept in summary.json
     # (translation: sacreBLEU's signatures, which say what a BLEU score is comparable with)
     notes: Callable[[], dict[str, str]] = field(default=lambda: {})
@@ -114,6 +117,9 @@ class Task:
     # boxes per image (detection): only detectors fit (models.DETECTORS), and augmentation moves
     # the boxes with the pixels
     boxes: bool = False
+    # (prediction, spec, (height, width) of the image as read) -> the prediction in that image's
+    # pixels (detection: boxes back through the letterbox); None: predictions need no mapping
+    to_image: Callable[[dict[str, Any], DataSpec, tuple[int, int]], dict[str, Any]] | None = None
     # whether evaluation computes a loss (a detector computes its losses only in training mode)
     eval_loss: bool = True
 

@@ -134,6 +134,24 @@ def decode(out: torch.Tensor, spec: Any, k: int) -> list[dict[str, Any]]:
     return results
 
 
+def to_image(prediction: dict[str, Any], spec: Any, size: tuple[int, int]) -> dict[str, Any]:
+    """Boxes from the model's input pixels back to those of the image as read (through the
+    letterbox, or the stretch), clipped to it; ``size`` becomes the image's."""
+    from torchkeel.data.resize import letterbox_scales
+
+    h, w = size
+    if spec.extra.get("resize") == "stretch":
+        sy, sx = spec.input_shape[1] / h, spec.input_shape[2] / w
+    else:
+        sy, sx, _ = letterbox_scales(h, w, tuple(spec.input_shape[1:]))
+    limits = (w, h, w, h)
+    boxes = []
+    for b in prediction["boxes"]:
+        scaled = [v / s for v, s in zip(b["box"], (sx, sy, sx, sy), strict=True)]
+        boxes.append(b | {"box": [round(min(max(v, 0.0), m), 1) for v, m in zip(scaled, limits, strict=True)]})
+    return prediction | {"boxes": boxes, "size": [h, w]}
+
+
 DETECTION = Task(
     name="detection",
     description="object detection",
@@ -147,10 +165,13 @@ DETECTION = Task(
     accumulator=DetectionAccumulator,
     train_meter=lambda spec, device: TrainMeter(device, None),
     decode=decode,
+    to_image=to_image,
     forward_loss=forward_loss,
     eval_forward_loss=predictions_only,
     eval_loss=False,
-    export_output="(B, D, 6) detections: x1, y1, x2, y2 in input pixels, score, class index (-1: none)",
+    export_output="(1, D, 6) detections of one image, post-processing (box decoding, NMS) included: "
+    "x1, y1, x2, y2 in input pixels, score, class index (-1: none)",
+    export_batch=1,
     adjust_metrics=chosen_metrics,
     report_sections=("detection",),
     boxes=True,

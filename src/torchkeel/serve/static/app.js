@@ -5,7 +5,10 @@
 const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
 let modelSpec = null; // the run's data spec, from /info
-let lastPicture = null; // the last image sent, for drawing a predicted mask over it
+let lastPicture = null; // the last image sent, for drawing a predicted mask or boxes over it
+// box colours, one per class by its index in the run's classes (so a class keeps its colour);
+// bright hues that the black label text reads on, unlike most photos' colours
+const PALETTE = ["#ffd400", "#00e5ff", "#ff3df5", "#39ff14", "#ff8c00", "#a0a0ff", "#ff6b6b", "#ffffff"];
 
 async function start() {
   const info = await (await fetch("/info")).json();
@@ -134,7 +137,7 @@ function setUpImage(spec) {
   $("file").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
-    preview(file, ctx, pad);
+    await preview(file, ctx, pad); // lastPicture is the upload before its prediction is shown
     await sendFile(file, file.name);
     e.target.value = "";
   });
@@ -143,9 +146,16 @@ function setUpImage(spec) {
 function preview(file, ctx, pad) {
   const url = URL.createObjectURL(file);
   const img = new Image();
-  img.onload = () => { ctx.drawImage(img, 0, 0, pad.width, pad.height); lastPicture = img; URL.revokeObjectURL(url); };
-  img.onerror = () => URL.revokeObjectURL(url);
-  img.src = url;
+  return new Promise((resolve) => {
+    img.onload = () => {
+      ctx.drawImage(img, 0, 0, pad.width, pad.height);
+      lastPicture = img;
+      URL.revokeObjectURL(url);
+      resolve();
+    };
+    img.onerror = () => { lastPicture = null; URL.revokeObjectURL(url); resolve(); }; // the server says what is wrong
+    img.src = url;
+  });
 }
 
 function setUpText() {
@@ -208,6 +218,10 @@ function show(prediction) {
     showMask(prediction);
     return;
   }
+  if (prediction.boxes !== undefined) {  // a detection: the boxes over the picture, their classes and scores
+    showBoxes(prediction);
+    return;
+  }
   if (prediction.transcript !== undefined) {  // a speech recogniser's words
     const li = document.createElement("li");
     li.className = "transcript";
@@ -227,8 +241,8 @@ function show(prediction) {
   addBars(bars, prediction.top.map(({ class: label, probability }) => [label, probability]));
 }
 
-function addBars(bars, rows) {
-  for (const [label, probability] of rows) {
+function addBars(bars, rows, colours = []) {
+  for (const [i, [label, probability]] of rows.entries()) {
     const li = document.createElement("li");
     const name = document.createElement("span");
     name.className = "label";
@@ -239,6 +253,7 @@ function addBars(bars, rows) {
     fill.className = "fill";
     fill.style.display = "block";
     fill.style.width = `${(probability * 100).toFixed(1)}%`;
+    if (colours[i]) fill.style.background = colours[i];
     track.append(fill);
     const value = document.createElement("span");
     value.className = "probability";
@@ -273,9 +288,55 @@ function showMask(prediction) {
   };
   mask.src = prediction.mask;
   const li = document.createElement("li");
+  li.className = "picture";
   li.append(canvas);
   $("bars").append(li);
   addBars($("bars"), prediction.classes.map(({ class: label, fraction }) => [label, fraction]));
+}
+
+// The boxes are in the pixels of the picture as sent: draw it whole, scaled to fit about 420 px,
+// then each box in its class's colour with a "class score" label on top of it.
+function showBoxes(prediction) {
+  const [height, width] = prediction.size;
+  const scale = 420 / Math.max(width, height);
+  const canvas = document.createElement("canvas");
+  canvas.id = "overlay";
+  canvas.width = Math.round(width * scale);
+  canvas.height = Math.round(height * scale);
+  const ctx = canvas.getContext("2d");
+  if (lastPicture) ctx.drawImage(lastPicture, 0, 0, canvas.width, canvas.height);
+  const classes = (modelSpec && modelSpec.classes) || [];
+  const colour = (label) => PALETTE[Math.max(0, classes.indexOf(label)) % PALETTE.length];
+  ctx.lineWidth = 3;
+  ctx.font = "bold 13px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  for (const { class: label, score, box } of prediction.boxes) {
+    const [x1, y1, x2, y2] = box.map((v) => v * scale);
+    ctx.strokeStyle = ctx.fillStyle = colour(label);
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const text = `${label} ${score.toFixed(2)}`;
+    const w = ctx.measureText(text).width + 6, h = 17;
+    const top = y1 >= h ? y1 - h : y1; // above the box, or inside it at the picture's top edge
+    ctx.fillRect(x1 - 1.5, top, w, h);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x1 + 1.5, top + 2);
+  }
+  canvas.dataset.boxes = String(prediction.boxes.length);
+  canvas.dataset.drawn = "true";
+  const li = document.createElement("li");
+  li.className = "picture";
+  li.append(canvas);
+  const bars = $("bars");
+  bars.append(li);
+  if (prediction.boxes.length === 0) {
+    const none = document.createElement("li");
+    none.className = "empty";
+    none.textContent = "(no objects found)";
+    bars.append(none);
+    return;
+  }
+  const rows = prediction.boxes.map(({ class: label, score }) => [label, score]);
+  addBars(bars, rows, prediction.boxes.map(({ class: label }) => colour(label)));
 }
 
 start().catch((err) => { $("error").textContent = `could not load the model info (${err.message})`; });

@@ -1,0 +1,120 @@
+"""Object detection end to end through ``keel``: train on a generated Pascal VOC folder (a small
+FCOS must find the discs and squares), evaluate again, predict boxes and draw them, export to
+ONNX with a parity check including NMS, and the one-line errors; then the real BCCD set when
+it is beside the project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, keel
+from make_data import boxes_scene, write_box_folder
+from PIL import Image
+
+BCCD = Path(__file__).parent.parent / "data" / "bccd"
+
+
+def test_keel_trains_and_evaluates_a_detector(detect_run: Path, tmp_path: Path):
+    summary = json.loads((detect_run / "summary.json").read_text())
+    test = summary["test"]
+    assert set(test) == {"map", "map_50", "map_75", "mar_100", "ap50_voc"}
+    assert test["map_50"] > 0.5, test  # no detections score 0
+    assert test["map"] <= test["map_50"] and test["map_75"] <= test["map_50"]
+    spec = json.loads((detect_run / "data.json").read_text())
+    assert spec["task"] == "detection" and spec["classes"] == ["disc", "square"]
+    assert spec["input_shape"] == [3, 96, 128] and spec["extra"]["resize"] == "letterbox"
+    again = json.loads(keel("eval", str(detect_run), "--json", cwd=tmp_path, check=True).stdout)
+    assert again["map"] == pytest.approx(test["map"], abs=1e-6)
+    evaluation = json.loads((detect_run / "evaluation.json").read_text())
+    assert [r["class"] for r in evaluation["per_class"]] == ["disc", "square"]
+    assert np.mean([r["ap50"] for r in evaluation["per_class"]]) == pytest.approx(test["map_50"], abs=1e-6)
+    assert len(evaluation["per_image_ap50"]) == 9  # the VOC folder's test list
+    epochs = [json.loads(line) for line in (detect_run / "metrics.jsonl").read_text().splitlines()]
+    assert "val/map" in epochs[-1] and "val/loss" not in epochs[-1]  # detectors have no eval-mode loss
+
+
+def test_keel_predict_gives_boxes_in_the_image_and_draws_them(detect_run: Path, tmp_path: Path):
+    image, objects = boxes_scene(999)
+    Image.fromarray(image).save(tmp_path / "new.png")
+    as_json = json.loads(keel("predict", str(detect_run), "new.png", "--json", cwd=tmp_path, check=True).stdout)
+    assert as_json["size"] == [96, 128] and as_json["boxes"], as_json
+    best = as_json["boxes"][0]
+    assert best["class"] == objects[0][0]
+    x1, y1, x2, y2 = objects[0][1]
+    cx, cy = (best["box"][0] + best["box"][2]) / 2, (best["box"][1] + best["box"][3]) / 2
+    assert x1 <= cx <= x2 and y1 <= cy <= y2  # centred on the one object (this small model's boxes are loose)
+    scores = [b["score"] for b in as_json["boxes"]]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3  # the default threshold
+    fewer = json.loads(keel("predict", str(detect_run), "new.png", "--json", "--threshold", "0.9", cwd=tmp_path,
+                            check=True).stdout)  # fmt: skip
+    assert all(b["score"] >= 0.9 for b in fewer["boxes"])
+    proc = keel("predict", str(detect_run), "new.png", "--output", "boxed.png", "--threshold", "0.1", cwd=tmp_path,
+                check=True)  # fmt: skip
+    assert "wrote boxed.png" in proc.stdout
+    drawn = np.asarray(Image.open(tmp_path / "boxed.png").convert("RGB")).astype(int)
+    assert drawn.shape == image.shape and (np.abs(drawn - image).sum(2) > 60).sum() > 40  # box outlines
+    assert_one_line_error(keel("predict", str(detect_run), "new.png", "--output", "new.png", cwd=tmp_path),
+                          "is an input")  # fmt: skip
+
+
+def test_keel_export_includes_nms_and_matches_pytorch(detect_run: Path, tmp_path: Path):
+    pytest.importorskip("onnxruntime")
+    proc = keel("export", str(detect_run), "--out", str(tmp_path / "export"), cwd=tmp_path, check=True, timeout=600)
+    assert "verified with onnxruntime" in proc.stdout and "batch fixed at 1" in proc.stdout
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.zeros(1, 3, 96, 128).numpy()
+    rows = session.run(None, {"input": x})[0]
+    assert rows.shape == (1, 100, 6)  # boxes, score, class: post-processing is in the graph
+
+
+def test_box_folder_errors_are_one_line(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(keel("train", "--data", "box_folder", "--set", f"data.root={tmp_path / 'empty'}",
+                               cwd=tmp_path), "box_folder")  # fmt: skip
+    write_box_folder(tmp_path / "voc", n=12)
+    assert_one_line_error(keel("train", "--data", "box_folder", "--set", f"data.root={tmp_path / 'voc'}",
+                               "--set", "model.name=unet", cwd=tmp_path), "boxes around objects", "fcos")  # fmt: skip
+    assert_one_line_error(keel("train", "--data", "box_folder", "--set", f"data.root={tmp_path / 'voc'}",
+                               "--set", "model.fpn_channels=40", cwd=tmp_path), "multiple of 32")  # fmt: skip
+    assert_one_line_error(keel("train", "--data", "digits", "--set", "model.name=fcos", cwd=tmp_path),
+                          "fcos")  # fmt: skip
+
+
+def test_augmentation_moves_boxes_with_the_pixels():
+    from torchkeel.config_data import AugmentConfig
+    from torchkeel.data.augment import build_augment
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.data.ragged import Ragged
+
+    spec = DataSpec("box_folder", "image", "detection", (1, 40, 60), classes=["a"], mean=[0.0], std=[1.0])
+    x = torch.zeros(6, 1, 40, 60)
+    x[:, :, 10:20, 5:25] = 1.0  # one bright box per image, exactly its target
+    y = Ragged.from_list([torch.tensor([[0.0, 5, 10, 25, 20, 0]])] * 6)
+    torch.manual_seed(0)
+    moved_x, moved_y = build_augment(AugmentConfig(flip=True, scale=0.3, translate=0.1), spec)(x, y)
+    assert len(moved_y) == 6
+    for image, rows in zip(moved_x, moved_y.items(), strict=True):
+        on = torch.nonzero(image[0] > 0.5)
+        if len(rows) == 0:  # pushed out of the picture: dropped with its pixels
+            assert len(on) < 10
+            continue
+        _, bx1, by1, bx2, by2, _ = rows[0].tolist()
+        assert on[:, 1].min() >= bx1 - 1.5 and on[:, 1].max() <= bx2 + 0.5
+        assert on[:, 0].min() >= by1 - 1.5 and on[:, 0].max() <= by2 + 0.5
+        assert (bx2 - bx1) == pytest.approx(on[:, 1].max() - on[:, 1].min() + 1, abs=2.5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BCCD.exists(), reason="the BCCD set is not beside the project")
+def test_bccd_trains_a_detector_that_finds_cells(tmp_path: Path):
+    keel("train", str(Path(__file__).parent.parent / "configs" / "bccd.yaml"), "--set", f"data.root={BCCD}",
+         "--set", "data.image.size=[192,256]", "--set", "train.epochs=2", cwd=tmp_path, check=True,
+         timeout=1200)  # fmt: skip
+    summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
+    assert summary["test"]["map_50"] > 0.3, summary["test"]  # one epoch at 192x256 already reaches ~0.4
