@@ -103,27 +103,47 @@ def save_inputs(folder: Path, spec: DataSpec, x: torch.Tensor, y: torch.Tensor, 
     spec.json and model.json, which both sides read."""
     index = torch.arange(warmup * batch) % len(x)
     tensors = {"x_warmup": x[index], "y_warmup": y[index], "x_timed": x, "y_timed": y}
+    return write_inputs(folder, tensors, spec, MODELS[model])
+
+
+def write_inputs(folder: Path, tensors: dict[str, torch.Tensor], spec: DataSpec, model_cfg: dict) -> Path:
+    """What both sides read: tensors.safetensors, spec.json and model.json (also detect_speed.py's)."""
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "tensors.safetensors")
     (folder / "spec.json").write_text(json.dumps(spec.to_dict()), encoding="utf-8")
-    (folder / "model.json").write_text(json.dumps(MODELS[model]), encoding="utf-8")
+    (folder / "model.json").write_text(json.dumps(model_cfg), encoding="utf-8")
     return folder
 
 
-# ---- 1. training: torchkeel's side (run in a child process, as the peer is)
-def keel_throughput(folder: Path, *, batch: int, epochs: int, lr: float, threads: int, seed: int) -> dict:
-    """torchkeel.fit over the warm-up images, then (timed) over all of them: the JSON's numbers."""
-    import torchkeel
-
+def read_inputs(folder: Path) -> tuple[dict[str, torch.Tensor], DataSpec, dict]:
+    """The tensors, spec and model config ``write_inputs`` wrote."""
     tensors = safetensors.torch.load_file(folder / "tensors.safetensors")
     spec = DataSpec.from_dict(json.loads((folder / "spec.json").read_text(encoding="utf-8")))
+    return tensors, spec, json.loads((folder / "model.json").read_text(encoding="utf-8"))
+
+
+def tensor_split(tensors: dict[str, torch.Tensor], part: str) -> Split:
+    """``x_{part}`` and ``y_{part}`` (part: warmup or timed) as a Split."""
+    return Split(tensors[f"x_{part}"], tensors[f"y_{part}"])
+
+
+# ---- 1. training: torchkeel's side (run in a child process, as the peer is)
+def keel_throughput(
+    folder: Path, *, batch: int, epochs: int, lr: float, threads: int, seed: int, loss: str = "cross_entropy",
+    weight_decay: float = 0.01, split: Callable[[dict[str, torch.Tensor], str], Split] = tensor_split,
+) -> dict:  # fmt: skip
+    """torchkeel.fit over the warm-up images, then (timed) over all of them: the JSON's numbers.
+    ``split(tensors, "warmup" | "timed")`` makes the Split (detect_speed.py's: Ragged targets)."""
+    import torchkeel
+
+    tensors, spec, model_cfg = read_inputs(folder)
     torch.manual_seed(seed)  # the same initial weights as the peer's
-    model = build(json.loads((folder / "model.json").read_text(encoding="utf-8")), spec)
-    options = {"batch_size": batch, "optimizer": "adamw", "lr": lr, "weight_decay": 0.01, "schedule": "constant",
-               "loss": "cross_entropy", "augment": {"flip": False}, "threads": threads, "precision": "fp32",
-               "seed": seed}  # fmt: skip
-    warm = Split(tensors["x_warmup"], tensors["y_warmup"])
+    model = build(model_cfg, spec)
+    options = {"batch_size": batch, "optimizer": "adamw", "lr": lr, "weight_decay": weight_decay,
+               "schedule": "constant", "loss": loss, "augment": {"flip": False}, "threads": threads,
+               "precision": "fp32", "seed": seed}  # fmt: skip
+    warm = split(tensors, "warmup")
     torchkeel.fit(model, DataBundle(spec, warm, None, warm), epochs=1, progress=False, **options)
-    timed = Split(tensors["x_timed"], tensors["y_timed"])
+    timed = split(tensors, "timed")
     run = torchkeel.fit(model, DataBundle(spec, timed, None, timed), epochs=epochs, progress=False, **options)
     images = len(timed.x) * epochs
     return {
@@ -135,9 +155,9 @@ def keel_throughput(folder: Path, *, batch: int, epochs: int, lr: float, threads
     }
 
 
-def measure(side: str, folder: Path, args: argparse.Namespace, seed: int) -> dict:
-    """One side's measurement in a fresh process: the JSON line it prints."""
-    script = [__file__, "--keel-child", str(folder)] if side == "keel" else [str(PEER), "--folder", str(folder)]
+def measure(side: str, folder: Path, args: argparse.Namespace, seed: int, keel: Path, peer: Path) -> dict:
+    """One side's measurement in a fresh process (``keel --keel-child`` or ``peer``): the JSON line it prints."""
+    script = [str(keel), "--keel-child", str(folder)] if side == "keel" else [str(peer), "--folder", str(folder)]
     cmd = [sys.executable, *script, "--batch", str(args.batch), "--epochs", str(args.epochs), "--lr", str(args.lr)]
     cmd += ["--threads", str(args.threads), "--seed", str(seed)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -146,11 +166,14 @@ def measure(side: str, folder: Path, args: argparse.Namespace, seed: int) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def head_to_head(folder: Path, args: argparse.Namespace) -> dict[str, list[dict]]:
+def head_to_head(
+    folder: Path, args: argparse.Namespace, keel: Path = Path(__file__), peer: Path = PEER
+) -> dict[str, list[dict]]:
+    """``args.rounds`` rounds of both sides; ``keel``: the script whose --keel-child trains with fit."""
     rows: dict[str, list[dict]] = {"keel": [], "plain": []}
     for r in range(args.rounds):  # interleaved, the order alternating, so drifts in load hit both
         for side in ("keel", "plain") if r % 2 == 0 else ("plain", "keel"):
-            m = measure(side, folder, args, seed=args.seed + r)
+            m = measure(side, folder, args, args.seed + r, keel, peer)
             rows[side].append(m)
             line = f"{m['steps']} steps in {m['train_seconds']:.2f} s, {m['images_per_second']:.2f} images/s"
             print(f"round {r} {side:5s}: {line}, loss {m['loss']:.3f}", file=sys.stderr, flush=True)
@@ -195,11 +218,12 @@ def latency_calls(model: torch.nn.Module, spec: DataSpec, picture: str) -> dict[
     }
 
 
-def random_picture(folder: Path, h: int, w: int) -> str:
-    """A random RGB PNG of h x w for predict_images when no real frame is at hand."""
+def random_picture(folder: Path, h: int, w: int, name: str = "picture.png") -> str:
+    """A random RGB picture of h x w (PNG, or JPEG by ``name``) for predict_images when no real
+    frame is at hand."""
     pixels = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(folder / "picture.png")
-    return str(folder / "picture.png")
+    Image.fromarray(pixels).save(folder / name)
+    return str(folder / name)
 
 
 # ---- the report
@@ -240,10 +264,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--camvid", type=Path, default=None, help="CamVid folder (val/ valannot/ ...): real frames")
     parser.add_argument("--run", type=Path, default=None, help="a trained segmentation run: its model's latency")
     parser.add_argument("--model", choices=sorted(MODELS), default="unet", help="unet: U-Net + Lite0 encoder")
+    return speed_arguments(parser, height=240, width=320, classes=11, argv=argv)
+
+
+def speed_arguments(
+    parser: argparse.ArgumentParser, *, height: int, width: int, classes: int, argv: list[str] | None
+) -> argparse.Namespace:
+    """The arguments both speed benchmarks share (sizes, the loop, rounds, latency calls), parsed."""
     parser.add_argument("--images", type=int, default=64, help="images per timed epoch")
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--classes", type=int, default=11, help="synthetic data's classes")
+    parser.add_argument("--height", type=int, default=height)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--classes", type=int, default=classes, help="synthetic data's classes")
     parser.add_argument("--batch", type=int, default=8, help="images per step")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round and side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")

@@ -269,3 +269,42 @@ def write_box_folder(root: Path, n: int = 60, size: tuple[int, int] = (96, 128))
     for split, a, b in zip(("train", "val", "test"), cut, cut[1:], strict=False):
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names[a:b]) + "\n", encoding="utf-8")
     return found
+
+
+def write_box_formats(root: Path, n: int = 20, size: tuple[int, int] = (96, 128)) -> dict[str, Path]:
+    """The same :func:`boxes_scene` pictures and boxes as a Pascal VOC folder, a COCO JSON
+    layout and a YOLO folder, each with the same train / val / test split; their roots by format."""
+    from PIL import Image
+
+    voc = root / "voc"
+    scenes = write_box_folder(voc, n=n, size=size)
+    parts = {name: split for split in ("train", "val", "test")
+             for name in (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()}  # fmt: skip
+    classes = ["disc", "square"]
+    h, w = size
+    coco, yolo = root / "coco", root / "yolo"
+    for split in ("train", "val", "test"):
+        names = [name for name, part in parts.items() if part == split]
+        (coco / "images" / split).mkdir(parents=True)
+        (yolo / "images" / split).mkdir(parents=True)
+        (yolo / "labels" / split).mkdir(parents=True)
+        images, annotations = [], []
+        for i, name in enumerate(names):
+            picture = Image.open(voc / "JPEGImages" / f"{name}.png")
+            picture.save(coco / "images" / split / f"{name}.png")
+            picture.save(yolo / "images" / split / f"{name}.png")
+            images.append({"id": i + 1, "file_name": f"{name}.png", "width": w, "height": h})
+            lines = []
+            for label, (x1, y1, x2, y2) in scenes[name]:
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "iscrowd": 0,
+                                    "category_id": 10 + 5 * classes.index(label),  # ids need not run 1..K
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})  # fmt: skip
+                cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+                lines.append(f"{classes.index(label)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+            (yolo / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        categories = [{"id": 10 + 5 * k, "name": c} for k, c in enumerate(classes)]
+        (coco / "annotations").mkdir(exist_ok=True)
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(document), encoding="utf-8")
+    (yolo / "data.yaml").write_text("names:\n  0: disc\n  1: square\n", encoding="utf-8")
+    return {"voc": voc, "coco": coco, "yolo": yolo}

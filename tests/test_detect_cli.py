@@ -118,3 +118,54 @@ def test_bccd_trains_a_detector_that_finds_cells(tmp_path: Path):
          timeout=1200)  # fmt: skip
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
     assert summary["test"]["map_50"] > 0.3, summary["test"]  # one epoch at 192x256 already reaches ~0.4
+
+
+def test_voc_coco_and_yolo_files_of_the_same_boxes_give_the_same_dataset(tmp_path: Path):
+    from make_data import write_box_formats
+
+    from torchkeel.data import load
+
+    roots = write_box_formats(tmp_path, n=20)
+    bundles = {fmt: load({"name": "box_folder", "root": str(root)}) for fmt, root in roots.items()}
+    voc = bundles["voc"]
+    assert voc.spec.classes == ["disc", "square"] and voc.spec.extra["format"] == "voc"
+    for fmt, bundle in bundles.items():
+        assert bundle.spec.extra["format"] == fmt and bundle.spec.classes == voc.spec.classes
+        for name in ("train", "val", "test"):
+            a, b = voc.splits()[name], bundle.splits()[name]
+            assert [Path(s).stem for s in a.sources] == [Path(s).stem for s in b.sources], (fmt, name)
+            assert torch.equal(a.x, b.x)
+            assert torch.equal(a.y.lengths, b.y.lengths)
+            assert torch.allclose(a.y.values, b.y.values, atol=1e-3), fmt  # YOLO's 6 decimals of a fraction
+
+
+def test_a_flip_mirrors_boxes_to_hand_computed_coordinates():
+    from torchkeel.data.augment_boxes import box_transform, boxes_moved
+    from torchkeel.data.ragged import Ragged
+
+    x = torch.arange(2 * 1 * 40 * 60, dtype=torch.float32).view(2, 1, 40, 60)
+    y = Ragged.from_list([torch.tensor([[1.0, 5, 10, 25, 20, 0], [0.0, 50, 0, 60, 40, 1]]), torch.zeros(0, 6)])
+    flip = boxes_moved(box_transform(True, 0.0, 0.0, 0.0))
+    torch.manual_seed(1)
+    flipped = [torch.rand(()) < 0.5 for _ in range(2)]  # what RandomHorizontalFlip draws per image, in order
+    torch.manual_seed(1)
+    moved_x, moved_y = flip(x, y)
+    rows = moved_y.items()
+    if flipped[0]:  # x' = width - x, the corners swapped
+        assert rows[0].tolist() == [[1.0, 35, 10, 55, 20, 0], [0.0, 0, 0, 10, 40, 1]]
+        assert torch.equal(moved_x[0], x[0].flip(-1))
+    else:
+        assert rows[0].tolist() == y.items()[0].tolist() and torch.equal(moved_x[0], x[0])
+    assert len(rows[1]) == 0  # a background image stays one
+
+
+def test_detection_runs_resume_bit_identically(tmp_path: Path):
+    """Boxes move with per-image randomness from torch's RNG: a resumed run draws the same."""
+    from resume_helpers import assert_resumes_bit_identically
+
+    import torchkeel as keel_api
+
+    write_box_folder(tmp_path / "voc", n=16, size=(48, 64))
+    data = keel_api.data.load({"name": "box_folder", "root": str(tmp_path / "voc")}, seed=0)
+    model_cfg = {"name": "fcos", "fpn_channels": 32, "head_convs": 1}
+    assert_resumes_bit_identically(data, model_cfg, {"flip": True, "scale": 0.2, "translate": 0.1}, tmp_path / "run", 2)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import assert_one_line_error, keel
 from make_data import shapes_scene, write_mask_folder
 from PIL import Image
@@ -117,26 +116,14 @@ def test_classification_runs_refuse_predict_output(trained_run: Path, tmp_path: 
 
 def test_segmentation_runs_resume_bit_identically(tmp_path: Path):
     """Augmentation moves the masks with per-sample randomness: a resumed run draws the same."""
+    from resume_helpers import assert_resumes_bit_identically
+
     import torchkeel as keel_api
-    from torchkeel.train import checkpoint as ckpt
 
     write_mask_folder(tmp_path / "shapes", n=24, size=(16, 20))
     data = keel_api.data.load({"name": "mask_folder", "root": str(tmp_path / "shapes")}, seed=0)
-    model_cfg = {"name": "unet", "widths": [4, 8]}
-    every_epoch = {"every_epochs": 1, "min_seconds": 0, "keep": 3}
     augment = {"flip": True, "scale": 0.2, "translate": 0.1, "crop": 2}
-    options = {"epochs": 3, "seed": 2, "batch_size": 4, "checkpoint": every_epoch, "progress": False, "threads": 1}
-    torch.manual_seed(0)
-    full = keel_api.fit(
-        keel_api.models.build(model_cfg, data.spec), data, run_dir=tmp_path / "run", augment=augment, **options
-    )
-    first = ckpt.list_checkpoints(tmp_path / "run" / "checkpoint")[0]
-    torch.manual_seed(99)
-    resumed = keel_api.fit(keel_api.models.build(model_cfg, data.spec), data, resume=first, augment=augment, **options)
-    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.history] for run in (full, resumed)]
-    assert timeless[0] == timeless[1] and len(timeless[0]) == 3
-    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), k
+    assert_resumes_bit_identically(data, {"name": "unet", "widths": [4, 8]}, augment, tmp_path / "run", 3)
 
 
 CAMVID = Path(__file__).resolve().parents[1] / "data" / "camvid"

@@ -27,6 +27,8 @@ LAYOUTS = {
     "yolo": "YOLO (ROOT/images/ + ROOT/labels/*.txt, flat or with train/ val/ test/ inside both)",
 }
 
+ROUNDING = 0.01  # pixels: a box over the edge by less is clipped without a word (6-decimal YOLO fractions)
+
 # the kinds of problem, each counted in one warning
 UNPARSEABLE = "boxes with unparseable numbers were dropped"
 NON_FINITE = "boxes with non-finite numbers (NaN, inf) were dropped"
@@ -141,8 +143,8 @@ def check_box(box: Box | None, height: int, width: int) -> tuple[Box | None, lis
     clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
     if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:  # under a pixel of it inside
         return None, [*problems, OUTSIDE]
-    if clipped != (x1, y1, x2, y2):
-        problems.append(CLIPPED)
+    if max(abs(a - b) for a, b in zip(clipped, (x1, y1, x2, y2), strict=True)) > ROUNDING:
+        problems.append(CLIPPED)  # over by more than the rounding of normalised coordinates (YOLO's)
     return clipped, problems
 
 
