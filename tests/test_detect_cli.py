@@ -169,3 +169,18 @@ def test_detection_runs_resume_bit_identically(tmp_path: Path):
     data = keel_api.data.load({"name": "box_folder", "root": str(tmp_path / "voc")}, seed=0)
     model_cfg = {"name": "fcos", "fpn_channels": 32, "head_convs": 1}
     assert_resumes_bit_identically(data, model_cfg, {"flip": True, "scale": 0.2, "translate": 0.1}, tmp_path / "run", 2)
+
+
+def test_a_class_only_in_the_test_split_is_said(tmp_path: Path):
+    from torchkeel.data import load
+    from torchkeel.errors import DataWarning
+
+    root = tmp_path / "voc"
+    write_box_folder(root, n=12)
+    test_names = (root / "ImageSets" / "Main" / "test.txt").read_text().split()
+    xml = root / "Annotations" / f"{test_names[0]}.xml"
+    xml.write_text(xml.read_text().replace("<name>disc</name>", "<name>platelet</name>", 1)
+                   .replace("<name>square</name>", "<name>platelet</name>", 1))  # fmt: skip
+    with pytest.warns(DataWarning, match="no train boxes of class platelet"):
+        bundle = load({"name": "box_folder", "root": str(root)})
+    assert "platelet" in bundle.spec.classes

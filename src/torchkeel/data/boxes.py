@@ -51,6 +51,7 @@ def load_box_folder(cfg: DataConfig, seed: int) -> DataBundle:
     index = _split(np.array([records[i].part for i in kept]), cfg, seed)
     sources = [records[i].image for i in kept]
 
+    _warn_unseen(found.classes, [targets[i] for i in index["train"]])
     mean, std = channel_stats(pixels[index["train"]])
     spec = image_spec("box_folder", (channels, *size), found.classes, mean, std)
     spec.task = "detection"
@@ -134,6 +135,18 @@ def _decode(
     if not kept:
         raise DataError(f"box_folder: no image under {root} could be read")
     return torch.stack(pixels), targets, kept
+
+
+def _warn_unseen(classes: list[str], train: list[torch.Tensor]) -> None:
+    """A class with boxes in val or test but none in train cannot be learnt: said, not silent."""
+    seen = {int(c) for t in train for c in t[:, 0].tolist()}
+    unseen = [c for i, c in enumerate(classes) if i not in seen]
+    if unseen:
+        warnings.warn(
+            f"box_folder: no train boxes of class {', '.join(unseen)}: the model cannot learn to find it",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _warn(what: str, files: list[str], root: Path) -> None:
