@@ -7,7 +7,7 @@ import torch
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
-from torchkeel.models import ACCEPTS, DENSE, KINDS, MODELS, build, count_parameters, describe
+from torchkeel.models import ACCEPTS, DENSE, DETECTORS, KINDS, MODELS, build, count_parameters, describe
 from torchkeel.models.gan import GAN
 
 TEXT_EXTRA = {"vocab_size": 50, "pad_index": 0}
@@ -30,6 +30,7 @@ SPECS = {
     ),
     "masks 24x32 colour": DataSpec("seg", "image", "segmentation", (3, 24, 32), classes=list("abc")),
     "masks 20x20 grey": DataSpec("seg1", "image", "segmentation", (1, 20, 20), classes=["bg", "fg"]),
+    "boxes 64x96 colour": DataSpec("det", "image", "detection", (3, 64, 96), classes=["a", "b"]),
     "text corpus": DataSpec(
         "corpus", "text", "language_model", (12,), extra={"vocab_size": 50, "block_size": 12, "chars_per_token": 1.0}
     ),
@@ -53,6 +54,7 @@ CASES = [
     and (name in CTC_MODELS) == ("alphabet" in spec.extra)
     and (name in SEQ2SEQ_MODELS) == ("target_vocab_size" in spec.extra)
     and (name in DENSE) == (spec.task == "segmentation")
+    and (name in DETECTORS) == (spec.task == "detection")
 ]
 
 
@@ -133,6 +135,12 @@ def test_forward_backward_shapes(name, spec_name):
     elif name in DENSE:  # segmentation: class logits for every pixel, at the input's size
         out = model(x)
         assert out.shape == (4, spec.output_size, *spec.input_shape[1:])
+    elif name in DETECTORS:  # evaluated: (B, D, 6) rows of box, score, class; trained: its summed losses
+        rows = model.eval()(x)
+        assert rows.shape == (4, model.detections, 6) and torch.isfinite(rows).all()
+        targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([i % 2])} for i in range(4)]
+        out = model.train()(x, targets)  # a scalar loss
+        assert out.ndim == 0
     else:
         out = model(x)
         assert out.shape == (4, spec.output_size)
