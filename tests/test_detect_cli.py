@@ -184,3 +184,56 @@ def test_a_class_only_in_the_test_split_is_said(tmp_path: Path):
     with pytest.warns(DataWarning, match="no train boxes of class platelet"):
         bundle = load({"name": "box_folder", "root": str(root)})
     assert "platelet" in bundle.spec.classes
+
+
+def test_a_traced_detector_pads_any_number_of_detections():
+    """The ONNX export traces the model: the padding to D rows must not bake in the example's count."""
+    import warnings
+
+    from torchkeel.models.detect import Detector
+
+    class Found(torch.nn.Module):  # a detector whose number of boxes depends on the pixels
+        def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+            out = []
+            for image in images:
+                s = image.flatten()[:50].sigmoid()
+                keep = s > 0.5
+                boxes = torch.stack([s, s, s + 1, s + 1], 1)[keep]
+                out.append({"boxes": boxes, "scores": s[keep], "labels": (s[keep] * 0 + 1).long()})
+            return out
+
+    model = Detector(Found(), 50).eval()  # more rows than boxes found: the padding shows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about data-dependent shapes
+        traced = torch.jit.trace(model, torch.randn(1, 1, 8, 8))
+    counts = set()
+    for x in (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(3)):
+        assert torch.equal(traced(x * 3), model(x * 3))
+        counts.add(int((model(x * 3)[0, :, 5] >= 0).sum()))
+    none = -5 * torch.ones(1, 1, 8, 8)
+    assert torch.equal(traced(none), model(none)) and (model(none)[0, :, 5] == -1).all()
+    assert len(counts) > 1  # the check saw different counts
+
+
+@pytest.mark.parametrize("name", ["fcos", "retinanet"])
+def test_fpn_detectors_also_train_on_mobilenet_v3(name):
+    from torchkeel.data.bundle import DataSpec
+    from torchkeel.models import build
+
+    spec = DataSpec("det", "image", "detection", (3, 64, 96), classes=["a"])
+    model = build({"name": name, "backbone": "mobilenet_v3"}, spec).train()
+    loss = model(
+        torch.randn(2, 3, 64, 96), [{"boxes": torch.tensor([[4.0, 6, 30, 40]]), "labels": torch.tensor([0])}] * 2
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and model.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 100, 6)
+
+
+def test_threshold_and_tta_are_refused_where_they_do_not_apply(detect_run: Path, trained_run: Path, tmp_path: Path):
+    image, _ = boxes_scene(3)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert_one_line_error(keel("predict", str(trained_run), "a.png", "--threshold", "0.5", cwd=tmp_path),
+                          "--threshold is for detection runs")  # fmt: skip
+    write_box_folder(tmp_path / "voc", n=12)
+    assert_one_line_error(keel("train", "--data", "box_folder", "--set", f"data.root={tmp_path / 'voc'}",
+                               "--set", "eval.tta=flip", cwd=tmp_path), "test-time augmentation")  # fmt: skip

@@ -269,6 +269,8 @@ def predict(
     run_dir = resolve_run(run, out_dir)
     predictor = Predictor.from_run(run_dir, top_k=top_k, max_pixels=max_pixels, model_cls=model_code)
     if threshold is not None:
+        if not predictor.task.boxes:
+            raise KeelError(f"--threshold is for detection runs; {run_dir.name} is a {predictor.task.description} run")
         predictor.spec.extra["score_threshold"] = threshold
 
     files, kind = files or [], kind_of(predictor.spec)

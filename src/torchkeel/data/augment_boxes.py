@@ -29,7 +29,12 @@ def box_transform(flip: bool, rotate: float, translate: float, scale: float) -> 
     if flip:
         steps.append(v2.RandomHorizontalFlip())
     if rotate or translate or scale:
-        steps.append(v2.RandomAffine(degrees=rotate, translate=(translate, translate), scale=(1 - scale, 1 + scale)))
+        bilinear = v2.InterpolationMode.BILINEAR  # as data/augment.py's affine; v2's default is nearest
+        steps.append(
+            v2.RandomAffine(
+                degrees=rotate, translate=(translate, translate), scale=(1 - scale, 1 + scale), interpolation=bilinear
+            )
+        )
     if not steps:
         return None
     return v2.Compose([*steps, v2.SanitizeBoundingBoxes(min_size=MIN_SIDE)])

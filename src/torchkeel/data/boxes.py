@@ -159,7 +159,14 @@ def _split(parts: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, np.ndarra
     """Row indices of train / val / test: the files' own splits where they name them, the
     rest cut from train at random (seeded)."""
     own = {p for p in parts if p}
-    base = np.flatnonzero(parts == "train") if own else np.arange(len(parts))
+    if own and "train" not in own:  # one file named val or test (a COCO json): a set to split, not a split
+        parts, own = np.full(len(parts), "", dtype=object), set()
+    unsplit = int((parts == "").sum())
+    if own and unsplit:  # images no split list names (VOC ImageSets) train, rather than vanish
+        warnings.warn(
+            f"box_folder: {unsplit} images are in no split list; they are trained on", DataWarning, stacklevel=3
+        )
+    base = np.flatnonzero((parts == "train") | (parts == "")) if own else np.arange(len(parts))
     train, val, test = holdout_indices(None, len(base), cfg, seed, "val" in own, "test" in own)
     index = {"train": base[train], "val": base[val], "test": base[test]}
     for name in own - {"train"}:

@@ -68,16 +68,16 @@ class Detector(nn.Module):
 
 
 def pad_detections(found: list[dict[str, torch.Tensor]], d: int) -> torch.Tensor:
-    """torchvision's per-image dicts -> (B, D, 6): boxes, score, class 0..K-1; empty rows (0, -1)."""
+    """torchvision's per-image dicts -> (B, D, 6): boxes, score, class 0..K-1; empty rows (0, -1).
+    No Python number depends on how many boxes were found, so a traced graph (the ONNX export)
+    pads an image with any number of detections, not only the example's."""
     rows = []
     for f in found:
-        n = min(len(f["scores"]), d)
-        row = torch.zeros(d, 6, dtype=f["boxes"].dtype, device=f["boxes"].device)
-        row[:, 5] = -1
-        row[:n, :4] = f["boxes"][:n]
-        row[:n, 4] = f["scores"][:n]
-        row[:n, 5] = (f["labels"][:n] - 1).to(row.dtype)
-        rows.append(row)
+        boxes = f["boxes"]
+        filler = torch.zeros(d, 6, dtype=boxes.dtype, device=boxes.device)
+        filler[:, 5] = -1
+        kept = torch.cat([boxes, f["scores"][:, None].to(boxes.dtype), (f["labels"] - 1)[:, None].to(boxes.dtype)], 1)
+        rows.append(torch.cat([kept, filler])[:d])
     return torch.stack(rows)
 
 
@@ -279,11 +279,15 @@ def _backbone_fpn(spec: DataSpec, backbone: str, pretrained: bool | str, channel
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     _rgb_only(spec, "detector")
-    body = mobilenet_backbone(
-        backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=nn.BatchNorm2d, trainable_layers=6
+    body = mobilenet_backbone(  # three maps (strides 8, 16, 32) + P6/P7: the five levels FCOS/RetinaNet anchor
+        backbone_name="mobilenet_v3_large",
+        weights=None,
+        fpn=True,
+        norm_layer=nn.BatchNorm2d,
+        trainable_layers=6,
+        returned_layers=[3, 4, 5] if extra == "p6p7" else None,  # of its 6 stages
+        extra_blocks=LastLevelP6P7(256, 256) if extra == "p6p7" else None,  # 256 wide, whatever fpn_channels says
     )
-    if extra == "p6p7":  # its pyramid is 256 channels wide, whatever fpn_channels says
-        body.fpn.extra_blocks = LastLevelP6P7(body.out_channels, body.out_channels)
     return body, None
 
 

@@ -68,7 +68,10 @@ def image_boxes(out: torch.Tensor, y: Any) -> tuple[list[Any], list[Any]]:
 
 class DetectionAccumulator:
     """Keeps every image's predictions and ground truth (a few KB per image) and computes the
-    metrics once at the end; not all-reduced under ``train.distributed`` (rank 0 evaluates)."""
+    metrics once at the end; under ``train.distributed`` every rank's lists are gathered
+    (``gathered``) before that, so each rank computes them over the whole split."""
+
+    gathered = ("preds", "truths")
 
     def __init__(self, spec: Any, names: list[str], device: torch.device, top_k: int = 1, *, details: bool = False):
         self.spec, self.names = spec, chosen_metrics(names)

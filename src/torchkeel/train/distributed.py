@@ -157,6 +157,10 @@ def all_reduced(accumulator: T) -> T:
             total = value.clone()
             dist.all_reduce(total)
             setattr(summed, name, total)
+    for name in getattr(accumulator, "gathered", ()):  # per-sample lists (a detector's boxes): every rank's
+        parts: list[Any] = [None] * world_size()
+        dist.all_gather_object(parts, getattr(accumulator, name))
+        setattr(summed, name, [item for part in parts for item in part])
     return summed
 
 

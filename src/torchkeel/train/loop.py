@@ -155,6 +155,8 @@ def fit(
     forward_loss = task.forward_loss
     augment = aug.build_augment(cfg.data.augment, spec)  # None: no augmentation
     check_tta(cfg.eval.tta, spec.kind)
+    if cfg.eval.tta != "none":
+        task.require("tta", spec.name)  # mirrored views average class scores: not boxes
 
     data = replace(data, train=task.admit(model, data.train))  # CTC: clips too short for their words, left out
     model.to(device)
