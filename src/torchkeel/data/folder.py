@@ -214,3 +214,29 @@ def _split(
     if missing:
         warnings.warn(f"image_folder: no train images for class {', '.join(missing)}", DataWarning, stacklevel=3)
     return index
+
+
+def check_in_memory(name: str, n: int, channels: int, size: tuple[int, int], cfg: DataConfig) -> None:
+    """A set kept in memory (mask_folder, box_folder) whose float32 splits exceed
+    ``data.image.memory_mb`` is refused before any pixel is decoded."""
+    mb = n * channels * size[0] * size[1] * 4 / 2**20
+    if mb > cfg.image.memory_mb:
+        raise DataError(
+            f"{name} keeps its set in memory: {n} images of {channels}x{size[0]}x{size[1]} take {mb:,.0f} MB "
+            f"as float32, over data.image.memory_mb ({cfg.image.memory_mb:,.0f}); lower data.image.size or raise it"
+        )
+
+
+def split_by_parts(parts: np.ndarray, cfg: DataConfig, seed: int, empty_train: str) -> dict[str, np.ndarray]:
+    """Row indices of train / val / test for files that may name their split ("" where they
+    do not): the named val and test as they are, val and test cut at random (seeded) from the
+    rest where not named; ``empty_train`` is the DataError when no train rows are left."""
+    own = {p for p in parts if p}
+    base = np.flatnonzero((parts == "train") | (parts == "")) if own else np.arange(len(parts))
+    train, val, test = holdout_indices(None, len(base), cfg, seed, "val" in own, "test" in own)
+    index = {"train": base[train], "val": base[val], "test": base[test]}
+    for name in own - {"train"}:
+        index[name] = np.flatnonzero(parts == name)
+    if len(index["train"]) == 0:
+        raise DataError(empty_train)
+    return index

@@ -36,11 +36,11 @@ class Pairs:
     parts: list[str] = field(default_factory=list)
 
 
-def warn_files(what: str, files: list[str], root: Path) -> None:
+def warn_files(what: str, files: list[str], root: Path, name: str = "mask_folder") -> None:
     """One counted warning per kind of problem, naming up to three of the files."""
     if files:
         examples = ", ".join(os.path.relpath(f, root) for f in files[:3])
-        warnings.warn(f"mask_folder: {len(files)} {what} (e.g. {examples})", DataWarning, stacklevel=3)
+        warnings.warn(f"{name}: {len(files)} {what} (e.g. {examples})", DataWarning, stacklevel=3)
 
 
 def find_folders(root: Path, masks: MasksConfig) -> dict[str, tuple[Path, Path]]:

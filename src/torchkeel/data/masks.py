@@ -25,11 +25,10 @@ import torch
 from torchkeel.config_data import DataConfig, MasksConfig
 from torchkeel.data.bundle import DataBundle, Split
 from torchkeel.data.decode import UnreadableImage, decode_file, read_header
-from torchkeel.data.folder import geometry
+from torchkeel.data.folder import check_in_memory, geometry, split_by_parts
 from torchkeel.data.images import channel_stats, image_spec, normalise
 from torchkeel.data.mask_files import RawMask, find_folders, fit_mask, nearest, pair_files, read_mask, warn_files
 from torchkeel.data.resize import fit_size
-from torchkeel.data.splits import holdout_indices
 from torchkeel.errors import DataError, DataWarning
 
 IGNORE = 255  # void pixels in the targets, whatever the data's own void value (tasks/segment.py)
@@ -57,11 +56,13 @@ def load_mask_folder(cfg: DataConfig, seed: int) -> DataBundle:
         raise DataError(f"mask_folder: no image under {root} has a mask of the same stem (e.g. a.jpg and a.png)")
     headers = [read_header(p) for p in pairs.images]
     channels, size = _geometry(headers, pairs.images, cfg)
-    _check_memory(len(pairs.images), channels, size, cfg)
+    check_in_memory("mask_folder", len(pairs.images), channels, size, cfg)
     images, raws, kept = _decode(pairs.images, pairs.masks, channels, size, cfg, READ[masks_cfg.format], root)
     sources = [pairs.images[i] for i in kept]
     mask_paths = [pairs.masks[i] for i in kept]
-    index = _split(np.array([pairs.parts[i] for i in kept]), cfg, seed)
+    # masks have no one label to stratify by: the random cuts are plain
+    empty = "mask_folder: no train images with masks; add some or lower data.val_fraction/test_fraction"
+    index = split_by_parts(np.array([pairs.parts[i] for i in kept]), cfg, seed, empty)
 
     labels = _labels(raws, index["train"], mask_paths, masks_cfg, root)
     y = torch.zeros(len(raws), *size, dtype=torch.uint8)  # (N, H, W)
@@ -97,15 +98,6 @@ def _geometry(headers: list, paths: list[str], cfg: DataConfig) -> tuple[int, tu
     return geometry([h for h, _ in read], [p for _, p in read], cfg, "mask_folder", " and their masks")
 
 
-def _check_memory(n: int, channels: int, size: tuple[int, int], cfg: DataConfig) -> None:
-    mb = n * channels * size[0] * size[1] * 4 / 2**20  # the float32 splits
-    if mb > cfg.image.memory_mb:
-        raise DataError(
-            f"mask_folder keeps its set in memory: {n} images of {channels}x{size[0]}x{size[1]} take {mb:,.0f} MB "
-            f"as float32, over data.image.memory_mb ({cfg.image.memory_mb:,.0f}); lower data.image.size or raise it"
-        )
-
-
 def _decode(
     images: list[str], masks: list[str], channels: int, size: tuple[int, int], cfg: DataConfig, read: str, root: Path
 ) -> tuple[torch.Tensor, list[RawMask], list[int]]:
@@ -135,20 +127,6 @@ def _decode(
     if not kept:
         raise DataError(f"mask_folder: no image and mask under {root} could both be read")
     return torch.stack(pixels), raws, kept
-
-
-def _split(parts: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    """Row indices of train / val / test: own folders where present, the rest cut from train
-    at random (seeded): masks have no one label to stratify by."""
-    own = {p for p in parts if p}
-    base = np.flatnonzero(parts == "train") if own else np.arange(len(parts))
-    train, val, test = holdout_indices(None, len(base), cfg, seed, "val" in own, "test" in own)
-    index = {"train": base[train], "val": base[val], "test": base[test]}
-    for name in own - {"train"}:
-        index[name] = np.flatnonzero(parts == name)
-    if len(index["train"]) == 0:
-        raise DataError("mask_folder: no train images with masks; add some or lower data.val_fraction/test_fraction")
-    return index
 
 
 def _labels(raws: list[RawMask], train: np.ndarray, paths: list[str], cfg: MasksConfig, root: Path) -> Labels:

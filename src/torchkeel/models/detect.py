@@ -116,6 +116,11 @@ def _sizes(spec: DataSpec) -> dict[str, Any]:
     return {"min_size": min(h, w), "max_size": max(h, w), "image_mean": [0.0] * c, "image_std": [1.0] * c}
 
 
+def _one_stage(spec: DataSpec, score: float, nms: float, detections: int) -> dict[str, Any]:
+    """The keyword arguments FCOS and RetinaNet share: thresholds, detections, sizes."""
+    return {"score_thresh": score, "nms_thresh": nms, "detections_per_img": detections, **_sizes(spec)}
+
+
 def _lite_only(name: str, backbone: str, pretrained: bool | str) -> None:
     if backbone != "efficientnet_lite0" and pretrained:
         raise ConfigError(
@@ -154,15 +159,7 @@ def fcos(
     _lite_only("fcos", backbone, pretrained)
     fpn, note = _backbone_fpn(spec, backbone, pretrained, fpn_channels, "p6p7")
     head = FCOSHead(fpn.out_channels, 1, spec.num_classes + 1, num_convs=head_convs)
-    net = FCOS(
-        fpn,
-        spec.num_classes + 1,
-        head=head,
-        score_thresh=score_threshold,
-        nms_thresh=nms_threshold,
-        detections_per_img=detections,
-        **_sizes(spec),
-    )
+    net = FCOS(fpn, spec.num_classes + 1, head=head, **_one_stage(spec, score_threshold, nms_threshold, detections))
     return _finish(net, fpn, note, pretrained, freeze_backbone, detections)
 
 
@@ -192,16 +189,8 @@ def retinanet(
     sizes = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for s in (anchor_size * 2**i for i in range(5)))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     head = RetinaNetHead(fpn.out_channels, anchors.num_anchors_per_location()[0], spec.num_classes + 1)
-    net = RetinaNet(
-        fpn,
-        spec.num_classes + 1,
-        anchor_generator=anchors,
-        head=head,
-        score_thresh=score_threshold,
-        nms_thresh=nms_threshold,
-        detections_per_img=detections,
-        **_sizes(spec),
-    )
+    options = _one_stage(spec, score_threshold, nms_threshold, detections)
+    net = RetinaNet(fpn, spec.num_classes + 1, anchor_generator=anchors, head=head, **options)
     return _finish(net, fpn, note, pretrained, freeze_backbone, detections)
 
 
