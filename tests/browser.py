@@ -43,3 +43,11 @@ def chromium_page(url: str) -> Iterator[tuple[Any, list[str]]]:
             yield page, problems
         finally:
             browser.close()
+
+
+def upload_picture(page: Any, path: Path | str, drawn: str = "#overlay[data-drawn='true']") -> None:
+    """Pick ``path`` in the serve page's image input and wait until ``drawn`` appears (the
+    overlay canvas a mask or boxes are drawn on)."""
+    page.wait_for_selector("#image-input:not([hidden])")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector(drawn)

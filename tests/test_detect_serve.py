@@ -44,7 +44,7 @@ def check_boxes(prediction: dict, size: tuple[int, int], truth: list[tuple[str, 
 
 def test_a_detector_is_served_and_its_page_draws_the_boxes(detect_run: Path, tmp_path: Path):
     import httpx
-    from browser import HAVE_CHROMIUM, chromium_page
+    from browser import HAVE_CHROMIUM, chromium_page, upload_picture
     from serving import running_server
 
     classes = json.loads((detect_run / "data.json").read_text())["classes"]
@@ -67,9 +67,7 @@ def test_a_detector_is_served_and_its_page_draws_the_boxes(detect_run: Path, tmp
         if not HAVE_CHROMIUM:
             return
         with chromium_page(url + "/") as (page, problems):
-            page.wait_for_selector("#image-input:not([hidden])")
-            page.set_input_files("#file", str(tmp_path / "up.png"))
-            page.wait_for_selector("#overlay[data-drawn='true']")
+            upload_picture(page, tmp_path / "up.png")
             drawn = int(page.get_attribute("#overlay", "data-boxes"))
             assert drawn == len(prediction["boxes"]) >= 1
             labels = page.locator("#bars .label").all_text_contents()

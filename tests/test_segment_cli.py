@@ -75,7 +75,7 @@ def test_keel_export_matches_pytorch_on_real_images(segment_run: Path, tmp_path:
 
 def test_a_segmenter_is_served_and_its_page_draws_the_mask(segment_run: Path, tmp_path: Path):
     import httpx
-    from browser import HAVE_CHROMIUM, chromium_page
+    from browser import HAVE_CHROMIUM, chromium_page, upload_picture
     from serving import running_server
 
     image, truth = shapes_scene(1234)
@@ -92,9 +92,7 @@ def test_a_segmenter_is_served_and_its_page_draws_the_mask(segment_run: Path, tm
         if not HAVE_CHROMIUM:
             return
         with chromium_page(url + "/") as (page, problems):
-            page.wait_for_selector("#image-input:not([hidden])")
-            page.set_input_files("#file", str(tmp_path / "up.png"))
-            page.wait_for_selector("#overlay[data-drawn='true']")
+            upload_picture(page, tmp_path / "up.png")
             labels = page.locator("#bars .label").all_text_contents()
             assert "disc" in labels and "box" in labels
             # the disc's centre is painted red-ish by the mask (half opacity over the red disc)
