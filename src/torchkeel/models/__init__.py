@@ -19,6 +19,7 @@ from torch import nn
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import KINDS as DATA_KINDS
 from torchkeel.errors import ConfigError, RunError, check_choice, unknown_choice
+from torchkeel.models import detect
 from torchkeel.models.airbench import airbench
 from torchkeel.models.audio import ctc_gru, logmel_cnn, m5
 from torchkeel.models.cnn import simple_cnn
@@ -141,7 +142,7 @@ PRETRAINED_INPUTS: dict[str, tuple[str, tuple[list[float], list[float]]]] = {
 
 # models whose output is a map with a prediction per pixel, or boxes; the others predict per sample
 DENSE = frozenset({"unet", "lraspp_mobilenet_v3", "deeplabv3_mobilenet_v3"})
-DETECTORS = frozenset({"fcos", "retinanet", "fasterrcnn_mobilenet_v3", "ssdlite"})
+DETECTORS = frozenset(detect.DETECTORS)
 WANTS = {"pixel": "a class for every pixel", "boxes": "boxes around objects", "sample": "one output per sample"}
 
 

@@ -27,11 +27,12 @@ from torchkeel.data.bundle import DataBundle, DataSpec
 from torchkeel.data.resize import target_size
 from torchkeel.errors import KeelError
 from torchkeel.memory import check_fits, gib
-from torchkeel.models import build, count_parameters
+from torchkeel.models import DETECTORS, build, count_parameters
 from torchkeel.tasks import task_of
 
 # models whose builder reads files or runs the user's code: built once only, for real
-NOT_ESTIMATED = ("custom", "pretrained_text", "fcos", "retinanet", "fasterrcnn_mobilenet_v3", "ssdlite")
+# a detector's forward needs targets to train and returns its losses: no activation probe runs it
+NOT_ESTIMATED = ("custom", "pretrained_text", *DETECTORS)
 # run for real on the CPU (probe_bytes) when the model has at most PROBE_PARAMETERS parameters
 # (16 MB of fp32 weights) and parameters x input elements per sample is at most PROBE_WORK (a
 # forward pass of about a GFLOP for PROBE_BATCH samples); the rest is estimated on the meta device
