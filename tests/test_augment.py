@@ -130,6 +130,26 @@ def test_brightness_and_contrast_act_on_the_pixels_not_the_normalised_values():
     assert ((ratio - 1).abs() <= 0.5 + 1e-4).all() and ratio.std() > 0
 
 
+def test_saturation_and_hue_keep_each_pixels_grey_and_change_colour():
+    from torchkeel.data.augment import LUMA, photometric
+
+    pixels = torch.rand(16, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    mean, std = torch.tensor([0.3, 0.4, 0.5]), torch.tensor([0.2, 0.25, 0.3])
+    x = (pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+    for strengths in ({"saturation": 0.8}, {"hue": 0.5}):
+        torch.manual_seed(4)
+        out = photometric(x, mean, std, 0.0, 0.0, **strengths) * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+        torch.testing.assert_close((out * luma).sum(1), (pixels * luma).sum(1), atol=1e-4, rtol=0)  # grey kept
+        assert (out - pixels).abs().amax((1, 2, 3)).min() > 1e-3, strengths  # every image changed
+    flat = torch.full((2, 3, 4, 4), 0.6)  # a grey image has no colour to turn or scale
+    torch.manual_seed(5)
+    same = photometric((flat - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), mean, std, 0.0, 0.0, 0.9, 0.5)
+    torch.testing.assert_close(same * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1), flat, atol=1e-5, rtol=0)
+    grey_images = torch.rand(3, 1, 4, 4)
+    assert torch.equal(photometric(grey_images, torch.zeros(1), torch.ones(1), 0.0, 0.0, 0.9, 0.5), grey_images)
+
+
 def test_masks_move_with_the_pixels():
     """Segmentation: flips, crops and affine maps move each mask with its image; what comes in
     from outside the image is void (255)."""

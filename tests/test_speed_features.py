@@ -240,6 +240,20 @@ def test_tta_averages_mirrored_and_shifted_views():
         check_tta("flip", "text")
 
 
+def test_tta_of_a_map_mirrors_and_shifts_each_view_back():
+    """Segmentation: each view's (B, K, H, W) map is moved back to the input's pixels, so a
+    model that is the same under mirroring and shifting (a 1x1 conv) is unchanged by TTA."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 1).eval()
+    x = torch.randn(2, 3, 8, 10)
+    with torch.no_grad():
+        assert torch.allclose(tta_forward(model, x, "flip"), model(x), atol=1e-6)
+        both = tta_forward(model, x, "flip_translate")
+        torch.testing.assert_close(both[..., 1:-1, 1:-1], model(x)[..., 1:-1, 1:-1], atol=1e-6, rtol=0)
+        pointwise = tta_forward(lambda t: t[:, :1].clone(), x, "flip_translate")[:, 0]
+        assert torch.allclose(pointwise[:, 1:-1, 1:-1], x[:, 0, 1:-1, 1:-1], atol=1e-6)  # no pixel moved
+
+
 def test_cifar10_fast_preset_runs_on_generated_cifar10_files(tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
 

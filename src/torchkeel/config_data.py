@@ -37,6 +37,8 @@ class AugmentConfig(Strict):
     cutout: int = Field(0, ge=0, description="side in pixels of a square set to zero (the mean) at a random place")
     brightness: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's pixels by 1 +- up to this")
     contrast: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's deviations from its mean by 1 +- this")
+    saturation: float = Field(0.0, ge=0.0, lt=1.0, description="colour images: blend with their grey by 1 +- this")
+    hue: float = Field(0.0, ge=0.0, le=0.5, description="colour images: turn hues by up to this fraction of the circle")
 
 
 class ImageConfig(Strict):

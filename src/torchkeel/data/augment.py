@@ -10,10 +10,13 @@ uncovers and the cutout square are all filled with the mean.
 - cutout: a square of zeros at a random centre (DeVries & Taylor 2017, "Improved
   Regularization of CNNs with Cutout"); it may hang over the border, as in the paper.
 
-- brightness / contrast: per sample, the [0, 1] pixels scaled by a factor in 1 +- brightness,
-  and their deviations from the image's mean by 1 +- contrast (torchvision's ColorJitter
-  definitions), computed on the normalised batch with the data's mean and std: photometric
-  changes a model should not care about, such as daylight against dusk.
+- brightness / contrast / saturation / hue: per sample, the [0, 1] pixels scaled by a factor
+  in 1 +- brightness, their deviations from the image's mean by 1 +- contrast, and from each
+  pixel's grey (ITU-R 601 luma) by 1 +- saturation (torchvision's ColorJitter definitions);
+  hues turned by up to ``hue`` of the circle, as a rotation of the chroma plane in YIQ space
+  (a linear stand-in for ColorJitter's HSV hue shift, exact for the grey axis). Computed on
+  the normalised batch with the data's mean and std: photometric changes a model should not
+  care about, such as daylight against dusk. Saturation and hue leave grey images alone.
 
 An augmentation is a function of a batch's (inputs, targets). Targets stay as they are,
 except for a task with a prediction per pixel (segmentation: ``Task.dense``), whose masks
@@ -105,22 +108,55 @@ def random_affine_masks(
     return x, moved.masked_fill(moved < 0, IGNORE)
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in grey (as torchvision's rgb_to_grayscale)
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.595716, -0.274453, -0.321263), (0.211456, -0.522591, 0.311135))
+
+
 def photometric(
-    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, brightness: float, contrast: float
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    brightness: float,
+    contrast: float,
+    saturation: float = 0.0,
+    hue: float = 0.0,
 ) -> torch.Tensor:
-    """Random brightness and contrast per sample on normalised images (B, C, H, W): back to
-    [0, 1] pixels p = x * std + mean, p' = c * (b * p - m) + m with m the image's mean of b * p
-    over all channels and pixels, and normalised again; not clamped, so no value is lost."""
+    """Random brightness, contrast, saturation and hue per sample on normalised images (B, C,
+    H, W): back to [0, 1] pixels p = x * std + mean, p' = c * (b * p - m) + m with m the
+    image's mean of b * p over all channels and pixels, then (colour images) each pixel's
+    deviation from its grey scaled by s and its chroma turned, and normalised again; not
+    clamped, so no value is lost."""
     b = x.shape[0]
     view = (1, -1, 1, 1)
     mean, std = mean.to(x).view(view), std.to(x).view(view)
     pixels = x * std + mean
+
+    def factor(strength: float) -> torch.Tensor:
+        return 1 + (torch.rand(b, 1, 1, 1, device=x.device) * 2 - 1) * strength
+
     if brightness:
-        pixels = pixels * (1 + (torch.rand(b, 1, 1, 1, device=x.device) * 2 - 1) * brightness)
+        pixels = pixels * factor(brightness)
     if contrast:
         centre = pixels.mean(dim=(1, 2, 3), keepdim=True)
-        pixels = (pixels - centre) * (1 + (torch.rand(b, 1, 1, 1, device=x.device) * 2 - 1) * contrast) + centre
+        pixels = (pixels - centre) * factor(contrast) + centre
+    if x.shape[1] == 3 and saturation:
+        grey = torch.einsum("bchw,c->bhw", pixels, torch.tensor(LUMA).to(x))[:, None]
+        pixels = grey + (pixels - grey) * factor(saturation)
+    if x.shape[1] == 3 and hue:
+        pixels = _turn_hue(pixels, (factor(hue).view(b) - 1) * 2 * math.pi)
     return (pixels - mean) / std
+
+
+def _turn_hue(pixels: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's (I, Q) chroma by its ``angle`` (radians), luma kept."""
+    to_yiq = torch.tensor(_RGB_TO_YIQ).to(pixels)
+    cos, sin = angle.cos(), angle.sin()
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    turn = torch.stack(
+        [torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1), torch.stack([zero, sin, cos], -1)], -2
+    )  # (B, 3, 3)
+    maps = torch.linalg.inv(to_yiq) @ turn @ to_yiq  # RGB -> YIQ, turn, back: (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", maps, pixels)
 
 
 def with_masks(step: Callable[[torch.Tensor], torch.Tensor]) -> Augment:
@@ -179,10 +215,11 @@ def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
         steps.append(
             partial(random_affine_masks, **geometry) if dense else inputs_only(partial(random_affine, **geometry))
         )
-    if cfg.brightness or cfg.contrast:
+    if cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue:
         mean = torch.tensor(spec.mean if spec.mean is not None else [0.0] * spec.input_shape[0])
         std = torch.tensor(spec.std if spec.std is not None else [1.0] * spec.input_shape[0])
-        colour = partial(photometric, mean=mean, std=std, brightness=cfg.brightness, contrast=cfg.contrast)
+        strengths = {k: getattr(cfg, k) for k in ("brightness", "contrast", "saturation", "hue")}
+        colour = partial(photometric, mean=mean, std=std, **strengths)
         steps.append(inputs_only(colour))
     if cfg.cutout:
         steps.append(inputs_only(partial(cutout, size=cfg.cutout)))  # hides pixels; the targets stand
@@ -204,6 +241,4 @@ def augment(x: torch.Tensor, y: Any, cfg: AugmentConfig, spec: DataSpec | None =
 
 
 def is_active(cfg: AugmentConfig) -> bool:
-    return bool(
-        cfg.crop or cfg.flip or cfg.rotate or cfg.translate or cfg.scale or cfg.cutout or cfg.brightness or cfg.contrast
-    )
+    return any(getattr(cfg, k) for k in type(cfg).model_fields)
