@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torchkeel.config import AugmentConfig
 from torchkeel.data.augment import affine, build_augment, cutout, random_affine, random_crop, random_flip
 from torchkeel.data.bundle import DataSpec
+from torchkeel.errors import ConfigError
 
 
 def _batch(b: int = 6, c: int = 3, h: int = 16, w: int = 16) -> torch.Tensor:
@@ -163,6 +164,16 @@ def test_masks_move_with_the_pixels():
     void = ys == 255
     assert void.any() and (xs[:, 0][void] == 0).all()  # padding: the mean (0), and void
     assert torch.equal(xs[:, 0][~void], ys[~void].float())
+    windows = build_augment(AugmentConfig(crop_size=(8, 12), flip=False), spec)
+    xs, ys = windows(x, y)
+    assert xs.shape == (32, 1, 8, 12) and ys.shape == (32, 8, 12) and torch.equal(xs[:, 0], ys.float())
+    whole = [y[i].unfold(0, 8, 1).unfold(1, 12, 1).flatten(0, 1) for i in range(32)]  # every window of each mask
+    assert all((whole[i] == ys[i]).all(-1).all(-1).any() for i in range(32))  # each a window of its own mask
+    where = (torch.arange(16)[:, None] * 100 + torch.arange(16)).float().expand(32, 1, 16, 16)
+    corners = windows(where, y)[0][:, 0, 0, 0]  # row * 100 + column of each window's top-left pixel
+    assert (corners // 100).max() <= 8 and (corners % 100).max() <= 4 and len(set(corners.tolist())) > 5
+    with pytest.raises(ConfigError, match="larger than the images"):
+        build_augment(AugmentConfig(crop_size=20), spec)
     geometric = build_augment(AugmentConfig(flip=False, translate=0.2, scale=0.2), spec)
     xs, ys = geometric(x, y)
     labelled = ys != 255

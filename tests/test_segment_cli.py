@@ -120,7 +120,7 @@ def test_segmentation_runs_resume_bit_identically(tmp_path: Path):
 
     write_mask_folder(tmp_path / "shapes", n=24, size=(16, 20))
     data = keel_api.data.load({"name": "mask_folder", "root": str(tmp_path / "shapes")}, seed=0)
-    augment = {"flip": True, "scale": 0.2, "translate": 0.1, "crop": 2}
+    augment = {"flip": True, "scale": 0.2, "translate": 0.1, "crop": 2, "crop_size": [12, 16]}
     assert_resumes_bit_identically(data, {"name": "unet", "widths": [4, 8]}, augment, tmp_path / "run", 3)
 
 

@@ -16,6 +16,7 @@ SEQUENCE_MAX_LENGTH = 256  # tokens per text for the other text models
 # tokens per text for bag models: a long article's length, rows padded to the longest text of
 # the data (10,000 texts of 4,096 words and their bigram ids take 650 MB of int64 ids)
 BAG_MAX_LENGTH = 4096
+Side = Annotated[int, Field(ge=1)]  # pixels
 
 
 class Strict(BaseModel):
@@ -27,6 +28,9 @@ class Strict(BaseModel):
 class AugmentConfig(Strict):
     """Batched, per-sample random augmentation of training images on the device."""
 
+    crop_size: Side | tuple[Side, Side] | None = Field(
+        None, description="train on random (height, width) windows of each image; evaluation sees it whole"
+    )
     crop: int = Field(0, ge=0, description="pad by this many pixels, then random-crop back")
     flip: bool | None = Field(
         None, description="random horizontal flip; null: on for photos, off for digits and characters"

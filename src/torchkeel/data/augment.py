@@ -4,6 +4,9 @@
 Inputs are normalised, so zero is the channel mean: padding, the area an affine transform
 uncovers and the cutout square are all filled with the mean.
 
+- crop_size: a random (h, w) window of each sample, the model trained on windows and evaluated
+  on whole images (a fully convolutional network sees each object at its full resolution for
+  the cost of a smaller input: the segmentation recipe of DeepLab, Chen et al. 2017).
 - crop: the classic CIFAR recipe: pad by ``p`` pixels, take a random HxW window per sample.
 - flip: mirror left-right with probability 1/2 (off for digits and characters).
 - affine: rotate / translate / scale per sample with one ``affine_grid`` + ``grid_sample``.
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torchkeel.config_data import AugmentConfig
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import kind_of
+from torchkeel.errors import ConfigError
 
 Augment = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 IGNORE = 255  # void target pixels (tasks/segment.py)
@@ -45,14 +49,18 @@ IGNORE = 255  # void target pixels (tasks/segment.py)
 
 def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H, W): each sample shifted by up to ``pad`` pixels."""
+    return random_window(F.pad(x, (pad, pad, pad, pad)), tuple(x.shape[-2:]))
+
+
+def random_window(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w): a window of ``size`` (h, w) at a random place per sample."""
     b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device)
-    rows = (oy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (ox + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+    oy = torch.randint(0, h - size[0] + 1, (b, 1), device=x.device)
+    ox = torch.randint(0, w - size[1] + 1, (b, 1), device=x.device)
+    rows = (oy + torch.arange(size[0], device=x.device))[:, :, None]  # (B, h, 1)
+    cols = (ox + torch.arange(size[1], device=x.device))[:, None, :]  # (B, 1, w)
     batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, h, w)
 
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +212,17 @@ def build_augment(cfg: AugmentConfig, spec: DataSpec) -> Augment | None:
         transform = box_transform(flip, cfg.rotate, cfg.translate, cfg.scale)
         if transform is not None:
             steps.append(boxes_moved(transform))
+        if cfg.crop_size is not None:
+            raise ConfigError("data.augment.crop_size: box_folder zooms with data.augment.scale instead; unset it")
         flip, cfg = False, cfg.model_copy(update={"crop": 0, "rotate": 0.0, "translate": 0.0, "scale": 0.0})
+    if cfg.crop_size is not None:
+        window = (cfg.crop_size,) * 2 if isinstance(cfg.crop_size, int) else tuple(cfg.crop_size)
+        if any(a > b for a, b in zip(window, spec.input_shape[-2:], strict=True)):
+            raise ConfigError(
+                f"data.augment.crop_size {list(window)} is larger than the images ({spec.input_shape[-2]}x"
+                f"{spec.input_shape[-1]}): set it to at most their size"
+            )
+        steps.append(moves(partial(random_window, size=window)))
     if cfg.crop:
         steps.append(moves(partial(random_crop, pad=cfg.crop)))
     if flip:
