@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,20 +28,94 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def keel(*args: str, cwd: Path, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python -m torchkeel ARGS`` in ``cwd`` against this checkout's sources."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torchkeel", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run ``python -m torchkeel ARGS`` in ``cwd`` against this checkout's sources, in a process
+    of its own: forked from a zygote that has imported torch already (tests/keel_zygote.py),
+    or a new interpreter where there is no fork or ``KEEL_TEST_ZYGOTE=0``."""
+    if _ZYGOTE.usable():
+        proc = _ZYGOTE.run(list(args), Path(cwd), timeout, _cli_env())
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torchkeel", *args],
+            cwd=cwd,
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     if check and proc.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+class _Zygote:
+    """One zygote per test process, started on first use and ended with the process."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+        self.pending = b""
+        self.env: dict[str, str] | None = None
+
+    def usable(self) -> bool:
+        """Fork where the platform can, unless a variable read at import (thread counts, the
+        path, hash seed, devices) differs from the zygote's: then a new interpreter."""
+        if not hasattr(os, "fork") or os.environ.get("KEEL_TEST_ZYGOTE", "1") == "0":
+            return False
+        now = _cli_env()
+        return self.env is None or all(now.get(k) == self.env.get(k) for k in _READ_AT_IMPORT)
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            here = Path(__file__).resolve().parent / "keel_zygote.py"
+            self.env = _cli_env()
+            self.proc = subprocess.Popen(
+                [sys.executable, str(here)], env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            )
+            self.pending = b""
+        return self.proc
+
+    def _reply(self, proc: subprocess.Popen, deadline: float | None) -> dict:
+        """The zygote's next line, or {} at ``deadline``; read from the pipe unbuffered, so
+        select() never waits on a line that a buffer already holds."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                return {}
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError("the keel zygote ended (tests/keel_zygote.py)")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, args: list[str], cwd: Path, timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
+        with self.lock, tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            out.touch(), err.touch()
+            proc = self._start()
+            assert proc.stdin is not None
+            request = {"args": args, "cwd": str(cwd), "out": str(out), "err": str(err), "env": env}
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._reply(proc, None)["pid"]
+            done = self._reply(proc, time.monotonic() + timeout)
+            if not done:  # as subprocess.run: kill the command, then raise
+                os.kill(pid, signal.SIGKILL)
+                self._reply(proc, None)
+                raise subprocess.TimeoutExpired(["keel", *args], timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(
+                ["keel", *args], done["returncode"], out.read_text(errors="replace"), err.read_text(errors="replace")
+            )
+
+
+_ZYGOTE = _Zygote()
+_READ_AT_IMPORT = {"PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"}
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
