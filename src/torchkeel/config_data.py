@@ -16,7 +16,6 @@ SEQUENCE_MAX_LENGTH = 256  # tokens per text for the other text models
 # tokens per text for bag models: a long article's length, rows padded to the longest text of
 # the data (10,000 texts of 4,096 words and their bigram ids take 650 MB of int64 ids)
 BAG_MAX_LENGTH = 4096
-Side = Annotated[int, Field(ge=1)]  # pixels
 
 
 class Strict(BaseModel):
@@ -28,9 +27,7 @@ class Strict(BaseModel):
 class AugmentConfig(Strict):
     """Batched, per-sample random augmentation of training images on the device."""
 
-    crop_size: Side | tuple[Side, Side] | None = Field(
-        None, description="train on random (height, width) windows of each image; evaluation sees it whole"
-    )
+    crop_size: int | tuple[int, int] | None = Field(None, description="train on random (h, w) windows; eval: whole")
     crop: int = Field(0, ge=0, description="pad by this many pixels, then random-crop back")
     flip: bool | None = Field(
         None, description="random horizontal flip; null: on for photos, off for digits and characters"
@@ -41,8 +38,16 @@ class AugmentConfig(Strict):
     cutout: int = Field(0, ge=0, description="side in pixels of a square set to zero (the mean) at a random place")
     brightness: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's pixels by 1 +- up to this")
     contrast: float = Field(0.0, ge=0.0, lt=1.0, description="scale each image's deviations from its mean by 1 +- this")
+    _positive_crop = field_validator("crop_size")(classmethod(lambda cls, size: positive_sides(size)))
     saturation: float = Field(0.0, ge=0.0, lt=1.0, description="colour images: blend with their grey by 1 +- this")
     hue: float = Field(0.0, ge=0.0, le=0.5, description="colour images: turn hues by up to this fraction of the circle")
+
+
+def positive_sides(size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+    """An image size (one side or height and width) of positive pixel counts, or None."""
+    if any(side < 1 for side in ((size,) if isinstance(size, int) else size or ())):
+        raise ValueError("sizes must be positive pixel counts")
+    return size
 
 
 class ImageConfig(Strict):
@@ -60,13 +65,7 @@ class ImageConfig(Strict):
     )
     workers: int = Field(2, ge=0, description="DataLoader worker processes that decode image files")
 
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
-        sides = (size,) if isinstance(size, int) else size or ()
-        if any(side < 1 for side in sides):
-            raise ValueError("sizes must be positive pixel counts")
-        return size
+    _positive_size = field_validator("size")(classmethod(lambda cls, size: positive_sides(size)))
 
 
 class TableConfig(Strict):
