@@ -34,7 +34,7 @@ from torchkeel.config import load_config  # noqa: E402
 from torchkeel.data import load  # noqa: E402
 from torchkeel.data.audio import read_audio  # noqa: E402
 from torchkeel.models import build  # noqa: E402
-from torchkeel.models.audio import mel_filterbank  # noqa: E402
+from torchkeel.models.logmel import mel_filterbank  # noqa: E402
 from torchkeel.train.loop import fit  # noqa: E402
 
 NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from torchkeel.config_data import DataConfig  # noqa: E402
 from torchkeel.data import load  # noqa: E402
-from torchkeel.models.audio import LogMel  # noqa: E402
+from torchkeel.models.logmel import LogMel  # noqa: E402
 
 RATE = 8000
 

@@ -70,7 +70,7 @@ def test_reading_mixes_down_resamples_and_keeps_lengths(tmp_path: Path):
 
 
 def test_mel_filterbank_is_htk_triangles_and_matches_librosa_when_installed():
-    from torchkeel.models.audio import hz_to_mel, mel_filterbank
+    from torchkeel.models.logmel import hz_to_mel, mel_filterbank
 
     fb = mel_filterbank(40, 256, 8000)
     assert fb.shape == (40, 129) and fb.min() >= 0 and fb.max() <= 1
@@ -94,7 +94,7 @@ def test_a_run_saved_before_band_means_and_warp_rebuilds_as_it_was_trained():
 
 
 def test_vtlp_scales_frequencies_below_the_knee_and_keeps_zero_and_nyquist():
-    from torchkeel.models.audio import vtlp
+    from torchkeel.models.logmel import vtlp
 
     freqs = torch.linspace(0, 4000, 81).expand(3, -1)
     warped = vtlp(freqs, torch.tensor([0.9, 1.0, 1.1]), 4000.0)
@@ -109,7 +109,7 @@ def test_the_front_end_equals_a_numpy_stft_log_mel_and_normalisation():
     power spectrum through the filterbank, log with a floor 80 dB under the peak, and the
     clip's mean and std taken over the frames inside it."""
     from torchkeel.data.audio import pad_clips
-    from torchkeel.models.audio import LogMel, mel_filterbank
+    from torchkeel.models.logmel import LogMel, mel_filterbank
 
     rng = np.random.default_rng(4)
     clip = tone(700.0, 0.33, RATE, 0.5, rng).astype(np.float64)
@@ -134,7 +134,7 @@ def test_the_front_end_equals_a_numpy_stft_log_mel_and_normalisation():
 
 def test_the_front_end_ignores_gain_padding_and_batch_company():
     from torchkeel.data.audio import pad_clips
-    from torchkeel.models.audio import LogMel
+    from torchkeel.models.logmel import LogMel
 
     rng = np.random.default_rng(1)
     clip = tone(500.0, 0.4, RATE, 0.5, rng)
@@ -182,7 +182,7 @@ def test_a_clip_gets_the_same_logits_alone_in_company_and_padded(model_cfg):
 
 def test_spec_augment_masks_bands_and_spans_and_is_seeded():
     from torchkeel.data.audio import pad_clips
-    from torchkeel.models.audio import LogMel
+    from torchkeel.models.logmel import LogMel
 
     clip = tone(500.0, 0.8, RATE, 0.5, np.random.default_rng(2))
     front = LogMel(RATE, freq_width=8, time_width=0.2).train()
