@@ -82,8 +82,10 @@ def open_in_chromium(html_file: Path) -> dict[str, Any]:
                 """() => [...document.querySelectorAll('section')].map(s => ({
                     id: s.id,
                     kind: s.dataset.kind,
-                    images: s.querySelectorAll('img').length,
-                    decoded: [...s.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length,
+                    images: s.querySelectorAll('img, svg.chart').length,
+                    decoded: [...s.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length
+                        + [...s.querySelectorAll('svg.chart')].filter(c => c.getBoundingClientRect().width > 0
+                            && c.querySelectorAll('polyline, rect.bar, rect.cell, circle').length > 0).length,
                     errors: s.querySelectorAll('.error').length,
                 }))"""
             )

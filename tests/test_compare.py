@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,11 @@ def test_compare(two_runs):
     assert f"{_accuracy(good):.4f}" in accuracy_row and f"{_accuracy(bad):.4f}" in accuracy_row
     with Image.open(cwd / "both.png") as img:
         assert img.format == "PNG" and img.width > 600
+    keel("compare", good.name, bad.name, "--plot", "both.svg", cwd=cwd, check=True)
+    chart = ET.parse(cwd / "both.svg").getroot()  # the same curves as an SVG chart
+    legend = [t.text for t in chart.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == "legend"]
+    assert f"{good.name} (val)" in legend and f"{bad.name} (val)" in legend
+    assert len(chart.findall(".//{http://www.w3.org/2000/svg}polyline")) >= 4  # two runs, loss and accuracy
     assert_one_line_error(keel("compare", good.name, cwd=cwd), "at least two runs")
 
 

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -74,19 +75,23 @@ def test_best_and_worst_images_are_ranked_by_their_ap50(detect_run):
     assert not set(shown["best"]) & set(shown["worst"])
 
 
-def test_the_figures_are_embedded_pngs(detect_run):
+def test_the_figures_are_svg_charts_and_embedded_pngs(detect_run):
     section = _section(detect_run)
-    figures = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', section)
-    captions = [html.unescape(alt) for alt, _ in figures]
+    figures = re.findall(r"<figure>(.*?)<figcaption>(.*?)</figcaption></figure>", section, re.S)
+    captions = [html.unescape(c) for _, c in figures]
     assert len(figures) == 4, captions  # the curves, the best and the worst images, the box sizes
     assert "precision (y) against recall" in captions[0]
     assert " best test images" in captions[1] and " worst test images" in captions[2]
     assert "ground truth" in captions[3] and "predictions scoring at least 0.3" in captions[3]
-    for _, data in figures:
-        image = Image.open(io.BytesIO(base64.b64decode(data)))
+    curves, sizes = ET.fromstring(figures[0][0]), ET.fromstring(figures[3][0])  # charts: inline SVG
+    assert len(curves.findall(".//{*}polyline")) >= 1  # a precision-recall line per class panel
+    assert len([r for r in sizes.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "bar"]) >= 2
+    pictures = [re.fullmatch(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', f) for f, _ in figures[1:3]]
+    for match in pictures:
+        image = Image.open(io.BytesIO(base64.b64decode(match[1])))
         assert image.format == "PNG" and min(image.size) > 100, image.size
     # the overlays draw the classes' colours (disc: tab10 blue, square: orange) over the pictures
-    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(figures[1][1]))).convert("RGB"))
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(pictures[0][1]))).convert("RGB"))
     for colour in ((31, 119, 180), (255, 127, 14)):
         assert (overlay == colour).all(-1).sum() > 50, colour
     assert "rgb(31, 119, 180)'></span> disc" in section  # the legend

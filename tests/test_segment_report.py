@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +126,15 @@ def test_best_and_worst_images_are_ranked_by_their_mean_iou(segment_report):
     assert f"test image {len(scores) - 1}:" not in " ".join(captions)  # all void: not ranked
 
 
-def test_the_figures_are_embedded_pngs(segment_report):
+def test_the_figures_are_an_svg_chart_and_embedded_pngs(segment_report):
     run, _, _ = segment_report
     section = _section(run)
-    sources = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', section)
-    assert len(sources) == 3  # the confusion matrix, the best and the worst images
+    figures = re.findall(r"<figure>(.*?)<figcaption>", section, re.S)
+    assert len(figures) == 3  # the confusion matrix, the best and the worst images
+    matrix = ET.fromstring(figures[0])  # an inline SVG chart: one cell per (true, predicted) pair
+    cells = [r for r in matrix.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "cell"]
+    assert len(cells) == len(CLASSES) ** 2
+    sources = [re.fullmatch(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', f)[1] for f in figures[1:]]
     sizes = [Image.open(io.BytesIO(base64.b64decode(s))).size for s in sources]
     assert all(w > 100 and h > 100 for w, h in sizes), sizes
     page = open_in_chromium(run / "report.html")  # skips without Chromium

@@ -27,8 +27,9 @@ HARNESS = (
 )
 TRAINING = {"torch", "numpy", "pydantic", "yaml", "safetensors", "typer", "rich"}
 # captum only for tables and texts (integrated gradients): the images' saliency and Grad-CAM are
-# computed in torch (evaluate/explain.py)
-REPORT = {"matplotlib", "PIL"}
+# computed in torch (evaluate/explain.py); the charts are SVG written out (evaluate/charts.py), so
+# matplotlib is not imported, PIL only for the image mosaics
+REPORT = {"PIL"}
 
 
 def _modules(*args: str, cwd: Path) -> set[str]:

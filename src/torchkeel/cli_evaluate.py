@@ -155,9 +155,9 @@ def tune(
 
 def compare(
     runs: Annotated[list[str], typer.Argument(help="Two or more run folders or names.")],
-    plot: Annotated[Path, typer.Option(help="Where to write the overlaid learning curves (PNG).")] = Path(
-        "compare.png"
-    ),
+    plot: Annotated[
+        Path, typer.Option(help="Where to write the overlaid learning curves (PNG; SVG when the name ends in .svg).")
+    ] = Path("compare.png"),
     out_dir: OutDirOpt = Path("runs"),
     force: ForceOpt = False,
 ) -> None:

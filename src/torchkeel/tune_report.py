@@ -3,7 +3,6 @@ self-contained page (PNG images inline)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from pathlib import Path
@@ -16,7 +15,7 @@ STUDY_REPORT = "study.html"
 
 
 def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
-    from torchkeel.evaluate import plots
+    from torchkeel.evaluate import charts
     from torchkeel.evaluate.sections import table
 
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -31,12 +30,12 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
             f"<p>Best: trial {best.number}, {html.escape(tune.metric)} {best.value:.4f}, "
             f"{html.escape(', '.join(f'{k}={_param(v)}' for k, v in best.params.items()))}.</p>"
         )
-        parts.append(_img(history(study, tune, plots), "optimisation history"))
+        parts.append(_img(history(study, tune, charts), "optimisation history"))
         importances, method = param_importances(study)
         if importances:
             title = f"Parameter importances ({method})"
-            png = plots.bars(list(importances), {"importance": list(importances.values())}, title, horizontal=True)
-            parts.append(_img(png, "parameter importances"))
+            chart = charts.bars(list(importances), {"importance": list(importances.values())}, title, horizontal=True)
+            parts.append(_img(chart, "parameter importances"))
         else:
             parts.append("<p>Too few complete trials yet to rank the parameters by importance.</p>")
     keys = sorted({k for t in study.trials for k in t.params})
@@ -62,7 +61,7 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
     return path
 
 
-def history(study: Any, tune: TuneConfig, plots: Any) -> bytes:
+def history(study: Any, tune: TuneConfig, charts: Any) -> str:
     """Each complete trial's value and the best so far, by trial number."""
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     xs = [t.number for t in done]
@@ -70,7 +69,7 @@ def history(study: Any, tune: TuneConfig, plots: Any) -> bytes:
     pick = min if study.direction.name == "MINIMIZE" else max
     best = [pick(ys[: i + 1]) for i in range(len(ys))]
     panels = {"Optimisation history": {tune.metric: (xs, ys), "best so far": (xs, best)}}
-    return plots.line_panels(panels, "trial")
+    return charts.line_panels(panels, "trial")
 
 
 def param_importances(study: Any) -> tuple[dict[str, float], str]:
@@ -109,5 +108,7 @@ def _param(value: Any) -> Any:
     return "-" if value is None else value
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<figure><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
+def _img(chart: str, alt: str) -> str:
+    from torchkeel.evaluate.report_parts import figure_html
+
+    return f"<figure>{figure_html(chart, alt)}</figure>"

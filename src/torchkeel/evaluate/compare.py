@@ -85,7 +85,7 @@ def compare_runs(run_dirs: list[Path], curves_png: Path | None, force: bool = Fa
     ]
     curves = None
     if curves_png is not None:
-        atomic.write_bytes(curves_png, overlay_curves(infos))
+        atomic.write_bytes(curves_png, overlay_curves(infos, svg=curves_png.suffix.lower() == ".svg"))
         curves = curves_png
     return Comparison(names, diff, rows, curves)
 
@@ -100,9 +100,10 @@ def usable_runs(infos: list[RunInfo]) -> list[RunInfo]:
     return usable
 
 
-def overlay_curves(infos: list[RunInfo]) -> bytes:
-    """One panel per per-epoch metric (val, else train), one line per run."""
-    from torchkeel.evaluate.plots import line_panels
+def overlay_curves(infos: list[RunInfo], svg: bool = False) -> bytes:
+    """One panel per per-epoch metric (val, else train), one line per run: a PNG, or an SVG."""
+    from torchkeel.evaluate.charts import line_panels
+    from torchkeel.evaluate.plots import line_panels_png
 
     per_run = {i.path.name: [r for r in read_metrics(i.path) if "seconds" in r] for i in infos}
     metrics = sorted({k.split("/", 1)[1] for recs in per_run.values() for r in recs for k in r if "/" in k})
@@ -118,4 +119,4 @@ def overlay_curves(infos: list[RunInfo]) -> bytes:
             panels[metric] = series
     if not panels:
         raise ConfigError("none of these runs has per-epoch records in metrics.jsonl to plot")
-    return line_panels(panels, "epoch")
+    return line_panels(panels, "epoch").encode() if svg else line_panels_png(panels, "epoch")

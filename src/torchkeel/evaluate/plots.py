@@ -1,8 +1,10 @@
-"""Figures as PNG bytes, drawn with matplotlib's Agg renderer.
+"""Pictures as PNG bytes: image mosaics drawn with PIL, and the figures that are pictures more
+than charts (token colours, attention matrices) with matplotlib's Agg renderer.
 
-Each function builds a ``matplotlib.figure.Figure`` directly (no pyplot): nothing global is
-switched, no window opens, and it works on a machine without a display. The report embeds
-the bytes as base64; the CLI commands write them to files.
+The charts (lines, bars, histograms, heat maps) are SVG, in evaluate/charts.py. matplotlib is
+imported where a figure needs it, not with this module: the default run's report draws none.
+Figures are built as ``matplotlib.figure.Figure`` directly (no pyplot): nothing global is
+switched, no window opens, and it works on a machine without a display.
 """
 
 from __future__ import annotations
@@ -10,12 +12,32 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from torchkeel.evaluate.charts import PALETTE  # noqa: F401  (the report's colours, one list)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# the anchor points (position, value) of matplotlib's "hot" and "jet" colour maps, per channel,
+# linear between them: the saliency and Grad-CAM pictures colour their maps without matplotlib
+MAPS = {
+    "hot": (
+        ((0, 0.0416), (0.365079, 1), (1, 1)),
+        ((0, 0), (0.365079, 0), (0.746032, 1), (1, 1)),
+        ((0, 0), (0.746032, 0), (1, 1)),
+    ),
+    "jet": (
+        ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+        ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+        ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
+    ),
+}
 
 
 def png(fig: Figure, tight: bool = False) -> bytes:
@@ -28,7 +50,7 @@ def png(fig: Figure, tight: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def line_panels(
+def line_panels_png(
     panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]],
     xlabel: str,
     *,
@@ -36,7 +58,10 @@ def line_panels(
     log_x: bool = False,
     markers: bool = True,
 ) -> bytes:
-    """One panel per entry of ``panels`` (title -> {label: (xs, ys)}), side by side."""
+    """One panel per entry of ``panels`` (title -> {label: (xs, ys)}), side by side, as a PNG
+    file's bytes (``keel compare --plot curves.png``; the report draws charts.line_panels' SVG)."""
+    from matplotlib.figure import Figure
+
     n = len(panels)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -54,124 +79,6 @@ def line_panels(
         ax.grid(alpha=0.3)
         if len(series) > 1 or markers:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    return png(fig)
-
-
-def bars(
-    labels: Sequence[str],
-    series: dict[str, Sequence[float]],
-    title: str,
-    *,
-    horizontal: bool = False,
-    ylabel: str = "",
-) -> bytes:
-    """Grouped bars: one group per label, one bar per series."""
-    n, k = len(labels), len(series)
-    size = (6.5, max(2.5, 0.28 * n * max(1, k / 2) + 1)) if horizontal else (max(5.0, 0.45 * n * k + 2), 3.4)
-    fig = Figure(figsize=size)
-    ax = fig.add_subplot()
-    width = 0.8 / k
-    pos = np.arange(n)
-    for j, (name, values) in enumerate(series.items()):
-        offset = pos + (j - (k - 1) / 2) * width
-        draw = ax.barh if horizontal else ax.bar
-        draw(offset, values, width, label=name, color=PALETTE[j % len(PALETTE)])
-    if horizontal:
-        ax.set_yticks(pos, labels, fontsize=8)
-        ax.invert_yaxis()  # first label on top
-        ax.set_xlabel(ylabel)
-    else:
-        ax.set_xticks(pos, labels, rotation=45 if n > 12 else 0, ha="right" if n > 12 else "center", fontsize=8)
-        ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3, axis="x" if horizontal else "y")
-    if k > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return png(fig)
-
-
-def histogram(values: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 30) -> bytes:
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.add_subplot()
-    for j, (name, v) in enumerate(values.items()):
-        ax.hist(v, bins=bins, alpha=0.6, label=name, color=PALETTE[j % len(PALETTE)])
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    if len(values) > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return png(fig)
-
-
-def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> bytes:
-    """Confusion matrix: colour = share of the row (true class), text = count (up to 20 classes)."""
-    counts = np.asarray(matrix, dtype=float)
-    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    n = len(labels)
-    side = min(12.0, max(4.0, 0.45 * n + 2))
-    fig = Figure(figsize=(side + 1, side))
-    ax = fig.add_subplot()
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
-    ticks = np.arange(n) if n <= 40 else np.arange(0, n, max(1, n // 20))
-    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90 if n > 10 else 0, fontsize=8)
-    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if counts[i, j]:
-                    colour = "white" if rates[i, j] > 0.5 else "black"
-                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7, color=colour)
-    fig.tight_layout()
-    return png(fig)
-
-
-def reliability(count: np.ndarray, confidence: np.ndarray, correct: np.ndarray, ece: float) -> bytes:
-    """Reliability diagram (accuracy vs. confidence per bin) above the bins' sizes."""
-    bins = len(count)
-    edges = np.linspace(0, 1, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    filled = count > 0
-    accuracy = np.where(filled, correct / np.maximum(count, 1), 0)
-    mean_conf = np.where(filled, confidence / np.maximum(count, 1), 0)
-    fig = Figure(figsize=(5, 5.2))
-    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.bar(centres[filled], accuracy[filled], 1 / bins, edgecolor="black", color=PALETTE[0], label="accuracy")
-    gap_bottom = np.minimum(accuracy, mean_conf)[filled]
-    gap = np.abs(accuracy - mean_conf)[filled]
-    ax.bar(centres[filled], gap, 1 / bins, bottom=gap_bottom, color=PALETTE[3], alpha=0.35, label="gap")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {ece:.4f}, {bins} bins)")
-    ax.legend(fontsize=8, loc="upper left")
-    ax_n.bar(centres, count, 1 / bins, color=PALETTE[7])
-    ax_n.set_yscale("log" if count.max() > 50 * max(1, np.median(count[filled])) else "linear")
-    ax_n.set_xlabel("confidence")
-    ax_n.set_ylabel("examples")
-    fig.tight_layout()
-    return png(fig)
-
-
-def scatter_and_residuals(pred: np.ndarray, true: np.ndarray, title: str) -> bytes:
-    """Predicted vs. true (with the diagonal) and the residuals' histogram."""
-    fig = Figure(figsize=(10, 4))
-    ax, ax_r = fig.subplots(1, 2)
-    ax.scatter(true, pred, s=6, alpha=0.5, color=PALETTE[0])
-    lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title(title)
-    residual = pred - true
-    ax_r.hist(residual, bins=40, color=PALETTE[1])
-    ax_r.axvline(0, color="black", lw=1)
-    ax_r.set_xlabel("predicted - true")
-    ax_r.set_title(f"Residuals (mean {residual.mean():.3g}, sd {residual.std():.3g})")
     fig.tight_layout()
     return png(fig)
 
@@ -203,10 +110,9 @@ def explanations(
 def mosaic(rows: Sequence[Sequence[tuple[np.ndarray, str]]], cell: int = 112) -> bytes:
     """Images (H, W, 3) in [0, 1] laid out in rows under their titles, drawn with PIL: a grid
     of dozens of matplotlib axes costs seconds of layout, this costs milliseconds."""
-    from matplotlib import font_manager
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    font = _font(11)
     lines = max(1 + title.count("\n") for row in rows for _, title in row)
     title_h, pad = 14 * lines + 4, 6
     cols = max(len(row) for row in rows)
@@ -233,10 +139,24 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
-def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
-    from matplotlib import colormaps
+def _font(size: int):
+    """DejaVu Sans from matplotlib's package data, found without importing matplotlib; PIL's
+    own font when it is not there."""
+    from PIL import ImageFont
 
-    return colormaps[cmap](np.clip(values, 0, 1))[..., :3]
+    spec = find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size)
+
+
+def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
+    """(...) values in [0, 1] -> (..., 3) RGB in the colour map ``cmap`` ("hot" or "jet")."""
+    v = np.clip(values, 0, 1)
+    channels = [np.interp(v, [p for p, _ in anchors], [c for _, c in anchors]) for anchors in MAPS[cmap]]
+    return np.stack(channels, axis=-1)
 
 
 def to_display(x: np.ndarray) -> np.ndarray:
@@ -249,6 +169,7 @@ def token_heat(rows: Sequence[Sequence[str]], values: Sequence[np.ndarray], titl
     """Tokens written left to right, one example per line, each on a colour for its value
     (red positive, blue negative; scaled per example)."""
     from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     cmap = colormaps["bwr"]
     width = max(8.0, min(18.0, 0.55 * max(len(r) for r in rows)))
@@ -278,6 +199,8 @@ def matrix_grid(
 ) -> bytes:
     """Matrices (e.g. attention: rows queries, columns keys) side by side; ``columns``: the
     column labels when they differ from the rows' (attention over another sentence)."""
+    from matplotlib.figure import Figure
+
     n = len(mats)
     fig = Figure(figsize=(4.2 * n, 4.2))
     for i, (m, lab, title) in enumerate(zip(mats, labels, titles, strict=True)):

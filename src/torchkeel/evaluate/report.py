@@ -1,4 +1,4 @@
-"""report.html: one self-contained page per run (images inline as base64 PNG, no network).
+"""report.html: one self-contained page per run (charts inline as SVG, pictures as base64 PNG, no network).
 
 The page is a list of sections. ``SECTIONS`` pairs each section function with the condition
 under which it applies: every run has the common ones (run, data, curves); the run's task
@@ -12,7 +12,6 @@ test split's tables (confusion matrix, per-class scores, calibration bins) in
 
 from __future__ import annotations
 
-import base64
 import html
 import string
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from torchkeel.evaluate import sections as common
 from torchkeel.evaluate import sections_models as per_model
 from torchkeel.evaluate.analysis import analyse
 from torchkeel.evaluate.attack import read_results
-from torchkeel.evaluate.report_parts import ReportContext, Section
+from torchkeel.evaluate.report_parts import ReportContext, Section, figure_html
 from torchkeel.evaluate.sections_audio import has_frontend, spectrogram_section, transcripts_section
 from torchkeel.evaluate.sections_detect import detection_section
 from torchkeel.evaluate.sections_lm import language_model_section
@@ -202,8 +201,7 @@ def render_html(ctx: ReportContext, sections: list[Section]) -> str:
 def _section_html(section: Section) -> str:
     kind = "figure" if section.figures else "text"
     figures = "".join(
-        f'<figure><img alt="{html.escape(f.caption)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
-        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+        f"<figure>{figure_html(f.image, f.caption)}<figcaption>{html.escape(f.caption)}</figcaption></figure>"
         for f in section.figures
     )
     return (

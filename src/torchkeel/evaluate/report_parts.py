@@ -3,6 +3,8 @@ every section function reads."""
 
 from __future__ import annotations
 
+import base64
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ from torchkeel.train.losses import LossFn
 
 @dataclass
 class Figure:
-    png: bytes
+    """A chart as SVG markup (evaluate/charts.py) or a picture as PNG bytes, under a caption."""
+
+    image: bytes | str
     caption: str
 
 
@@ -56,3 +60,10 @@ class ReportContext:
     @property
     def examples(self) -> int:
         return self.config.eval.report_examples
+
+
+def figure_html(image: bytes | str, alt: str) -> str:
+    """An SVG chart inline, a PNG as a data: URI (the page stays one self-contained file)."""
+    if isinstance(image, str):
+        return image
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(image).decode()}">'

@@ -12,7 +12,7 @@ import torch
 
 from torchkeel.data.kinds import kind_of
 from torchkeel.data.table_encoder import TableEncoder
-from torchkeel.evaluate import plots
+from torchkeel.evaluate import charts, plots
 from torchkeel.evaluate.explain import pixels
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
 from torchkeel.tasks import task_of
@@ -103,16 +103,16 @@ def data_section(ctx: ReportContext) -> Section:
     if class_targets:
         names = class_names(ctx)
         counts = {k: np.bincount(v.y.long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()}
-        figures.append(Figure(plots.bars(names, counts, "Examples per class", ylabel="examples"), "class balance"))
+        figures.append(Figure(charts.bars(names, counts, "Examples per class", ylabel="examples"), "class balance"))
     elif task_of(spec).boxes:  # y: a Ragged of (n, 6) rows per image, the class first
         names = class_names(ctx)
         counts = {
             k: np.bincount(v.y.values[:, 0].long().numpy(), minlength=len(names)).tolist() for k, v in splits.items()
         }
-        figures.append(Figure(plots.bars(names, counts, "Boxes per class", ylabel="boxes"), "boxes per class"))
+        figures.append(Figure(charts.bars(names, counts, "Boxes per class", ylabel="boxes"), "boxes per class"))
     elif isinstance(getattr(ctx.data.train, "y", None), torch.Tensor):  # not a corpus's next tokens
         values = {k: v.y.reshape(len(v), -1)[:, 0].float().numpy() for k, v in splits.items()}
-        figures.append(Figure(plots.histogram(values, "Target (first output) per split", "target"), "targets"))
+        figures.append(Figure(charts.histogram(values, "Target (first output) per split", "target"), "targets"))
     if pixels_in:
         x = ctx.data.train.x[:16]
         images = plots.to_display(pixels(x, spec).numpy())
@@ -137,7 +137,7 @@ def curves_section(ctx: ReportContext) -> Section:
                 series[part] = ([r["epoch"] for r in epochs if key in r], [r[key] for r in epochs if key in r])
         panels[metric] = series
     caption = f"{len(xs)} epochs; values per epoch from metrics.jsonl"
-    return Section("curves", "Learning curves", "", [Figure(plots.line_panels(panels, "epoch"), caption)])
+    return Section("curves", "Learning curves", "", [Figure(charts.line_panels(panels, "epoch"), caption)])
 
 
 def lr_section(ctx: ReportContext) -> Section:
@@ -147,7 +147,7 @@ def lr_section(ctx: ReportContext) -> Section:
         panels["batch loss"] = {"train": ([r["step"] for r in steps], [r["train/batch_loss"] for r in steps])}
     t = ctx.config.train
     caption = f"{t.optimizer.name}, peak lr {t.optimizer.lr:g}, schedule {t.schedule.name}; every {t.log_every} steps"
-    figure = plots.line_panels(panels, "optimiser step", markers=False)
+    figure = charts.line_panels(panels, "optimiser step", markers=False)
     return Section("lr", "Learning-rate schedule", "", [Figure(figure, caption)])
 
 
@@ -157,7 +157,7 @@ def lr_section(ctx: ReportContext) -> Section:
 def confusion_section(ctx: ReportContext) -> Section:
     d = ctx.analysis.details
     cm = np.array(d["confusion_matrix"])
-    figure = plots.heatmap(cm, d["classes"], f"Confusion matrix, test ({int(cm.sum()):,} examples)")
+    figure = charts.heatmap(cm, d["classes"], f"Confusion matrix, test ({int(cm.sum()):,} examples)")
     return Section("confusion", "Confusion matrix", "", [Figure(figure, "rows: true class; columns: predicted")])
 
 
@@ -169,7 +169,7 @@ def per_class_section(ctx: ReportContext) -> Section:
     )
     shown = sorted(rows, key=lambda r: r["f1"])[:40]  # the worst classes when there are many
     series = {m: [r[m] for r in shown] for m in ("precision", "recall", "f1")}
-    figure = plots.bars([r["class"] for r in shown], series, "Per-class scores (test)", horizontal=len(shown) > 12)
+    figure = charts.bars([r["class"] for r in shown], series, "Per-class scores (test)", horizontal=len(shown) > 12)
     caption = "all classes" if len(shown) == len(rows) else f"the {len(shown)} classes with the lowest F1"
     return Section("per-class", "Per-class scores", body, [Figure(figure, caption)])
 
@@ -181,7 +181,7 @@ def wrong_section(ctx: ReportContext) -> Section:
     count, correct = np.array(rel["count"]), np.array(rel["correct"])
     edges = [f"{i / rel['bins']:.2f}" for i in range(rel["bins"])]
     series = {"right": correct.tolist(), "wrong": (count - correct).tolist()}
-    figures = [Figure(plots.bars(edges, series, "Test predictions by confidence", ylabel="examples"), "bin start")]
+    figures = [Figure(charts.bars(edges, series, "Test predictions by confidence", ylabel="examples"), "bin start")]
     if wrong is None:
         return Section("wrong", "Most confidently wrong", "<p>No wrong predictions on the test split.</p>", figures)
     titles = [
@@ -226,14 +226,14 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
 def calibration_section(ctx: ReportContext) -> Section:
     d = ctx.analysis.details
     rel = d["reliability"]
-    figure = plots.reliability(np.array(rel["count"]), np.array(rel["confidence"]), np.array(rel["correct"]), d["ece"])
+    figure = charts.reliability(np.array(rel["count"]), np.array(rel["confidence"]), np.array(rel["correct"]), d["ece"])
     figures = [Figure(figure, "accuracy against confidence per bin; the gap is the calibration error")]
     if "roc_curve" in d:
         roc = d["roc_curve"]
         chance = ([0, 1], [0, 1])
         panels = {f"ROC (AUC {d['roc_auc']:.4f})": {"model": (roc["fpr"], roc["tpr"]), "chance": chance}}
         caption = f"binary: ROC-AUC {d['roc_auc']:.4f}, average precision (PR-AUC) {d['pr_auc']:.4f}"
-        figures.append(Figure(plots.line_panels(panels, "false-positive rate", markers=False), caption))
+        figures.append(Figure(charts.line_panels(panels, "false-positive rate", markers=False), caption))
     return Section("calibration", "Calibration", "", figures)
 
 
@@ -245,6 +245,6 @@ def regression_section(ctx: ReportContext) -> Section:
     figures = []
     for target in range(min(pred.shape[1], 4)):
         title = f"Predicted vs true (output {target})" if pred.shape[1] > 1 else "Predicted vs true"
-        png = plots.scatter_and_residuals(pred[:, target].numpy(), true[:, target].numpy(), title)
+        png = charts.scatter_and_residuals(pred[:, target].numpy(), true[:, target].numpy(), title)
         figures.append(Figure(png, f"{len(pred):,} test points (at most 5,000, drawn at random)"))
     return Section("regression", "Regression", key_values(ctx.analysis.metrics), figures)

@@ -9,7 +9,6 @@ a gradient on raw samples is noise to the eye.
 from __future__ import annotations
 
 import torch
-from matplotlib.figure import Figure as PlotFigure
 from torch import nn
 
 from torchkeel.evaluate import plots
@@ -42,6 +41,8 @@ def spectrogram_section(ctx: ReportContext) -> Section:
     saliency = feats.grad.abs()  # type: ignore[union-attr]
     names = class_names(ctx)
     hop_s = model.frontend.hop / float(ctx.spec.extra.get("sample_rate", 16000))
+    from matplotlib.figure import Figure as PlotFigure  # imported for sound runs only
+
     fig = PlotFigure(figsize=(9.0, 1.9 * n))
     for i in range(n):
         frames = max(1, int(valid[i].sum()))

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec, Split
-from torchkeel.evaluate import plots
+from torchkeel.evaluate import charts, plots
 from torchkeel.evaluate.explain import pixels
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
 from torchkeel.evaluate.sections import key_values, table
@@ -141,7 +141,7 @@ def _curves_figure(curves: dict[str, dict[str, list[float]]], rows: list[dict]) 
     caption = "precision (y) against recall at IoU 0.5 (VOC matching, test split), one panel per class"
     if len(with_gt) > len(shown):
         caption += f"; the {len(shown)} of {len(with_gt)} classes with the most GT boxes"
-    return Figure(plots.line_panels(panels, "recall", markers=False), caption)
+    return Figure(charts.line_panels(panels, "recall", markers=False), caption)
 
 
 @torch.no_grad()
@@ -209,7 +209,7 @@ def _sizes_figure(model: nn.Module, test: Split, spec: DataSpec) -> Figure | Non
     }
     top = max(float(v.max()) for v in values.values() if v.size)
     edges = np.linspace(0.0, top * 1.02 + 1e-6, 31)  # shared bins: the two series compare bar by bar
-    png = plots.histogram(values, "Box size, test split", "sqrt(box area), input pixels", bins=edges)
+    png = charts.histogram(values, "Box size, test split", "sqrt(box area), input pixels", bins=edges)
     capped = f"the first {count:,} of {len(test):,} test images" if count < len(test) else "every test image"
     caption = (
         f"sizes of the boxes of {capped}: ground truth (difficult included) against the predictions scoring at "

@@ -7,7 +7,7 @@ import html
 import math
 from typing import Any
 
-from torchkeel.evaluate import plots
+from torchkeel.evaluate import charts
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
 from torchkeel.evaluate.sections import key_values
 
@@ -68,5 +68,5 @@ def _curves(ctx: ReportContext) -> Figure:
         if xs:
             panels["loss (nats per token)"][name] = (xs, ys)
             panels["perplexity"][name] = (xs, [math.exp(min(y, 50.0)) for y in ys])
-    png = plots.line_panels(panels, "step", log_y=["perplexity"])
+    png = charts.line_panels(panels, "step", log_y=["perplexity"])
     return Figure(png, "loss and perplexity by optimiser step (metrics.jsonl)")

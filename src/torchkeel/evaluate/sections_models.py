@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.kinds import kind_of
-from torchkeel.evaluate import plots
+from torchkeel.evaluate import charts, plots
 from torchkeel.evaluate.attack import attack
 from torchkeel.evaluate.explain import (
     grad_cam,
@@ -85,7 +85,7 @@ def attribution_section(ctx: ReportContext) -> Section:
     names = ctx.spec.extra.get("feature_names") or ctx.spec.extra.get("columns") or []
     names = [str(n) for n in names] if len(names) == len(mean_abs) else [f"x{i}" for i in range(len(mean_abs))]
     order = np.argsort(-mean_abs)[:25]
-    figure = plots.bars(
+    figure = charts.bars(
         [names[i] for i in order], {"mean |IG|": mean_abs[order]}, "Feature attributions", horizontal=True
     )
     body = table(["feature", "mean |attribution|"], [(names[i], float(mean_abs[i])) for i in order[:10]])
@@ -186,7 +186,7 @@ def robustness_section(ctx: ReportContext) -> Section:
     eps_all = sorted({r["eps"] for r in results})
     series["clean"] = (eps_all, [results[0]["clean_accuracy"]] * len(eps_all))
     panels = {"accuracy under attack": series}
-    figures = [Figure(plots.line_panels(panels, "eps (pixel units)"), "accuracy under attack, by budget")]
+    figures = [Figure(charts.line_panels(panels, "eps (pixel units)"), "accuracy under attack, by budget")]
     strongest = max(results, key=lambda r: r["eps"])
     if kind_of(ctx.spec).pixels and strongest["eps"] > 0:
         figures.append(_adversarial_examples(ctx, strongest))
@@ -228,5 +228,5 @@ def gan_section(ctx: ReportContext) -> Section:
     if key is not None:
         points = [(r["epoch"], r[key]) for r in ctx.epochs if key in r and math.isfinite(r[key])]
         panels = {key: {key: ([p[0] for p in points], [p[1] for p in points])}}
-        figures.append(Figure(plots.line_panels(panels, "epoch"), "Fréchet distance per epoch (lower is better)"))
+        figures.append(Figure(charts.line_panels(panels, "epoch"), "Fréchet distance per epoch (lower is better)"))
     return Section("gan", "Generated samples", "", figures)

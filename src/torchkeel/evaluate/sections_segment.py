@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from torchkeel.data.bundle import DataSpec, Split
-from torchkeel.evaluate import plots
+from torchkeel.evaluate import charts, plots
 from torchkeel.evaluate.explain import pixels
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
 from torchkeel.evaluate.sections import key_values, table
@@ -46,7 +46,7 @@ def segmentation_section(ctx: ReportContext) -> Section:
     body = key_values(facts) + _per_class_table(details["per_class"])
     title = f"Pixel confusion matrix, test ({labelled:,} labelled pixels)"
     caption = "rows: true class, columns: predicted; colour: share of the true class's pixels; numbers: pixels"
-    figures = [Figure(plots.heatmap(cm, names, title), caption)]
+    figures = [Figure(charts.heatmap(cm, names, title), caption)]
     test = ctx.data.test
     scored = min(len(test), MAX_SCORED)
     if scored:

@@ -1,0 +1,257 @@
+"""SVG drawing for the report's charts: nice ticks, linear/log/category scales, a canvas and a
+plot panel that maps data to pixels and draws its frame, ticks, title, labels and legend.
+
+Axis ticks are "nice numbers" (Heckbert, Graphics Gems, 1990: steps of 1, 2 or 5 times a power
+of ten, the axis extended to whole steps); a log axis ticks the powers of ten it spans. Text
+widths are estimated (``CHAR`` px per character at the font size) to size the margins, so long
+labels get room without a measuring pass. Values that are not finite are left out (a line
+breaks there).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FONT = 11  # px, tick labels and legends
+CHAR = 0.6 * FONT  # estimated mean width of a character of a sans-serif face at FONT px
+MAX_POINTS = 4000  # per line: longer series are thinned evenly (a step log of a long run)
+
+
+# ---- scales and ticks
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Ticks of steps 1, 2 or 5 x 10^k from a whole step at or below ``lo`` to one at or above ``hi``."""
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:  # one value: a unit-wide range around it
+        pad = abs(lo) * 0.1 or 0.5
+        lo, hi = lo - pad, hi + pad
+    step = _nice((hi - lo) / max(1, count - 1))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [_clean(i * step) for i in range(first, last + 1)]
+
+
+def _nice(x: float) -> float:
+    exponent = math.floor(math.log10(x))
+    fraction = x / 10**exponent
+    nice = 1 if fraction < 1.5 else 2 if fraction < 3 else 5 if fraction < 7 else 10
+    return nice * 10.0**exponent
+
+
+def _clean(v: float) -> float:
+    return float(f"{v:.12g}")  # 0.30000000000000004 -> 0.3
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of ten from the one at or below ``lo`` to the one at or above ``hi`` (> 0)."""
+    first, last = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
+    last = max(last, first + 1)
+    return [10.0**k for k in range(first, last + 1)]
+
+
+@dataclass
+class Scale:
+    """Data to a fraction of the axis: [lo, hi] -> [0, 1], linear or log; ``labels`` per tick."""
+
+    lo: float
+    hi: float
+    ticks: list[float]
+    labels: list[str]
+    log: bool = False
+
+    def frac(self, v: float) -> float:
+        if self.log:
+            return (math.log10(v) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
+        return (v - self.lo) / (self.hi - self.lo)
+
+
+def value_scale(values: Sequence[float], *, log: bool = False, zero: bool = False) -> Scale:
+    """A numeric axis covering the finite ``values`` (and 0 when ``zero``); log keeps the
+    positive ones (a linear axis when there are none)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if log:
+        v = v[v > 0]
+        if v.size:
+            ticks = log_ticks(float(v.min()), float(v.max()))
+            return Scale(ticks[0], ticks[-1], ticks, [f"{t:g}" for t in ticks], log=True)
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    if zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    ticks = nice_ticks(lo, hi)
+    return Scale(ticks[0], ticks[-1], ticks, tick_labels(ticks))
+
+
+def category_scale(labels: Sequence[str]) -> Scale:
+    n = len(labels)
+    return Scale(-0.5, n - 0.5, [float(i) for i in range(n)], [str(x) for x in labels])
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """The same number of decimals on every tick, as many as the step needs."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    biggest = max(abs(t) for t in ticks)
+    if biggest >= 1e6 or 0 < biggest < 1e-3:
+        return [f"{t:.2g}" for t in ticks]
+    decimals = next((d for d in range(12) if abs(round(step, d) - step) <= 1e-9 * step), 12)
+    return [f"{t:,.{decimals}f}" for t in ticks]
+
+
+# ---- drawing
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def num(v: float) -> str:
+    """A coordinate with at most one decimal (the SVG stays small)."""
+    return f"{v:.1f}".rstrip("0").rstrip(".")
+
+
+def text_width(text: str, size: float = FONT) -> float:
+    return max((len(line) for line in str(text).split("\n")), default=0) * CHAR * size / FONT
+
+
+@dataclass
+class Canvas:
+    """An SVG being written: elements appended as strings, closed by ``svg()``."""
+
+    width: float
+    height: float
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, element: str) -> None:
+        self.parts.append(element)
+
+    def text(self, x: float, y: float, content: str, *, size: float = FONT, anchor: str = "start", **attrs) -> None:
+        extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+        at = f'x="{num(x)}" y="{num(y)}" font-size="{num(size)}" text-anchor="{anchor}"'
+        self.add(f"<text {at}{extra}>{esc(content)}</text>")
+
+    def svg(self, label: str) -> str:
+        w, h = math.ceil(self.width), math.ceil(self.height)
+        head = (
+            f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+            f'role="img" aria-label="{esc(label)}" font-family="DejaVu Sans, Verdana, Arial, sans-serif">'
+            f'<title>{esc(label)}</title><rect width="{w}" height="{h}" fill="white"/>'
+        )
+        return head + "".join(self.parts) + "</svg>"
+
+
+@dataclass
+class Panel:
+    """One plot area at (left, top) of ``width`` x ``height`` px on a canvas, with its scales."""
+
+    canvas: Canvas
+    left: float
+    top: float
+    width: float
+    height: float
+    x: Scale
+    y: Scale
+    flip_y: bool = False  # categories from the top down (horizontal bars, heat maps)
+
+    def px(self, v: float) -> float:
+        return self.left + self.x.frac(v) * self.width
+
+    def py(self, v: float) -> float:
+        f = self.y.frac(v)
+        return self.top + (f if self.flip_y else 1 - f) * self.height
+
+    def frame(
+        self,
+        *,
+        title: str = "",
+        xlabel: str = "",
+        ylabel: str = "",
+        grid: str = "xy",
+        rotate_x: int = 0,
+        entries: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Grid, box, ticks, title and axis labels; ``entries`` (name, colour): a legend in a row
+        between the title and the plot, so it never covers the data."""
+        c, bottom, right = self.canvas, self.top + self.height, self.left + self.width
+        for t in self.y.ticks:
+            y = self.py(t)
+            if "y" in grid:
+                c.add(f'<line x1="{num(self.left)}" y1="{num(y)}" x2="{num(right)}" y2="{num(y)}" stroke="#e5e5e5"/>')
+        for t in self.x.ticks:
+            x = self.px(t)
+            if "x" in grid:
+                c.add(f'<line x1="{num(x)}" y1="{num(self.top)}" x2="{num(x)}" y2="{num(bottom)}" stroke="#e5e5e5"/>')
+        c.add(
+            f'<rect x="{num(self.left)}" y="{num(self.top)}" width="{num(self.width)}" height="{num(self.height)}" '
+            'fill="none" stroke="#444"/>'
+        )
+        for t, label in zip(self.y.ticks, self.y.labels, strict=True):
+            c.text(self.left - 5, self.py(t) + FONT * 0.35, label, anchor="end", class_="ytick")
+        for t, label in zip(self.x.ticks, self.x.labels, strict=True):
+            x = self.px(t)
+            if rotate_x:
+                y = bottom + 8
+                c.add(
+                    f'<text class="xtick" x="{num(x)}" y="{num(y)}" font-size="{FONT}" text-anchor="end" '
+                    f'transform="rotate({-rotate_x} {num(x)} {num(y)})" dominant-baseline="middle">{esc(label)}</text>'
+                )
+            else:
+                c.text(x, bottom + FONT + 3, label, anchor="middle", class_="xtick")
+        if entries:
+            legend(c, self.left, self.top - 8, entries)
+        if title:
+            y = self.top - (26 if entries else 8)
+            c.text(self.left + self.width / 2, y, title, size=FONT + 1, anchor="middle", font_weight="bold")
+        if xlabel:
+            c.text(self.left + self.width / 2, bottom + self.x_label_room(rotate_x), xlabel, anchor="middle")
+        if ylabel:
+            x, y = self.left - self.y_label_room() - 8, self.top + self.height / 2
+            c.add(
+                f'<text x="{num(x)}" y="{num(y)}" font-size="{FONT}" text-anchor="middle" '
+                f'transform="rotate(-90 {num(x)} {num(y)})">{esc(ylabel)}</text>'
+            )
+
+    def y_label_room(self) -> float:
+        return max((text_width(s) for s in self.y.labels), default=0) + 6
+
+    def x_label_room(self, rotate_x: int) -> float:
+        if rotate_x:
+            return max((text_width(s) for s in self.x.labels), default=0) * math.sin(math.radians(rotate_x)) + 22
+        return 2 * FONT + 10
+
+    def line(self, xs: Sequence[float], ys: Sequence[float], colour: str, *, markers: bool, dash: str = "") -> None:
+        """A polyline through the finite points, broken where a value is not finite."""
+        step = max(1, math.ceil(len(xs) / MAX_POINTS))
+        runs, run = [], []
+        for x, y in zip(xs[::step], ys[::step], strict=True):
+            if math.isfinite(x) and math.isfinite(y) and (not self.y.log or y > 0) and (not self.x.log or x > 0):
+                run.append((self.px(x), self.py(y)))
+            elif run:
+                runs.append(run)
+                run = []
+        runs += [run] if run else []
+        style = f' stroke-dasharray="{dash}"' if dash else ""
+        for r in runs:
+            points = " ".join(f"{num(x)},{num(y)}" for x, y in r)
+            self.canvas.add(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"{style}/>')
+            if markers and len(xs) <= 200:
+                self.canvas.add("".join(f'<circle cx="{num(x)}" cy="{num(y)}" r="2.5" fill="{colour}"/>' for x, y in r))
+
+    def rect(self, x0: float, x1: float, y0: float, y1: float, colour: str, tip: str = "", **attrs) -> None:
+        """A rectangle between data coordinates (x0, y0) and (x1, y1); ``tip``: its tooltip."""
+        (a, b), (c, d) = sorted((self.px(x0), self.px(x1))), sorted((self.py(y0), self.py(y1)))
+        extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+        shape = f'<rect x="{num(a)}" y="{num(c)}" width="{num(b - a)}" height="{num(d - c)}" fill="{colour}"{extra}'
+        self.canvas.add(f"{shape}><title>{esc(tip)}</title></rect>" if tip else f"{shape}/>")
+
+
+def legend(canvas: Canvas, x: float, y: float, entries: Sequence[tuple[str, str]]) -> None:
+    """Swatches and names in one row from (x, y) rightwards (above a panel, never over its data)."""
+    for name, colour in entries:
+        canvas.add(f'<rect x="{num(x)}" y="{num(y - 8)}" width="12" height="8" fill="{colour}"/>')
+        canvas.text(x + 16, y, name, size=FONT - 1, class_="legend")
+        x += 16 + text_width(name, FONT - 1) + 14
