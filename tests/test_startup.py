@@ -84,3 +84,24 @@ def test_a_language_model_without_report_imports_what_training_needs(tmp_path):
     sets = ["data.path=corpus.txt", "data.corpus.block_size=16", "data.corpus.steps_per_epoch=3", "eval.report=false"]
     args = ("train", "-q", "--data", "text_file", "--epochs", "1", "--out-dir", str(tmp_path / "runs"))
     assert _modules(*args, *(a for s in sets for a in ("--set", s)), cwd=tmp_path) == TRAINING
+
+
+def test_the_collector_is_left_alone_until_the_interpreter_exits(tmp_path):
+    """`main` registers the exit-time gc.freeze (cli._leave_objects_to_the_os) as an atexit
+    handler: a process that calls main and goes on keeps its collector; at exit the objects are
+    frozen, so the interpreter's last collections skip them."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('AT EXIT', gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['keel', '--help']\n"
+        "from torchkeel.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('AFTER MAIN', gc.isenabled(), gc.get_freeze_count())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "AFTER MAIN True 0" in proc.stdout and proc.stdout.rstrip().endswith("AT EXIT False True"), proc.stdout
