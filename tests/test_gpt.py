@@ -84,9 +84,12 @@ def test_dropout_is_active_in_training_only():
     assert torch.equal(model(x), model(x))
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("chunks", [[16], [5, 1, 1, 1, 8], [1] * 16, [9, 7]])
-def test_the_kv_cache_gives_the_logits_of_a_full_forward_pass(chunks):
-    model = tiny().eval()
+def test_the_kv_cache_gives_the_logits_of_a_full_forward_pass(chunks, bias):
+    """Chunks of one token after the first go through GPT.decode (the one-token step), longer
+    ones through the blocks: both give what one pass over the whole sequence gives."""
+    model = tiny(bias=bias).eval()
     x = torch.randint(0, 11, (2, 16))
     full = model(x)
     cache = model.new_cache(2)
