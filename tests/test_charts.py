@@ -85,6 +85,7 @@ def test_values_that_are_not_finite_break_the_line():
     root = _parse(charts.line_panels({"loss": {"train": (list(range(7)), ys)}}, "step", markers=False))
     counts = [len(line.get("points").split()) for line in root.findall(f".//{SVG}polyline")]
     assert counts == [2, 1, 2]
+    assert len(root.findall(f".//{SVG}circle")) == 1  # the point between the gaps, drawn as a dot
     _parse(charts.line_panels({"empty": {"train": ([], [])}}, "step"))  # nothing to draw still draws axes
 
 

@@ -238,7 +238,7 @@ class Panel:
         for r in runs:
             points = " ".join(f"{num(x)},{num(y)}" for x, y in r)
             self.canvas.add(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"{style}/>')
-            if markers and len(xs) <= 200:
+            if (markers and len(xs) <= 200) or len(r) == 1:  # a lone point is drawn as one
                 self.canvas.add("".join(f'<circle cx="{num(x)}" cy="{num(y)}" r="2.5" fill="{colour}"/>' for x, y in r))
 
     def rect(self, x0: float, x1: float, y0: float, y1: float, colour: str, tip: str = "", **attrs) -> None:
