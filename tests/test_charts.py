@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from torchkeel.evaluate import charts, plots
-from torchkeel.evaluate.svg import FONT, log_ticks, nice_ticks, tick_labels
+from torchkeel.evaluate.svg import FONT, log_ticks, nice_ticks, tick_labels, value_scale
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -62,6 +62,7 @@ def test_ticks_of_one_value_and_of_a_log_axis():
     assert log_ticks(0.003, 250.0) == [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]
     assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
     assert tick_labels([0, 5000, 10000]) == ["0", "5,000", "10,000"]
+    assert value_scale([0.0, 0.0], zero=True).ticks[0] == 0.0  # all zeros: the axis starts at 0
 
 
 def test_a_line_chart_puts_every_point_where_its_value_is_on_the_labelled_axes():

@@ -83,6 +83,8 @@ def value_scale(values: Sequence[float], *, log: bool = False, zero: bool = Fals
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
     if zero:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if lo == hi == 0.0:  # nothing but zeros: counts of nothing read 0 to 1, not -0.5 to 0.5
+            hi = 1.0
     ticks = nice_ticks(lo, hi)
     return Scale(ticks[0], ticks[-1], ticks, tick_labels(ticks))
 
