@@ -79,6 +79,8 @@ def test_a_line_chart_puts_every_point_where_its_value_is_on_the_labelled_axes()
         assert [to_y(py) for _, py in points] == pytest.approx(ys, abs=0.01)
     legend = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "legend"]
     assert legend == ["train", "val"]
+    tips = [c.find(f"{SVG}title").text for c in root.iter(f"{SVG}circle")]  # each marker's values
+    assert len(tips) == 24 and tips[0] == "train: 1, 2.1" and tips[12] == f"val: 1, {val[0]:.4g}"
 
 
 def test_values_that_are_not_finite_break_the_line():

@@ -53,8 +53,8 @@ def line_panels(
         panel = Panel(canvas, ox + left, oy + 50, width, height, xs, ys)
         colours = _colours(len(series))
         panel.frame(title=title, xlabel=xlabel, entries=list(zip(series, colours, strict=True)))
-        for (x, y), colour in zip(series.values(), colours, strict=True):
-            panel.line([float(v) for v in x], [float(v) for v in y], colour, markers=markers)
+        for (name, (x, y)), colour in zip(series.items(), colours, strict=True):
+            panel.line([float(v) for v in x], [float(v) for v in y], colour, markers=markers, name=name)
     return canvas.svg(", ".join(panels))
 
 

@@ -225,23 +225,33 @@ class Panel:
             return max((text_width(s) for s in self.x.labels), default=0) * math.sin(math.radians(rotate_x)) + 22
         return 2 * FONT + 10
 
-    def line(self, xs: Sequence[float], ys: Sequence[float], colour: str, *, markers: bool, dash: str = "") -> None:
-        """A polyline through the finite points, broken where a value is not finite."""
+    def line(
+        self, xs: Sequence[float], ys: Sequence[float], colour: str, *, markers: bool, dash: str = "", name: str = ""
+    ) -> None:
+        """A polyline through the finite points, broken where a value is not finite; its markers
+        carry the point's values as a tooltip (``name``: the series, first in the tooltip)."""
         step = max(1, math.ceil(len(xs) / MAX_POINTS))
         runs, run = [], []
         for x, y in zip(xs[::step], ys[::step], strict=True):
             if math.isfinite(x) and math.isfinite(y) and (not self.y.log or y > 0) and (not self.x.log or x > 0):
-                run.append((self.px(x), self.py(y)))
+                run.append((x, y))
             elif run:
                 runs.append(run)
                 run = []
         runs += [run] if run else []
         style = f' stroke-dasharray="{dash}"' if dash else ""
+        prefix = f"{name}: " if name else ""
         for r in runs:
-            points = " ".join(f"{num(x)},{num(y)}" for x, y in r)
+            points = " ".join(f"{num(self.px(x))},{num(self.py(y))}" for x, y in r)
             self.canvas.add(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"{style}/>')
             if (markers and len(xs) <= 200) or len(r) == 1:  # a lone point is drawn as one
-                self.canvas.add("".join(f'<circle cx="{num(x)}" cy="{num(y)}" r="2.5" fill="{colour}"/>' for x, y in r))
+                self.canvas.add(
+                    "".join(
+                        f'<circle cx="{num(self.px(x))}" cy="{num(self.py(y))}" r="2.5" fill="{colour}">'
+                        f"<title>{esc(f'{prefix}{x:g}, {y:.4g}')}</title></circle>"
+                        for x, y in r
+                    )
+                )
 
     def rect(self, x0: float, x1: float, y0: float, y1: float, colour: str, tip: str = "", **attrs) -> None:
         """A rectangle between data coordinates (x0, y0) and (x1, y1); ``tip``: its tooltip."""
