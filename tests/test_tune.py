@@ -102,7 +102,9 @@ def test_median_pruning_stops_a_bad_trial(tmp_path: Path):
     assert not (pruned / "model.safetensors").exists()  # an incomplete run folder
     best = yaml.safe_load(result.best_config.read_text())
     assert best["train"]["optimizer"]["lr"] == 3.0e-3 and "tune" not in best
-    assert (folder / "study.html").is_file()
+    page = (folder / "study.html").read_text()  # the optimisation history: the one complete trial's value
+    complete = optuna.load_study(study_name=name, storage=url).best_value
+    assert page.count('<svg class="chart"') == 1 and f"{cfg.tune.metric}: 0, {complete:.4g}</title>" in page
 
 
 def _tune_config(tmp_path: Path) -> Path:

@@ -54,7 +54,7 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>study "
         f"{html.escape(study.study_name)}</title><style>body{{font:14px system-ui,sans-serif;margin:24px;}}"
         "table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:3px 10px 3px 0;text-align:left}"
-        "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>"
+        "img,svg.chart{max-width:100%;height:auto}</style></head><body>" + "\n".join(parts) + "</body></html>"
     )
     path = folder / STUDY_REPORT
     atomic.write_text(path, page)
