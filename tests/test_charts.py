@@ -166,3 +166,33 @@ def test_the_saliency_colour_maps_match_matplotlibs(name):
 
     v = np.linspace(0, 1, 256)
     assert np.abs(plots._colour(v, name) - colormaps[name](v)[:, :3]).max() < 1.5 / 255
+
+
+def test_edge_inputs_from_review():
+    """Cases that once broke or hid things: NaN predictions, ticks near 1e6 with a small step,
+    a log count axis whose smallest bin is 1, 7-digit counts in small cells, rotated labels at
+    the left edge, and legends too long for one row."""
+    root = _parse(charts.scatter_and_residuals(np.array([1.0, np.nan, 2.5]), np.array([1.0, 2.0, 3.0]), "t"))
+    assert len(root.findall(f".//{SVG}circle")) == 2 and "nan" not in ET.tostring(root, encoding="unicode")
+    _parse(charts.histogram({"huge": np.array([-1e308, 1e308, 0.0])}, "t", "x"))
+    _parse(charts.line_panels({"huge": {"a": ([0, 1], [-1e308, 1e308])}}, "x"))
+    labels = tick_labels(nice_ticks(1e6, 1e6 + 10))
+    assert len(set(labels)) == len(labels), labels
+    count = np.array([1000, 1, 1, 0, 0])
+    root = _parse(charts.reliability(count, count * 0.9, count * 0.9, 0.0))
+    heights = [float(r.get("height")) for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]
+    assert len(heights) == 6 and min(heights) > 0  # three accuracy bars and three count bars, none flat
+    cm = np.full((20, 20), 1_234_567)
+    root = _parse(charts.heatmap(cm, [f"c{i}" for i in range(20)], "pixels"))
+    cell = float(next(r for r in root.iter(f"{SVG}rect") if r.get("class") == "cell").get("width"))
+    sizes = {float(t.get("font-size")) for t in root.iter(f"{SVG}text") if t.get("class") == "count"}
+    assert max(sizes) * 0.6 * 7 <= cell + 0.5  # seven digits fit their cell
+    root = _parse(charts.bars(["a_very_long_class_name_here", *"bcdefghijklmn"], {"n": [1] * 14}, "t"))
+    assert min(float(t.get("x")) - 0.6 * FONT * len(t.text) * 0.7072 for t in root.iter(f"{SVG}text")
+               if t.get("class") == "xtick") >= 0  # fmt: skip
+    names = [f"20261204-015737-digits-simple_cnn-{i} (val)" for i in range(5)]
+    root = _parse(charts.line_panels({"loss": {n: ([1, 2], [1.0, 0.5]) for n in names}}, "epoch"))
+    entries = [t for t in root.iter(f"{SVG}text") if t.get("class") == "legend"]
+    assert [t.text for t in entries] == names and len({t.get("y") for t in entries}) > 1  # wrapped into rows
+    width = float(root.get("width"))
+    assert all(float(t.get("x")) + 0.6 * (FONT - 1) * len(t.text) <= width for t in entries)

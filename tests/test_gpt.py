@@ -138,3 +138,19 @@ def test_it_learns_a_repeated_pattern_to_near_zero_loss():
     with torch.no_grad():
         held = F.cross_entropy(model.eval()(x_all).flatten(0, 1), y_all.flatten())
     assert held.item() < 0.05  # nats per token; a uniform guess over 11 tokens is 2.4
+
+
+def test_a_cache_kept_across_a_weight_change_decodes_with_the_new_weights():
+    """GPT.decode's transposed weight copies are remade when a weight changes in place
+    (training or load_state_dict between two uses of one cache)."""
+    model = tiny().eval()
+    x = torch.randint(0, 11, (1, 6))
+    cache = model.new_cache(1)
+    model(x[:, :5], cache=cache)
+    model(x[:, 5:], cache=cache)  # a one-token step: the copies are made
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp[0].weight.mul_(1.5)
+    cache.reset()
+    model(x[:, :5], cache=cache)
+    torch.testing.assert_close(model(x[:, 5:], cache=cache), model(x)[:, 5:], atol=1e-5, rtol=1e-5)

@@ -15,7 +15,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from torchkeel.evaluate.svg import FONT, Canvas, Panel, Scale, category_scale, num, text_width, value_scale
+from torchkeel.evaluate.svg import (
+    FONT,
+    LEGEND_ROW,
+    Canvas,
+    Panel,
+    Scale,
+    category_scale,
+    legend_rows,
+    num,
+    text_width,
+    value_scale,
+)
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 # ColorBrewer's sequential "Blues" (Brewer, 2003), light to dark, for shares in [0, 1]
@@ -46,14 +57,17 @@ def line_panels(
         ys = [float(v) for s in series.values() for v in s[1]]
         scales.append((value_scale(xs, log=log_x), value_scale(ys, log=title in log_y)))
     left = max((max(text_width(s) for s in y.labels) for _, y in scales), default=20) + 30
-    width, height = PANEL[0] - left - 12, PANEL[1] - 90
+    width = PANEL[0] - left - 12
+    colours = {title: list(zip(series, _colours(len(series)), strict=True)) for title, series in panels.items()}
+    rows = max((len(legend_rows(entries, width)) for entries in colours.values()), default=1)
+    extra = LEGEND_ROW * max(0, rows - 1)  # more legend rows: the plots start lower
+    height = PANEL[1] - 90 - extra
     canvas = Canvas(cols * PANEL[0], math.ceil(len(panels) / cols) * PANEL[1])
     for i, ((title, series), (xs, ys)) in enumerate(zip(panels.items(), scales, strict=True)):
         ox, oy = (i % cols) * PANEL[0], (i // cols) * PANEL[1]
-        panel = Panel(canvas, ox + left, oy + 50, width, height, xs, ys)
-        colours = _colours(len(series))
-        panel.frame(title=title, xlabel=xlabel, entries=list(zip(series, colours, strict=True)))
-        for (name, (x, y)), colour in zip(series.items(), colours, strict=True):
+        panel = Panel(canvas, ox + left, oy + 50 + extra, width, height, xs, ys)
+        panel.frame(title=title, xlabel=xlabel, entries=colours[title])
+        for (name, (x, y)), (_, colour) in zip(series.items(), colours[title], strict=True):
             panel.line([float(v) for v in x], [float(v) for v in y], colour, markers=markers, name=name)
     return canvas.svg(", ".join(panels))
 
@@ -82,8 +96,9 @@ def bars(
         rotate = 45 if n > 12 else 0
         left = max(text_width(s) for s in values.labels) + (30 if ylabel else 14)
         width = max(320, 34 * n * max(1, k / 2))
-        probe = Panel(Canvas(0, 0), 0, 0, 1, 1, cats, values)
+        probe = Panel(Canvas(0, 0), 0, 0, width, 1, cats, values)
         bottom = probe.x_label_room(rotate) + 8
+        left = max(left, probe.x_overhang(rotate) + 4)  # the first rotated label stays on the canvas
         canvas = Canvas(left + width + 16, 50 + 230 + bottom)
         panel = Panel(canvas, left, 50, width, 230, cats, values)
         panel.frame(title=title, ylabel=ylabel, grid="y", rotate_x=rotate, entries=entries)
@@ -110,7 +125,8 @@ def histogram(
     everything = np.concatenate([v for v in finite.values()] or [np.zeros(0)])
     if isinstance(bins, int):
         lo, hi = (float(everything.min()), float(everything.max())) if everything.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        hi = hi if hi > lo else lo + max(1.0, abs(lo) * 1e-9)
+        edges = np.linspace(lo / 2, hi / 2, bins + 1) * 2  # halved: the span of +-1e308 stays finite
     else:
         edges = np.asarray(bins, dtype=float)
     counts = {name: np.histogram(v, edges)[0] for name, v in finite.items()}
@@ -161,7 +177,7 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> str:
             panel.rect(j - 0.5, j + 0.5, i - 0.5, i + 0.5, blues(rates[i, j]), tip, class_="cell")
             if n <= 20 and counts[i, j]:
                 colour = "white" if rates[i, j] > 0.5 else "black"
-                size = min(FONT - 1, cell / 2.6)
+                size = min(FONT - 1, cell / 2.6, 1.6 * cell / len(str(int(counts[i, j]))))  # fits its cell
                 canvas.text(panel.px(j), panel.py(i) + size * 0.35, str(int(counts[i, j])), size=size,
                             anchor="middle", fill=colour, class_="count")  # fmt: skip
     panel.frame(title=title, xlabel="predicted", ylabel="true", grid="", rotate_x=rotate)
@@ -188,7 +204,9 @@ def reliability(count: np.ndarray, confidence: np.ndarray, correct: np.ndarray, 
     mean_conf = np.where(filled, confidence / np.maximum(count, 1), 0)
     unit = Scale(0.0, 1.0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], ["0", "0.2", "0.4", "0.6", "0.8", "1"])
     skewed = count.max() > 50 * max(1, np.median(count[filled])) if filled.any() else False
-    sizes = value_scale([float(c) for c in count[filled]] or [1.0], log=bool(skewed), zero=not skewed)
+    shown = [float(c) for c in count[filled]] or [1.0]
+    # on a log axis the bars start a decade below the smallest count, so a bin of 1 shows
+    sizes = value_scale([*shown, min(shown) / 10] if skewed else shown, log=bool(skewed), zero=not skewed)
     left = max(text_width(s) for s in sizes.labels) + 34
     canvas = Canvas(left + 400, 470)
     top = Panel(canvas, left, 50, 380, 250, unit, unit)
@@ -212,6 +230,10 @@ def scatter_and_residuals(pred: np.ndarray, true: np.ndarray, title: str) -> str
     """Predicted vs. true (with the diagonal) and the residuals' histogram; at most 5,000
     points are drawn (evenly spaced through the test split), the histogram counts them all."""
     pred, true = np.asarray(pred, dtype=float).ravel(), np.asarray(true, dtype=float).ravel()
+    finite = np.isfinite(pred) & np.isfinite(true)  # a NaN prediction is left out, not plotted at "nan"
+    pred, true = pred[finite], true[finite]
+    if not len(pred):
+        pred = true = np.zeros(1)
     keep = np.linspace(0, len(pred) - 1, min(len(pred), 5000)).round().astype(int) if len(pred) else []
     lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
     both = value_scale([lo, hi])

@@ -32,6 +32,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if hi == lo:  # one value: a unit-wide range around it
         pad = abs(lo) * 0.1 or 0.5
         lo, hi = lo - pad, hi + pad
+    if not math.isfinite(hi - lo):  # a range past the largest float: its two ends, unrounded
+        return [lo, hi]
     step = _nice((hi - lo) / max(1, count - 1))
     first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
     return [_clean(i * step) for i in range(first, last + 1)]
@@ -98,8 +100,10 @@ def tick_labels(ticks: Sequence[float]) -> list[str]:
     """The same number of decimals on every tick, as many as the step needs."""
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
     biggest = max(abs(t) for t in ticks)
-    if biggest >= 1e6 or 0 < biggest < 1e-3:
-        return [f"{t:.2g}" for t in ticks]
+    if biggest >= 1e6 or 0 < biggest < 1e-3:  # scientific, with the digits the step needs
+        ratio = biggest / step if step and math.isfinite(step) else 1.0
+        digits = max(2, math.ceil(math.log10(max(ratio, 1.0)) + 1e-9) + 1)
+        return [f"{t:.{digits}g}" for t in ticks]
     decimals = next((d for d in range(12) if abs(round(step, d) - step) <= 1e-9 * step), 12)
     return [f"{t:,.{decimals}f}" for t in ticks]
 
@@ -203,10 +207,11 @@ class Panel:
                 )
             else:
                 c.text(x, bottom + FONT + 3, label, anchor="middle", class_="xtick")
-        if entries:
-            legend(c, self.left, self.top - 8, entries)
+        rows = legend_rows(entries, self.width)
+        for i, row in enumerate(rows):  # the last row just above the plot
+            legend(c, self.left, self.top - 8 - LEGEND_ROW * (len(rows) - 1 - i), row, width=self.width)
         if title:
-            y = self.top - (26 if entries else 8)
+            y = self.top - 8 - (18 + LEGEND_ROW * (len(rows) - 1) if rows else 0)
             c.text(self.left + self.width / 2, y, title, size=FONT + 1, anchor="middle", font_weight="bold")
         if xlabel:
             c.text(self.left + self.width / 2, bottom + self.x_label_room(rotate_x), xlabel, anchor="middle")
@@ -216,6 +221,12 @@ class Panel:
                 f'<text x="{num(x)}" y="{num(y)}" font-size="{FONT}" text-anchor="middle" '
                 f'transform="rotate(-90 {num(x)} {num(y)})">{esc(ylabel)}</text>'
             )
+
+    def x_overhang(self, rotate_x: int) -> float:
+        """How far the first rotated x label reaches left of its tick (a margin to leave)."""
+        if not rotate_x or not self.x.labels:
+            return 0.0
+        return text_width(self.x.labels[0]) * math.cos(math.radians(rotate_x)) - (self.px(self.x.ticks[0]) - self.left)
 
     def y_label_room(self) -> float:
         return max((text_width(s) for s in self.y.labels), default=0) + 6
@@ -261,9 +272,35 @@ class Panel:
         self.canvas.add(f"{shape}><title>{esc(tip)}</title></rect>" if tip else f"{shape}/>")
 
 
-def legend(canvas: Canvas, x: float, y: float, entries: Sequence[tuple[str, str]]) -> None:
-    """Swatches and names in one row from (x, y) rightwards (above a panel, never over its data)."""
+LEGEND_ROW = 14  # px between legend rows
+
+
+def legend_rows(entries: Sequence[tuple[str, str]], width: float) -> list[list[tuple[str, str]]]:
+    """The entries in rows that each fit in ``width`` px (one row per entry at worst)."""
+    rows: list[list[tuple[str, str]]] = [[]]
+    used = 0.0
+    for entry in entries:
+        size = _entry_width(entry[0])
+        if rows[-1] and used + size > width:
+            rows.append([])
+            used = 0.0
+        rows[-1].append(entry)
+        used += size
+    return rows if rows[0] else []
+
+
+def _entry_width(name: str) -> float:
+    return 16 + text_width(name, FONT - 1) + 14
+
+
+def legend(canvas: Canvas, x: float, y: float, entries: Sequence[tuple[str, str]], width: float = 0) -> None:
+    """Swatches and names in one row from (x, y) rightwards (above a panel, never over its data);
+    a name wider than ``width`` on its own is cut with an ellipsis, its full text the tooltip."""
+    room = (width - 30) / (CHAR * (FONT - 1) / FONT) if width else float("inf")
     for name, colour in entries:
-        canvas.add(f'<rect x="{num(x)}" y="{num(y - 8)}" width="12" height="8" fill="{colour}"/>')
-        canvas.text(x + 16, y, name, size=FONT - 1, class_="legend")
-        x += 16 + text_width(name, FONT - 1) + 14
+        shown = name if len(name) <= room else name[: max(1, int(room) - 1)] + "\u2026"
+        swatch = f'<rect x="{num(x)}" y="{num(y - 8)}" width="12" height="8" fill="{colour}"/>'
+        canvas.add(f"<g><title>{esc(name)}</title>{swatch}")
+        canvas.text(x + 16, y, shown, size=FONT - 1, class_="legend")
+        canvas.add("</g>")
+        x += _entry_width(shown)

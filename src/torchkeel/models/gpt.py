@@ -76,7 +76,8 @@ class KVCache:
         allowed = torch.arange(max_len, device=device) <= torch.arange(max_len, device=device)[:, None]
         masks = torch.zeros(max_len, max_len, device=device, dtype=dtype).masked_fill(~allowed, float("-inf"))
         self.masks = [masks[p : p + 1] for p in range(max_len)]  # (1, max_len) each
-        self.weights = None  # GPT.decode's transposed copies, made on its first step
+        self.weights: list | None = None  # GPT.decode's transposed weights, made on its first step
+        self.weights_key: list | None = None  # which weights (and versions) they were made from
 
     def reset(self) -> None:
         self.length = 0
@@ -146,11 +147,13 @@ def _linears(block: Block) -> tuple[nn.Linear, ...]:
 
 
 def _transposed(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bias, weight.T contiguous) for ``torch.addmm(bias, x, weight_t)``; a layer without a
-    bias gets zeros (adding 0.0 changes no value)."""
+    """(bias, weight.T) for ``torch.addmm(bias, x, weight_t)``: on a CPU a contiguous copy
+    (MKL's one-row product against the transposed view is the slower one), elsewhere the view
+    (cuBLAS takes either; no second copy of the weights in GPU memory). A layer without a bias
+    gets zeros (adding 0.0 changes no value)."""
     w = layer.weight
     bias = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
-    return bias, w.t().contiguous()
+    return bias, w.t().contiguous() if w.device.type == "cpu" else w.t()
 
 
 def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -226,8 +229,10 @@ class GPT(nn.Module):
         pos, (b, c) = cache.length, (tokens.shape[0], self.tok.embedding_dim)
         heads, mask = self.n_head, cache.masks[pos]
         h = self.tok.weight[tokens] + self.pos.weight[pos]  # (B, C)
-        if cache.weights is None:
+        key = [(id(m.weight), m.weight._version) for block in self.blocks for m in _linears(block)]
+        if cache.weights_key != key:  # new, or the weights were changed in place (training, loading)
             cache.weights = [[_transposed(m) for m in _linears(block)] for block in self.blocks]
+            cache.weights_key = key
         for block, kv, (qkv_w, proj_w, up_w, down_w) in zip(self.blocks, cache.kv, cache.weights, strict=True):
             qkv = torch.addmm(qkv_w[0], _norm(h, block.ln1), qkv_w[1]).view(b, 3, heads, c // heads)
             kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # (2, B, h, hd) into slot pos
