@@ -154,3 +154,15 @@ def test_a_cache_kept_across_a_weight_change_decodes_with_the_new_weights():
     cache.reset()
     model(x[:, :5], cache=cache)
     torch.testing.assert_close(model(x[:, 5:], cache=cache), model(x)[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+def test_the_decode_step_under_autocast_keeps_the_residual_as_forward_does():
+    model = tiny().eval()
+    x = torch.randint(0, 11, (2, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        full = model(x)
+        cache = model.new_cache(2)
+        model(x[:, :7], cache=cache)
+        step = model(x[:, 7:], cache=cache)  # GPT.decode
+    assert step.dtype == full.dtype
+    torch.testing.assert_close(step, full[:, 7:], atol=0.05, rtol=0.05)

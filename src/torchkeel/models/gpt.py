@@ -237,8 +237,8 @@ class GPT(nn.Module):
             qkv = torch.addmm(qkv_w[0], _norm(h, block.ln1), qkv_w[1]).view(b, 3, heads, c // heads)
             kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # (2, B, h, hd) into slot pos
             out = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[0], kv[1], attn_mask=mask)
-            h = torch.addmm(proj_w[0], out.view(b, c), proj_w[1]).add_(h)
+            h = h + torch.addmm(proj_w[0], out.view(b, c), proj_w[1])  # as forward adds (autocast too)
             hidden = F.gelu(torch.addmm(up_w[0], _norm(h, block.ln2), up_w[1]))
-            h = torch.addmm(down_w[0], hidden, down_w[1]).add_(h)
+            h = h + torch.addmm(down_w[0], hidden, down_w[1])
         cache.length += 1
         return F.linear(_norm(h, self.ln_f), self.head.weight)
