@@ -42,6 +42,9 @@ def sample_steps(
     """Draw ``max_new`` tokens after the prompts ``ids`` (B, L), one Step at a time."""
     block, (rows, length) = model.block_size, ids.shape
     kv = model.new_cache(rows, block, ids.device) if cache else None
+    # a model with a one-token step (GPT.decode) is called on it directly once its cache is
+    # filled: no module call, no (B, 1) views in and out
+    decode = getattr(model, "decode", None) if kv is not None and not model.training else None
     sequence = torch.empty(rows, length + max_new, dtype=ids.dtype, device=ids.device)  # prompt, then each draw
     sequence[:, :length] = ids
     start = max(0, length - block)  # a prompt longer than the block: its last block tokens
@@ -51,8 +54,11 @@ def sample_steps(
             if kv is not None:
                 kv.reset()
         # cached: only the tokens not yet in the cache; else the whole context again
-        fresh = sequence[:, start + kv.length : n] if kv is not None else sequence[:, start:n]
-        logits = (model(fresh, cache=kv) if kv is not None else model(fresh))[:, -1]
+        if decode is not None and 0 < kv.length == n - start - 1:
+            logits = decode(sequence[:, n - 1], kv)
+        else:
+            fresh = sequence[:, start + kv.length : n] if kv is not None else sequence[:, start:n]
+            logits = (model(fresh, cache=kv) if kv is not None else model(fresh))[:, -1]
         tokens = next_tokens(logits, sequence[:, :n], sampling, generator)
         sequence[:, n] = tokens
         yield Step(tokens, logits)

@@ -76,8 +76,12 @@ class KVCache:
         allowed = torch.arange(max_len, device=device) <= torch.arange(max_len, device=device)[:, None]
         masks = torch.zeros(max_len, max_len, device=device, dtype=dtype).masked_fill(~allowed, float("-inf"))
         self.masks = [masks[p : p + 1] for p in range(max_len)]  # (1, max_len) each
-        self.weights: list | None = None  # GPT.decode's transposed weights, made on its first step
-        self.weights_key: list | None = None  # which weights (and versions) they were made from
+        # GPT.decode's plan (each block's tensors, the weights transposed), made on its first
+        # step, and the weights it was made from with their versions at the time
+        self.plan: list[tuple] | None = None
+        self.ends: tuple = ()  # token and position embeddings, final norm, head
+        self.sources: list[torch.Tensor] = []
+        self.versions: list[int] = []
 
     def reset(self) -> None:
         self.length = 0
@@ -216,6 +220,23 @@ class GPT(nn.Module):
             cache.length += t
         return F.linear(_norm(h, self.ln_f), self.head.weight)  # (B, T, vocab)
 
+    def _plan(self, cache: KVCache) -> None:
+        """Each block's tensors as GPT.decode reads them, looked up once per cache (a module's
+        attribute lookup costs about a microsecond, and a step made ~100 of them): the layer
+        norms' (weight, bias, eps) and the linear layers' (bias, weight.T). The weights' versions are
+        checked at every step, so a weight changed in place (training, load_state_dict) between
+        two steps is transposed again; a parameter replaced by a new object needs a new cache."""
+        plan, sources = [], []
+        for block in self.blocks:
+            linears = _linears(block)
+            norms = [(ln.weight, ln.bias, ln.eps) for ln in (block.ln1, block.ln2)]
+            qkv, proj, up, down = (_transposed(m) for m in linears)
+            plan.append((norms[0], qkv, proj, norms[1], up, down))
+            sources += [m.weight for m in linears]
+        cache.plan, cache.sources, cache.versions = plan, sources, [w._version for w in sources]
+        lnf = (self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        cache.ends = (self.tok.weight, self.pos.weight, lnf, self.head.weight)
+
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """One generation step: the next tokens (B,) at position ``cache.length`` -> their logits
         (B, vocab), the cache extended by one. The blocks' arithmetic on (B, C) rows, written out
@@ -226,19 +247,18 @@ class GPT(nn.Module):
         2-core host). A step is a few dozen tiny ops; this one took 0.90 ms against 1.24 ms for
         the general path on the baby GPT (benchmarks/RESULTS.md); tests/test_gpt.py checks that
         it gives the logits of a full forward pass."""
-        pos, (b, c) = cache.length, (tokens.shape[0], self.tok.embedding_dim)
+        if cache.plan is None or [w._version for w in cache.sources] != cache.versions:
+            self._plan(cache)  # the first step, or a weight was changed in place (training, loading)
+        tok, position, lnf, head = cache.ends
+        pos, (b, c) = cache.length, (tokens.shape[0], tok.shape[1])
         heads, mask = self.n_head, cache.masks[pos]
-        h = self.tok.weight[tokens] + self.pos.weight[pos]  # (B, C)
-        key = [(id(m.weight), m.weight._version) for block in self.blocks for m in _linears(block)]
-        if cache.weights_key != key:  # new, or the weights were changed in place (training, loading)
-            cache.weights = [[_transposed(m) for m in _linears(block)] for block in self.blocks]
-            cache.weights_key = key
-        for block, kv, (qkv_w, proj_w, up_w, down_w) in zip(self.blocks, cache.kv, cache.weights, strict=True):
-            qkv = torch.addmm(qkv_w[0], _norm(h, block.ln1), qkv_w[1]).view(b, 3, heads, c // heads)
+        h = tok[tokens] + position[pos]  # (B, C)
+        for kv, (ln1, qkv_w, proj_w, ln2, up_w, down_w) in zip(cache.kv, cache.plan, strict=True):
+            qkv = torch.addmm(qkv_w[0], F.layer_norm(h, (c,), *ln1), qkv_w[1]).view(b, 3, heads, c // heads)
             kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # (2, B, h, hd) into slot pos
             out = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[0], kv[1], attn_mask=mask)
             h = h + torch.addmm(proj_w[0], out.view(b, c), proj_w[1])  # as forward adds (autocast too)
-            hidden = F.gelu(torch.addmm(up_w[0], _norm(h, block.ln2), up_w[1]))
+            hidden = F.gelu(torch.addmm(up_w[0], F.layer_norm(h, (c,), *ln2), up_w[1]))
             h = h + torch.addmm(down_w[0], hidden, down_w[1])
         cache.length += 1
-        return F.linear(_norm(h, self.ln_f), self.head.weight)
+        return F.linear(F.layer_norm(h, (c,), *lnf), head)
