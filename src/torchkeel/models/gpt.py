@@ -244,9 +244,10 @@ class GPT(nn.Module):
         mask row instead of a slice of it per layer, the new keys and values written in one copy,
         and the matrix-vector products on transposed copies of the weights made once per cache
         (MKL's one-row product with a transposed weight view was ~25 us slower per layer on a
-        2-core host). A step is a few dozen tiny ops; this one took 0.90 ms against 1.24 ms for
-        the general path on the baby GPT (benchmarks/RESULTS.md); tests/test_gpt.py checks that
-        it gives the logits of a full forward pass."""
+        2-core host), every tensor read from the cache's plan (``_plan``) rather than looked up
+        on the modules. A step is a few dozen tiny ops; this one took 0.89 ms against 1.29 ms
+        for the general path on the baby GPT (benchmarks/RESULTS.md); tests/test_gpt.py checks
+        that it gives the logits of a full forward pass. generation/loop.py calls it directly."""
         if cache.plan is None or [w._version for w in cache.sources] != cache.versions:
             self._plan(cache)  # the first step, or a weight was changed in place (training, loading)
         tok, position, lnf, head = cache.ends
