@@ -53,6 +53,23 @@ def test_the_kv_cache_gives_the_logits_of_full_recompute_at_every_step(prompt_le
         torch.testing.assert_close(model(seq[:, start:end])[:, -1], step.logits, atol=1e-5, rtol=1e-5)
 
 
+def test_cached_steps_after_each_fill_are_one_token_decode_steps():
+    """sample_steps calls GPT.decode for every step whose context is already in the cache; the
+    model's forward runs only to fill the cache: once for the prompt, once per crop."""
+    torch.manual_seed(0)
+    model = build({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}, corpus_spec(block=16)).eval()
+    calls = {"decode": 0, "forward": 0}
+    decode = model.decode
+    model.decode = lambda tokens, cache: (calls.__setitem__("decode", calls["decode"] + 1), decode(tokens, cache))[1]
+    model.register_forward_hook(lambda *_: calls.__setitem__("forward", calls["forward"] + 1))
+    list(sample_steps(model, torch.zeros(1, 3, dtype=torch.long), 40, Sampling(top_k=1), cache=True))
+    crops, start = 0, 0
+    for end in range(3, 43):  # the documented cropping rule, counted
+        if end - start > 16:
+            start, crops = end - kept_context(16), crops + 1
+    assert calls == {"forward": 1 + crops, "decode": 40 - 1 - crops}, calls
+
+
 def _allowed_top_k(logits: torch.Tensor, k: int) -> list[set[int]]:
     order = torch.sort(logits, descending=True).indices
     return [set(row[:k].tolist()) for row in order]
