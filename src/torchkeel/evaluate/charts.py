@@ -96,9 +96,8 @@ def bars(
         rotate = 45 if n > 12 else 0
         left = max(text_width(s) for s in values.labels) + (30 if ylabel else 14)
         width = max(320, 34 * n * max(1, k / 2))
-        probe = Panel(Canvas(0, 0), 0, 0, width, 1, cats, values)
-        bottom = probe.x_label_room(rotate) + 8
-        left = max(left, probe.x_overhang(rotate) + 4)  # the first rotated label stays on the canvas
+        bottom = cats.room_below(rotate) + 8
+        left = max(left, cats.overhang(rotate, width) + 4)  # the first rotated label stays on the canvas
         canvas = Canvas(left + width + 16, 50 + 230 + bottom)
         panel = Panel(canvas, left, 50, width, 230, cats, values)
         panel.frame(title=title, ylabel=ylabel, grid="y", rotate_x=rotate, entries=entries)
@@ -121,7 +120,8 @@ def histogram(
     values: dict[str, np.ndarray], title: str, xlabel: str, bins: int | Sequence[float] | np.ndarray = 30
 ) -> str:
     """Counts per bin, the bins shared by every series (so they compare bar by bar)."""
-    finite = {name: np.asarray(v, dtype=float)[np.isfinite(np.asarray(v, dtype=float))] for name, v in values.items()}
+    arrays = {name: np.asarray(v, dtype=float) for name, v in values.items()}
+    finite = {name: v[np.isfinite(v)] for name, v in arrays.items()}
     everything = np.concatenate([v for v in finite.values()] or [np.zeros(0)])
     if isinstance(bins, int):
         lo, hi = (float(everything.min()), float(everything.max())) if everything.size else (0.0, 1.0)
@@ -163,14 +163,12 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> str:
     cell = min(40.0, max(6.0, 560 / max(n, 1)))
     shown = list(range(n)) if n <= 40 else list(range(0, n, max(1, n // 20)))
     names = [str(labels[i]) for i in shown]
-    x_scale = Scale(-0.5, n - 0.5, [float(i) for i in shown], names)
-    y_scale = Scale(-0.5, n - 0.5, [float(i) for i in shown], names)
+    classes = Scale(-0.5, n - 0.5, [float(i) for i in shown], names)  # both axes
     left = max((text_width(s) for s in names), default=10) + 34
     rotate = 90 if n > 10 else 0
-    probe = Panel(Canvas(0, 0), 0, 0, 1, 1, x_scale, y_scale)
     side = cell * n
-    canvas = Canvas(left + side + 90, 40 + side + probe.x_label_room(rotate) + 12)
-    panel = Panel(canvas, left, 40, side, side, x_scale, y_scale, flip_y=True)
+    canvas = Canvas(left + side + 90, 40 + side + classes.room_below(rotate) + 12)
+    panel = Panel(canvas, left, 40, side, side, classes, classes, flip_y=True)
     for i in range(n):
         for j in range(n):
             tip = f"true {labels[i]}, predicted {labels[j]}: {int(counts[i, j])}"
@@ -189,9 +187,7 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> str:
                    f'fill="{blues((s + 0.5) / steps)}"/>')  # fmt: skip
     for t in (0.0, 0.5, 1.0):
         canvas.text(bar_x + 16, 40 + side * (1 - t) + 4, f"{t:g}", size=FONT - 1)
-    y = 40 + side / 2
-    canvas.add(f'<text x="{num(bar_x + 46)}" y="{num(y)}" font-size="{FONT - 1}" text-anchor="middle" '
-               f'transform="rotate(-90 {num(bar_x + 46)} {num(y)})">share of true class</text>')  # fmt: skip
+    canvas.text(bar_x + 46, 40 + side / 2, "share of true class", size=FONT - 1, anchor="middle", rotate=-90)
     return canvas.svg(title)
 
 
@@ -234,7 +230,7 @@ def scatter_and_residuals(pred: np.ndarray, true: np.ndarray, title: str) -> str
     pred, true = pred[finite], true[finite]
     if not len(pred):
         pred = true = np.zeros(1)
-    keep = np.linspace(0, len(pred) - 1, min(len(pred), 5000)).round().astype(int) if len(pred) else []
+    keep = np.linspace(0, len(pred) - 1, min(len(pred), 5000)).round().astype(int)
     lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
     both = value_scale([lo, hi])
     left = max(text_width(s) for s in both.labels) + 34

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from torchkeel.evaluate.charts import PALETTE  # noqa: F401  (the report's colours, one list)
+from torchkeel.evaluate.charts import PALETTE  # the report's colours, one list
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -72,6 +72,18 @@ class Scale:
             return (math.log10(v) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
         return (v - self.lo) / (self.hi - self.lo)
 
+    def room_below(self, rotate: int) -> float:
+        """Pixels under an x axis of this scale for its tick labels and the axis label."""
+        if rotate:
+            return max((text_width(s) for s in self.labels), default=0) * math.sin(math.radians(rotate)) + 22
+        return 2 * FONT + 10
+
+    def overhang(self, rotate: int, width: float) -> float:
+        """How far the first rotated tick label reaches left of an x axis ``width`` px long."""
+        if not rotate or not self.labels:
+            return 0.0
+        return text_width(self.labels[0]) * math.cos(math.radians(rotate)) - self.frac(self.ticks[0]) * width
+
 
 def value_scale(values: Sequence[float], *, log: bool = False, zero: bool = False) -> Scale:
     """A numeric axis covering the finite ``values`` (and 0 when ``zero``); log keeps the
@@ -115,6 +127,11 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def attributes(attrs: dict) -> str:
+    """Keyword arguments as SVG attributes: ``class_`` -> class, ``fill_opacity`` -> fill-opacity."""
+    return "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+
+
 def num(v: float) -> str:
     """A coordinate with at most one decimal (the SVG stays small)."""
     return f"{v:.1f}".rstrip("0").rstrip(".")
@@ -135,10 +152,14 @@ class Canvas:
     def add(self, element: str) -> None:
         self.parts.append(element)
 
-    def text(self, x: float, y: float, content: str, *, size: float = FONT, anchor: str = "start", **attrs) -> None:
-        extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+    def text(
+        self, x: float, y: float, content: str, *, size: float = FONT, anchor: str = "start", rotate: float = 0, **attrs
+    ) -> None:
+        """``rotate``: degrees clockwise about (x, y) (-90: reads bottom to top)."""
         at = f'x="{num(x)}" y="{num(y)}" font-size="{num(size)}" text-anchor="{anchor}"'
-        self.add(f"<text {at}{extra}>{esc(content)}</text>")
+        if rotate:
+            attrs = {"transform": f"rotate({num(rotate)} {num(x)} {num(y)})", **attrs}
+        self.add(f"<text {at}{attributes(attrs)}>{esc(content)}</text>")
 
     def svg(self, label: str) -> str:
         w, h = math.ceil(self.width), math.ceil(self.height)
@@ -180,17 +201,13 @@ class Panel:
         rotate_x: int = 0,
         entries: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Grid, box, ticks, title and axis labels; ``entries`` (name, colour): a legend in a row
+        """Grid, box, ticks, title and axis labels; ``entries`` (name, colour): a legend in rows
         between the title and the plot, so it never covers the data."""
         c, bottom, right = self.canvas, self.top + self.height, self.left + self.width
-        for t in self.y.ticks:
-            y = self.py(t)
-            if "y" in grid:
-                c.add(f'<line x1="{num(self.left)}" y1="{num(y)}" x2="{num(right)}" y2="{num(y)}" stroke="#e5e5e5"/>')
-        for t in self.x.ticks:
-            x = self.px(t)
-            if "x" in grid:
-                c.add(f'<line x1="{num(x)}" y1="{num(self.top)}" x2="{num(x)}" y2="{num(bottom)}" stroke="#e5e5e5"/>')
+        for y in [self.py(t) for t in self.y.ticks] if "y" in grid else []:
+            c.add(f'<line x1="{num(self.left)}" y1="{num(y)}" x2="{num(right)}" y2="{num(y)}" stroke="#e5e5e5"/>')
+        for x in [self.px(t) for t in self.x.ticks] if "x" in grid else []:
+            c.add(f'<line x1="{num(x)}" y1="{num(self.top)}" x2="{num(x)}" y2="{num(bottom)}" stroke="#e5e5e5"/>')
         c.add(
             f'<rect x="{num(self.left)}" y="{num(self.top)}" width="{num(self.width)}" height="{num(self.height)}" '
             'fill="none" stroke="#444"/>'
@@ -198,15 +215,11 @@ class Panel:
         for t, label in zip(self.y.ticks, self.y.labels, strict=True):
             c.text(self.left - 5, self.py(t) + FONT * 0.35, label, anchor="end", class_="ytick")
         for t, label in zip(self.x.ticks, self.x.labels, strict=True):
-            x = self.px(t)
             if rotate_x:
-                y = bottom + 8
-                c.add(
-                    f'<text class="xtick" x="{num(x)}" y="{num(y)}" font-size="{FONT}" text-anchor="end" '
-                    f'transform="rotate({-rotate_x} {num(x)} {num(y)})" dominant-baseline="middle">{esc(label)}</text>'
-                )
+                c.text(self.px(t), bottom + 8, label, anchor="end", rotate=-rotate_x, class_="xtick",
+                       dominant_baseline="middle")  # fmt: skip
             else:
-                c.text(x, bottom + FONT + 3, label, anchor="middle", class_="xtick")
+                c.text(self.px(t), bottom + FONT + 3, label, anchor="middle", class_="xtick")
         rows = legend_rows(entries, self.width)
         for i, row in enumerate(rows):  # the last row just above the plot
             legend(c, self.left, self.top - 8 - LEGEND_ROW * (len(rows) - 1 - i), row, width=self.width)
@@ -214,27 +227,10 @@ class Panel:
             y = self.top - 8 - (18 + LEGEND_ROW * (len(rows) - 1) if rows else 0)
             c.text(self.left + self.width / 2, y, title, size=FONT + 1, anchor="middle", font_weight="bold")
         if xlabel:
-            c.text(self.left + self.width / 2, bottom + self.x_label_room(rotate_x), xlabel, anchor="middle")
+            c.text(self.left + self.width / 2, bottom + self.x.room_below(rotate_x), xlabel, anchor="middle")
         if ylabel:
-            x, y = self.left - self.y_label_room() - 8, self.top + self.height / 2
-            c.add(
-                f'<text x="{num(x)}" y="{num(y)}" font-size="{FONT}" text-anchor="middle" '
-                f'transform="rotate(-90 {num(x)} {num(y)})">{esc(ylabel)}</text>'
-            )
-
-    def x_overhang(self, rotate_x: int) -> float:
-        """How far the first rotated x label reaches left of its tick (a margin to leave)."""
-        if not rotate_x or not self.x.labels:
-            return 0.0
-        return text_width(self.x.labels[0]) * math.cos(math.radians(rotate_x)) - (self.px(self.x.ticks[0]) - self.left)
-
-    def y_label_room(self) -> float:
-        return max((text_width(s) for s in self.y.labels), default=0) + 6
-
-    def x_label_room(self, rotate_x: int) -> float:
-        if rotate_x:
-            return max((text_width(s) for s in self.x.labels), default=0) * math.sin(math.radians(rotate_x)) + 22
-        return 2 * FONT + 10
+            room = max((text_width(s) for s in self.y.labels), default=0) + 6
+            c.text(self.left - room - 8, self.top + self.height / 2, ylabel, anchor="middle", rotate=-90)
 
     def line(
         self, xs: Sequence[float], ys: Sequence[float], colour: str, *, markers: bool, dash: str = "", name: str = ""
@@ -267,8 +263,8 @@ class Panel:
     def rect(self, x0: float, x1: float, y0: float, y1: float, colour: str, tip: str = "", **attrs) -> None:
         """A rectangle between data coordinates (x0, y0) and (x1, y1); ``tip``: its tooltip."""
         (a, b), (c, d) = sorted((self.px(x0), self.px(x1))), sorted((self.py(y0), self.py(y1)))
-        extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
-        shape = f'<rect x="{num(a)}" y="{num(c)}" width="{num(b - a)}" height="{num(d - c)}" fill="{colour}"{extra}'
+        shape = f'<rect x="{num(a)}" y="{num(c)}" width="{num(b - a)}" height="{num(d - c)}" fill="{colour}"'
+        shape += attributes(attrs)
         self.canvas.add(f"{shape}><title>{esc(tip)}</title></rect>" if tip else f"{shape}/>")
 
 
