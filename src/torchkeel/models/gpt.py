@@ -150,14 +150,31 @@ def _linears(block: Block) -> tuple[nn.Linear, ...]:
     return block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2]
 
 
-def _transposed(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bias, weight.T) for ``torch.addmm(bias, x, weight_t)``: on a CPU a contiguous copy
-    (MKL's one-row product against the transposed view is the slower one), elsewhere the view
-    (cuBLAS takes either; no second copy of the weights in GPU memory). A layer without a bias
-    gets zeros (adding 0.0 changes no value)."""
-    w = layer.weight
-    bias = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
+Linear = tuple[torch.Tensor | None, torch.Tensor]  # (bias or None, weight.T), as _transposed makes them
+
+
+def _transposed(layer: nn.Linear, scale: float = 1.0) -> Linear:
+    """(bias, weight.T), both times ``scale``, for ``torch.addmm(bias, x, weight_t)`` (or
+    ``torch.mm`` without a bias): on a CPU a contiguous copy (MKL's one-row product against the
+    transposed view is the slower one), elsewhere the view (cuBLAS takes either; no second copy
+    of an unscaled weight in GPU memory)."""
+    w, bias = layer.weight, layer.bias
+    if scale != 1.0:
+        w, bias = w * scale, (None if bias is None else bias * scale)
     return bias, w.t().contiguous() if w.device.type == "cpu" else w.t()
+
+
+def _mm(x: torch.Tensor, linear: Linear) -> torch.Tensor:
+    bias, weight_t = linear
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
+def _plus(h: torch.Tensor, x: torch.Tensor, linear: Linear, fused: bool) -> torch.Tensor:
+    """The residual stream ``h`` plus a layer's output, out of place: one ``addmm`` for a layer
+    without a bias (``fused``: not under autocast, which would cast ``h`` to its lower precision;
+    forward adds in the stream's own dtype), else the product then the sum, as forward does."""
+    bias, weight_t = linear
+    return torch.addmm(h, x, weight_t) if fused and bias is None else h + _mm(x, linear)
 
 
 def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -223,16 +240,21 @@ class GPT(nn.Module):
     def _plan(self, cache: KVCache) -> None:
         """Each block's tensors as GPT.decode reads them, looked up once per cache (a module's
         attribute lookup costs about a microsecond, and a step made ~100 of them): the layer
-        norms' (weight, bias, eps) and the linear layers' (bias, weight.T). The weights' versions are
-        checked at every step, so a weight changed in place (training, load_state_dict) between
-        two steps is transposed again; a parameter replaced by a new object needs a new cache."""
-        plan, sources = [], []
+        norms' (weight, bias, eps) and the linear layers' (bias, weight.T). The MLP's first layer
+        and the second's weight are scaled by 1/sqrt(2), so that its GELU, x/2 (1 + erf(x/sqrt(2))),
+        becomes u (1 + erf(u)) of the scaled output u, two plain ops (torch's own GELU goes through
+        oneDNN on a CPU, ~20 us of set-up a call on one row against ~4 us of arithmetic). The
+        weights' versions are checked at every step, so a weight changed in place (training,
+        load_state_dict) between two steps is transposed again; a parameter replaced by a new
+        object needs a new cache."""
+        plan, sources, root = [], [], 2**-0.5
         for block in self.blocks:
             linears = _linears(block)
             norms = [(ln.weight, ln.bias, ln.eps) for ln in (block.ln1, block.ln2)]
-            qkv, proj, up, down = (_transposed(m) for m in linears)
+            qkv, proj, up = _transposed(linears[0]), _transposed(linears[1]), _transposed(linears[2], root)
+            down = (linears[3].bias, _transposed(linears[3], root)[1])  # the bias is added after the sum
             plan.append((norms[0], qkv, proj, norms[1], up, down))
-            sources += [m.weight for m in linears]
+            sources += [m.weight for m in linears] + [m.bias for m in linears if m.bias is not None]
         cache.plan, cache.sources, cache.versions = plan, sources, [w._version for w in sources]
         lnf = (self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
         cache.ends = (self.tok.weight, self.pos.weight, lnf, self.head.weight)
@@ -242,24 +264,25 @@ class GPT(nn.Module):
         (B, vocab), the cache extended by one. The blocks' arithmetic on (B, C) rows, written out
         for this case: no (B, 1, C) views, attention over the whole buffer with the position's
         mask row instead of a slice of it per layer, the new keys and values written in one copy,
-        and the matrix-vector products on transposed copies of the weights made once per cache
+        the matrix-vector products on transposed copies of the weights made once per cache
         (MKL's one-row product with a transposed weight view was ~25 us slower per layer on a
-        2-core host), every tensor read from the cache's plan (``_plan``) rather than looked up
-        on the modules. A step is a few dozen tiny ops; this one took 0.89 ms against 1.29 ms
-        for the general path on the baby GPT (benchmarks/RESULTS.md); tests/test_gpt.py checks
-        that it gives the logits of a full forward pass. generation/loop.py calls it directly."""
+        2-core host), a layer without a bias added to the residual in its own product, and every
+        tensor read from the cache's plan (``_plan``) rather than looked up on the modules. A step
+        is a few dozen tiny ops; tests/test_gpt.py checks that it gives the logits of a full
+        forward pass, benchmarks/RESULTS.md has its time. generation/loop.py calls it directly."""
         if cache.plan is None or [w._version for w in cache.sources] != cache.versions:
             self._plan(cache)  # the first step, or a weight was changed in place (training, loading)
         tok, position, lnf, head = cache.ends
         pos, (b, c) = cache.length, (tokens.shape[0], tok.shape[1])
         heads, mask = self.n_head, cache.masks[pos]
+        fused = not torch.is_autocast_enabled(tok.device.type)
         h = tok[tokens] + position[pos]  # (B, C)
         for kv, (ln1, qkv_w, proj_w, ln2, up_w, down_w) in zip(cache.kv, cache.plan, strict=True):
-            qkv = torch.addmm(qkv_w[0], F.layer_norm(h, (c,), *ln1), qkv_w[1]).view(b, 3, heads, c // heads)
+            qkv = _mm(F.layer_norm(h, (c,), *ln1), qkv_w).view(b, 3, heads, c // heads)
             kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # (2, B, h, hd) into slot pos
             out = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[0], kv[1], attn_mask=mask)
-            h = h + torch.addmm(proj_w[0], out.view(b, c), proj_w[1])  # as forward adds (autocast too)
-            hidden = F.gelu(torch.addmm(up_w[0], F.layer_norm(h, (c,), *ln2), up_w[1]))
-            h = h + torch.addmm(down_w[0], hidden, down_w[1])
+            h = _plus(h, out.view(b, c), proj_w, fused)
+            u = _mm(F.layer_norm(h, (c,), *ln2), up_w)  # the MLP's pre-activation / sqrt(2)
+            h = _plus(h, torch.addcmul(u, u, torch.erf(u)), down_w, fused)  # GELU * sqrt(2): see _plan
         cache.length += 1
         return F.linear(F.layer_norm(h, (c,), *lnf), head)
