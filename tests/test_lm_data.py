@@ -200,6 +200,16 @@ def test_bad_input_on_the_command_line_is_one_error_line_and_exit_2(tmp_path):
     assert_one_line_error(proc, fragment)
 
 
+@pytest.mark.parametrize("case", [c if c == "empty" else pytest.param(c, marks=pytest.mark.slow) for c in BAD])
+def test_keel_train_on_bad_text_is_one_error_line_and_exit_2(tmp_path, case):
+    path, fragment = _write(tmp_path, case)
+    corpus = ["data.corpus.block_size=32"] if case == "block too long" else []
+    sets = [a for s in [f"data.path={path}", *corpus] for a in ("--set", s)]
+    proc = keel("train", "--data", "text_file", *sets, "--set", "model.name=gpt", cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/model.safetensors"))
+
+
 @pytest.mark.realdata
 def test_tiny_shakespeare_is_65_characters_split_as_nanogpt_splits_it(tmp_path):
     if not SHAKESPEARE.is_file():

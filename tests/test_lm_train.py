@@ -1,6 +1,7 @@
 """Training a language model on a corpus: the fit loop learns a repeated pattern, resumes
-mid-epoch bit-identically (with gradient accumulation), accumulated gradients are those of
-the larger batch, and a run trained from a config evaluates, lists and reports as an LM run."""
+mid-epoch bit-identically (with gradient accumulation; a bigram model and the gpt), trains a
+gpt in bf16, accumulated gradients are those of the larger batch, and a run trained from a
+config evaluates, lists and reports as an LM run."""
 
 from __future__ import annotations
 
@@ -74,21 +75,42 @@ def _without_seconds(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
 
-def test_resume_mid_epoch_with_accumulation_is_bit_identical(tmp_path):
+def _tiny_gpt(data: tk.data.DataBundle) -> nn.Module:
+    """The gpt model at its smallest, with dropout (resuming must restore the RNG)."""
+    return tk.models.build({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.1}, data.spec)
+
+
+@pytest.mark.parametrize("model", ["bigram", "gpt"])
+def test_resume_mid_epoch_with_accumulation_is_bit_identical(tmp_path, model):
     data = corpus(tmp_path, "".join(chr(97 + (i * 7) % 26) for i in range(4000)))
+    make = (lambda: TinyLM(26)) if model == "bigram" else (lambda: _tiny_gpt(data))
     often = {"every_steps": 3, "min_seconds": 3600, "keep": 100}
     options = {"epochs": 2, "batch_size": 4, "accumulate": 2, "seed": 1, "checkpoint": often, "progress": False}
     torch.manual_seed(0)
-    full = tk.fit(TinyLM(26), data, run_dir=tmp_path / "run", **options)
+    full = tk.fit(make(), data, run_dir=tmp_path / "run", threads=1, **options)
     assert full.history[0]["step"] == 4  # 8 batches of windows per epoch, 2 per optimiser step
     mid = [p for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoint") if ckpt.read_checkpoint(p).state["batch"]]
     assert mid
     for path in (mid[0], mid[-1]):
         torch.manual_seed(99)
-        resumed = tk.fit(TinyLM(26), data, resume=path, **options)
+        resumed = tk.fit(make(), data, resume=path, threads=1, **options)
         assert _without_seconds(resumed.history) == _without_seconds(full.history)
         for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
             assert torch.equal(a, b), k
+
+
+def test_a_gpt_trains_in_bf16_under_autocast(tmp_path):
+    """train.precision bf16 (what ``auto`` picks on GPUs and CPUs with native bf16): the blocks
+    compute in bf16 and the loss still falls on a pattern."""
+    data = corpus(tmp_path, "abcd" * 2000, steps_per_epoch=30)
+    torch.manual_seed(0)
+    model = tk.models.build({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 32, "dropout": 0.0}, data.spec)
+    seen = set()
+    model.blocks[0].attn.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    run = tk.fit(model, data, epochs=2, batch_size=8, lr=1e-2, precision="bf16", threads=1, progress=False)
+    assert torch.bfloat16 in seen
+    assert run.history[-1]["val/loss"] < 0.1  # from ln(4) = 1.39 at the start: the pattern is learnt
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay fp32
 
 
 def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
@@ -142,6 +164,8 @@ def test_the_preset_trains_a_gpt_that_evaluates_and_reports_as_a_language_model(
     assert again["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Language model" in page and "temperature 0.8" in page and "Vocabulary" in page
+    assert "training throughput (tokens/s)" in page and "generation (tokens/s" in page
+    assert "<svg" in page and "perplexity" in page  # the curves, drawn
     assert "could not be drawn" not in page
     assert len(list((tmp_path / "runs" / ".corpus").iterdir())) == 1  # encoded once, beside the runs
 

@@ -1,10 +1,12 @@
 """The report section of a language-model run: the corpus and its vocabulary, loss and
-perplexity as training went, throughput in tokens, and text sampled at a few temperatures."""
+perplexity as training went, throughput in tokens (training, and the samples' generation), and
+text sampled at a few temperatures."""
 
 from __future__ import annotations
 
 import html
 import math
+import time
 from typing import Any
 
 from torchkeel.evaluate import charts
@@ -30,7 +32,9 @@ def language_model_section(ctx: ReportContext) -> Section:
         "held-out windows evaluated": corpus.get("eval_windows", "?"),
         "training throughput (tokens/s)": ctx.summary.get("tokens_per_second", float("nan")),
     }
-    body = key_values(facts) + _vocabulary(ctx) + _samples(ctx)
+    samples, speed = _samples(ctx)
+    facts["generation (tokens/s: the samples below, KV cache, one sequence)"] = speed
+    body = key_values(facts) + _vocabulary(ctx) + samples
     return Section("language_model", "Language model", body, [_curves(ctx)])
 
 
@@ -43,16 +47,18 @@ def _vocabulary(ctx: ReportContext) -> str:
     return f"<h3>Vocabulary</h3><p><code>{html.escape(' '.join(repr(t) for t in shown))}{more}</code></p>"
 
 
-def _samples(ctx: ReportContext) -> str:
-    """Text generated from the start token at each temperature (seeded: the same every time)."""
+def _samples(ctx: ReportContext) -> tuple[str, float]:
+    """Text generated from the start token at each temperature (seeded: the same every time),
+    and the new tokens per second of wall time it took."""
     from torchkeel.generation import Generator, load_tokenizer
 
     generator = Generator(ctx.model, load_tokenizer(ctx.spec), ctx.run_dir.name)
-    parts = []
-    for t in TEMPERATURES:
+    parts, start = [], time.perf_counter()
+    for t in TEMPERATURES:  # no stop strings: SAMPLE_TOKENS new tokens each
         text = generator.generate("", max_tokens=SAMPLE_TOKENS, temperature=t, seed=ctx.config.seed)
         parts.append(f"<h4>temperature {t}</h4><pre>{html.escape(text)}</pre>")
-    return f"<h3>Samples ({SAMPLE_TOKENS} tokens each, seed {ctx.config.seed})</h3>" + "".join(parts)
+    speed = len(TEMPERATURES) * SAMPLE_TOKENS / (time.perf_counter() - start)
+    return f"<h3>Samples ({SAMPLE_TOKENS} tokens each, seed {ctx.config.seed})</h3>" + "".join(parts), speed
 
 
 def _curves(ctx: ReportContext) -> Figure:
