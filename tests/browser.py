@@ -23,6 +23,13 @@ CHROMIUM_ARGS = [
 HAVE_CHROMIUM = CHROMIUM.is_file()
 
 
+def skip_without_chromium() -> None:
+    """Skip the rest of a test, said in the summary, where Chromium is missing: its HTTP checks
+    before this call ran and passed; the page's part did not run."""
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"Chromium is not installed ({CHROMIUM}): the HTTP checks passed, the page was not tried")
+
+
 def launch(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
 

@@ -318,7 +318,7 @@ def test_a_csv_of_files_keeps_the_splits_it_gives(tmp_path: Path):
 
 def test_sound_model_served_and_recorded_in_the_page(sound_run: Path, tmp_path: Path):
     import httpx
-    from browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+    from browser import CHROMIUM, CHROMIUM_ARGS, skip_without_chromium
     from serving import running_server
 
     rng = np.random.default_rng(5)
@@ -341,8 +341,7 @@ def test_sound_model_served_and_recorded_in_the_page(sound_run: Path, tmp_path: 
             assert bad.status_code == status and words in bad.json()["error"], bad.text
         assert httpx.post(f"{url}/predict", json={"text": "x"}, timeout=30).status_code == 415
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # still serving
-        if not HAVE_CHROMIUM:
-            return
+        skip_without_chromium()
         sync_api = pytest.importorskip("playwright.sync_api")
         # Chromium's fake microphone plays a beep; the fake UI grants the permission
         args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]

@@ -122,7 +122,7 @@ def test_a_ctc_recogniser_learns_tone_words_and_transcribes_new_clips(ctc_run: P
 
 def test_a_ctc_recogniser_is_served_and_its_page_shows_the_transcript(ctc_run: Path, tmp_path: Path):
     import httpx
-    from browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+    from browser import CHROMIUM, CHROMIUM_ARGS, skip_without_chromium
     from serving import running_server
 
     csv = write_tone_words(tmp_path / "new", n=3, seed=8)
@@ -137,8 +137,7 @@ def test_a_ctc_recogniser_is_served_and_its_page_shows_the_transcript(ctc_run: P
         bad = httpx.post(f"{url}/predict", files={"file": ("x.wav", b"RIFF junk")}, timeout=30)
         assert bad.status_code == 400 and "not a readable" in bad.json()["error"]
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
-        if not HAVE_CHROMIUM:
-            return
+        skip_without_chromium()
         sync_api = pytest.importorskip("playwright.sync_api")
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)

@@ -44,7 +44,7 @@ def check_boxes(prediction: dict, size: tuple[int, int], truth: list[tuple[str, 
 
 def test_a_detector_is_served_and_its_page_draws_the_boxes(detect_run: Path, tmp_path: Path):
     import httpx
-    from browser import HAVE_CHROMIUM, chromium_page, upload_picture
+    from browser import chromium_page, skip_without_chromium, upload_picture
     from serving import running_server
 
     classes = json.loads((detect_run / "data.json").read_text())["classes"]
@@ -64,8 +64,7 @@ def test_a_detector_is_served_and_its_page_draws_the_boxes(detect_run: Path, tmp
             assert 400 <= bad.status_code < 500, (name, bad.status_code, bad.text)
             assert "error" in bad.json()
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # still serving
-        if not HAVE_CHROMIUM:
-            return
+        skip_without_chromium()
         with chromium_page(url + "/") as (page, problems):
             upload_picture(page, tmp_path / "up.png")
             drawn = int(page.get_attribute("#overlay", "data-boxes"))

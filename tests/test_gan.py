@@ -289,10 +289,9 @@ def test_keel_serve_generates_grids_for_a_gan_run(gan_run, tmp_path):
 
 def _generate_in_chromium(url: str) -> None:
     """The GAN page in headless Chromium: press Generate, see the grid, no console errors."""
-    from browser import HAVE_CHROMIUM, chromium_page
+    from browser import chromium_page, skip_without_chromium
 
-    if not HAVE_CHROMIUM:
-        return  # the HTTP checks above still ran; .ci/run installs Chromium
+    skip_without_chromium()
     with chromium_page(url + "/") as (page, problems):
         page.fill("#n", "9")
         page.click("#generate")

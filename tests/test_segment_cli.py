@@ -75,7 +75,7 @@ def test_keel_export_matches_pytorch_on_real_images(segment_run: Path, tmp_path:
 
 def test_a_segmenter_is_served_and_its_page_draws_the_mask(segment_run: Path, tmp_path: Path):
     import httpx
-    from browser import HAVE_CHROMIUM, chromium_page, upload_picture
+    from browser import chromium_page, skip_without_chromium, upload_picture
     from serving import running_server
 
     image, truth = shapes_scene(1234)
@@ -89,8 +89,7 @@ def test_a_segmenter_is_served_and_its_page_draws_the_mask(segment_run: Path, tm
         bad = httpx.post(f"{url}/predict", files={"file": ("x.png", b"not a png", "image/png")}, timeout=30)
         assert bad.status_code == 400
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # still serving
-        if not HAVE_CHROMIUM:
-            return
+        skip_without_chromium()
         with chromium_page(url + "/") as (page, problems):
             upload_picture(page, tmp_path / "up.png")
             labels = page.locator("#bars .label").all_text_contents()

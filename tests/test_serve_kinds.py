@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import HAVE_CHROMIUM, chromium_page
+from browser import chromium_page, skip_without_chromium
 from conftest import keel
 from serving import running_server
 
@@ -77,8 +77,7 @@ def test_table_model_served_with_json_rows(table_run: Path, tmp_path: Path):
 
 
 def _type_in_chromium(url: str, text: str, expected: str) -> None:
-    if not HAVE_CHROMIUM:
-        return  # the HTTP checks ran; .ci/run installs Chromium for this part
+    skip_without_chromium()
     with chromium_page(url + "/") as (page, problems):
         page.wait_for_selector("#text-input:not([hidden])")
         page.fill("#text", text)

@@ -57,7 +57,7 @@ def test_keel_predict_translates_texts_and_files(translate_run: Path, tmp_path: 
 
 def test_a_translator_is_served_and_its_page_shows_the_translation(translate_run: Path, tmp_path: Path):
     import httpx
-    from browser import HAVE_CHROMIUM, chromium_page
+    from browser import chromium_page, skip_without_chromium
     from serving import running_server
 
     with running_server(translate_run, log_dir=tmp_path) as url:
@@ -69,8 +69,7 @@ def test_a_translator_is_served_and_its_page_shows_the_translation(translate_run
         long = httpx.post(f"{url}/predict", json={"text": "zab " * 5000}, timeout=60)  # cut at the run's length
         assert long.status_code == 200 and isinstance(long.json()["predictions"][0]["translation"], str)
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
-        if not HAVE_CHROMIUM:
-            return
+        skip_without_chromium()
         with chromium_page(url + "/") as (page, problems):
             page.wait_for_selector("#text-input:not([hidden])")
             page.fill("#text", "kir memna.")
