@@ -172,3 +172,19 @@ def test_the_corpus_tokeniser_comes_from_the_model_and_windows_fit_its_positions
         load(cfg.data.model_copy(update={"corpus": cfg.data.corpus.model_copy(update={"block_size": 100})}))
     stored = PretrainedLMTokenizer.load(str(folder)).to_dict()
     assert isinstance(tokenizer_from_dict(stored), PretrainedLMTokenizer)  # eval, serve and export rebuild it
+
+
+@pytest.mark.slow
+def test_a_pretrained_lm_run_exports_to_onnx_with_a_dynamic_length(folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from torchkeel.export import export_run
+    from torchkeel.export.formats import load_onnx
+
+    spec, cfg = spec_of(folder), {"name": "pretrained_lm", "source": str(folder)}
+    model = build(cfg, spec).eval()
+    run = write_run(tmp_path / "gpt2-run", spec, cfg, model=model)
+    result = export_run(run, "onnx")  # verified on the run's tokeniser's prompts at several lengths
+    assert result.dynamic == {0: "batch", 1: "length"} and result.max_abs_diff < 1e-4
+    ids = torch.tensor([PretrainedLMTokenizer.load(str(folder)).encode("ROMEO: But soft, what light")])
+    with torch.inference_mode():
+        torch.testing.assert_close(load_onnx(result.model_file)(ids), model(ids), atol=1e-4, rtol=0)
