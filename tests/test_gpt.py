@@ -23,6 +23,16 @@ def tiny(**options) -> torch.nn.Module:
     return build({"name": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 16, **options}, corpus_spec())
 
 
+def scrambled(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter N(0, 0.5): biases and norms away from 0 and 1, and the MLP's inputs in
+    the GELU's curved range (GPT-2's init leaves them near 0, where it is almost linear), so a
+    dropped or mis-scaled term in the decode step shows in the logits."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
 def test_forward_gives_next_token_logits_at_every_position_and_gradients():
     model = tiny()
     x = torch.randint(0, 11, (3, 16))
@@ -89,7 +99,7 @@ def test_dropout_is_active_in_training_only():
 def test_the_kv_cache_gives_the_logits_of_a_full_forward_pass(chunks, bias):
     """Chunks of one token after the first go through GPT.decode (the one-token step), longer
     ones through the blocks: both give what one pass over the whole sequence gives."""
-    model = tiny(bias=bias).eval()
+    model = scrambled(tiny(bias=bias)).eval()
     x = torch.randint(0, 11, (2, 16))
     full = model(x)
     cache = model.new_cache(2)
@@ -141,28 +151,36 @@ def test_it_learns_a_repeated_pattern_to_near_zero_loss():
 
 
 def test_a_cache_kept_across_a_weight_change_decodes_with_the_new_weights():
-    """GPT.decode's transposed weight copies are remade when a weight changes in place
-    (training or load_state_dict between two uses of one cache)."""
-    model = tiny().eval()
+    """GPT.decode's transposed (and scaled) copies are remade when a weight or the scaled bias
+    changes in place (training or load_state_dict between two uses of one cache)."""
+    model = scrambled(tiny(bias=True)).eval()
     x = torch.randint(0, 11, (1, 6))
     cache = model.new_cache(1)
     model(x[:, :5], cache=cache)
     model(x[:, 5:], cache=cache)  # a one-token step: the copies are made
-    with torch.no_grad():
-        for block in model.blocks:
-            block.mlp[0].weight.mul_(1.5)
-    cache.reset()
-    model(x[:, :5], cache=cache)
-    torch.testing.assert_close(model(x[:, 5:], cache=cache), model(x)[:, 5:], atol=1e-5, rtol=1e-5)
+    for change in ("weight", "bias"):  # one at a time: each must be noticed on its own
+        with torch.no_grad():
+            for block in model.blocks:
+                getattr(block.mlp[0], change).add_(0.5)
+        cache.reset()
+        model(x[:, :5], cache=cache)
+        torch.testing.assert_close(model(x[:, 5:], cache=cache), model(x)[:, 5:], atol=1e-5, rtol=1e-5)
 
 
-def test_the_decode_step_under_autocast_keeps_the_residual_as_forward_does():
-    model = tiny().eval()
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_decode_step_under_autocast_keeps_the_residual_as_forward_does(bias, monkeypatch):
+    """Under autocast the residual stream stays float32, as in forward (each layer norm reads
+    it in float32), with or without biases (without, decode fuses the sum into one product
+    only outside autocast)."""
+    model = scrambled(tiny(bias=bias)).eval()
     x = torch.randint(0, 11, (2, 8))
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
         full = model(x)
         cache = model.new_cache(2)
         model(x[:, :7], cache=cache)
+        seen, layer_norm = [], F.layer_norm
+        monkeypatch.setattr(F, "layer_norm", lambda h, *a, **k: seen.append(h.dtype) or layer_norm(h, *a, **k))
         step = model(x[:, 7:], cache=cache)  # GPT.decode
     assert step.dtype == full.dtype
+    assert seen == [torch.float32] * 5  # two per block, then the final norm
     torch.testing.assert_close(step, full[:, 7:], atol=0.05, rtol=0.05)

@@ -14,8 +14,9 @@ layer's keys and values for up to ``max_len`` (<= block_size) positions; ``model
 takes only the *new* tokens (B, T_new), which sit at positions ``cache.length`` onwards,
 returns their logits (B, T_new, vocab_size) and extends the cache by T_new (one new token goes
 through ``GPT.decode``, the generation step written out for that case). ``cache.reset()``
-empties it (to start again from a cropped context). The cache changes no logits: a cached
-step gives what a full forward pass over the whole sequence gives (tests/test_gpt.py).
+empties it (to start again from a cropped context). The cache changes no logits beyond
+rounding: a cached step gives what a full forward pass over the whole sequence gives, to 1e-5
+in float32 (tests/test_gpt.py).
 """
 
 from __future__ import annotations
@@ -153,15 +154,19 @@ def _linears(block: Block) -> tuple[nn.Linear, ...]:
 Linear = tuple[torch.Tensor | None, torch.Tensor]  # (bias or None, weight.T), as _transposed makes them
 
 
-def _transposed(layer: nn.Linear, scale: float = 1.0) -> Linear:
+def _transposed(weight: torch.Tensor, bias: torch.Tensor | None, scale: float = 1.0) -> Linear:
     """(bias, weight.T), both times ``scale``, for ``torch.addmm(bias, x, weight_t)`` (or
     ``torch.mm`` without a bias): on a CPU a contiguous copy (MKL's one-row product against the
     transposed view is the slower one), elsewhere the view (cuBLAS takes either; no second copy
-    of an unscaled weight in GPU memory)."""
-    w, bias = layer.weight, layer.bias
+    of the weights in GPU memory; a scale is only asked for on a CPU, see GPT._plan)."""
     if scale != 1.0:
-        w, bias = w * scale, (None if bias is None else bias * scale)
-    return bias, w.t().contiguous() if w.device.type == "cpu" else w.t()
+        weight, bias = weight * scale, (None if bias is None else bias * scale)
+    return bias, weight.t().contiguous() if weight.device.type == "cpu" else weight.t()
+
+
+def _erf_gelu(weight: torch.Tensor) -> bool:
+    """Whether GPT.decode computes the MLP's GELU from erf on scaled weights (see GPT._plan)."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
 def _mm(x: torch.Tensor, linear: Linear) -> torch.Tensor:
@@ -240,21 +245,30 @@ class GPT(nn.Module):
     def _plan(self, cache: KVCache) -> None:
         """Each block's tensors as GPT.decode reads them, looked up once per cache (a module's
         attribute lookup costs about a microsecond, and a step made ~100 of them): the layer
-        norms' (weight, bias, eps) and the linear layers' (bias, weight.T). The MLP's first layer
-        and the second's weight are scaled by 1/sqrt(2), so that its GELU, x/2 (1 + erf(x/sqrt(2))),
-        becomes u (1 + erf(u)) of the scaled output u, two plain ops (torch's own GELU goes through
-        oneDNN on a CPU, ~20 us of set-up a call on one row against ~4 us of arithmetic). The
-        weights' versions are checked at every step, so a weight changed in place (training,
-        load_state_dict) between two steps is transposed again; a parameter replaced by a new
-        object needs a new cache."""
-        plan, sources, root = [], [], 2**-0.5
+        norms' (weight, bias, eps) and the linear layers' (bias, weight.T).
+
+        For float32 weights on a CPU the MLP's first layer (weight and bias) and the second's
+        weight are scaled by 1/sqrt(2), so that its GELU, x/2 (1 + erf(x/sqrt(2))), becomes
+        u (1 + erf(u)) of the scaled output u: two plain ops, where torch's own GELU on float32
+        goes through oneDNN on a CPU (~20 us of set-up a call on one row against ~4 us of
+        arithmetic). Elsewhere ``F.gelu`` runs on views of the weights.
+
+        The versions of the tensors copied here (the weights; the one scaled bias) are checked at
+        every step, so a weight changed in place (training, load_state_dict) between two steps is
+        copied again; the rest are used by reference. A parameter replaced by a new object,
+        written through ``.data`` or moved (``model.to``) changes no version: it needs a new cache."""
+        plan, sources = [], []
         for block in self.blocks:
-            linears = _linears(block)
+            (qkv, proj, up, down), erf = _linears(block), _erf_gelu(block.mlp[0].weight)
+            root = 2**-0.5 if erf else 1.0
             norms = [(ln.weight, ln.bias, ln.eps) for ln in (block.ln1, block.ln2)]
-            qkv, proj, up = _transposed(linears[0]), _transposed(linears[1]), _transposed(linears[2], root)
-            down = (linears[3].bias, _transposed(linears[3], root)[1])  # the bias is added after the sum
-            plan.append((norms[0], qkv, proj, norms[1], up, down))
-            sources += [m.weight for m in linears] + [m.bias for m in linears if m.bias is not None]
+            plan.append((
+                norms[0], _transposed(qkv.weight, qkv.bias), _transposed(proj.weight, proj.bias), norms[1],
+                _transposed(up.weight, up.bias, root),
+                (down.bias, _transposed(down.weight, None, root)[1]),  # its bias is added after the sum, unscaled
+                erf,
+            ))  # fmt: skip
+            sources += [m.weight for m in (qkv, proj, up, down)] + ([up.bias] if erf and up.bias is not None else [])
         cache.plan, cache.sources, cache.versions = plan, sources, [w._version for w in sources]
         lnf = (self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
         cache.ends = (self.tok.weight, self.pos.weight, lnf, self.head.weight)
@@ -266,7 +280,8 @@ class GPT(nn.Module):
         mask row instead of a slice of it per layer, the new keys and values written in one copy,
         the matrix-vector products on transposed copies of the weights made once per cache
         (MKL's one-row product with a transposed weight view was ~25 us slower per layer on a
-        2-core host), a layer without a bias added to the residual in its own product, and every
+        2-core host), a layer without a bias added to the residual in its own product (not under
+        autocast), the GELU as ``_plan`` says, and every
         tensor read from the cache's plan (``_plan``) rather than looked up on the modules. A step
         is a few dozen tiny ops; tests/test_gpt.py checks that it gives the logits of a full
         forward pass, benchmarks/RESULTS.md has its time. generation/loop.py calls it directly."""
@@ -277,12 +292,13 @@ class GPT(nn.Module):
         heads, mask = self.n_head, cache.masks[pos]
         fused = not torch.is_autocast_enabled(tok.device.type)
         h = tok[tokens] + position[pos]  # (B, C)
-        for kv, (ln1, qkv_w, proj_w, ln2, up_w, down_w) in zip(cache.kv, cache.plan, strict=True):
+        for kv, (ln1, qkv_w, proj_w, ln2, up_w, down_w, erf) in zip(cache.kv, cache.plan, strict=True):
             qkv = _mm(F.layer_norm(h, (c,), *ln1), qkv_w).view(b, 3, heads, c // heads)
             kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # (2, B, h, hd) into slot pos
             out = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[0], kv[1], attn_mask=mask)
             h = _plus(h, out.view(b, c), proj_w, fused)
-            u = _mm(F.layer_norm(h, (c,), *ln2), up_w)  # the MLP's pre-activation / sqrt(2)
-            h = _plus(h, torch.addcmul(u, u, torch.erf(u)), down_w, fused)  # GELU * sqrt(2): see _plan
+            u = _mm(F.layer_norm(h, (c,), *ln2), up_w)  # the MLP's pre-activation (/ sqrt(2) where erf)
+            hidden = torch.addcmul(u, u, torch.erf(u)) if erf else F.gelu(u)  # erf: GELU * sqrt(2), see _plan
+            h = _plus(h, hidden, down_w, fused)
         cache.length += 1
         return F.linear(F.layer_norm(h, (c,), *lnf), head)
