@@ -358,6 +358,7 @@ def main() -> None:
     """Entry point: KeelError -> one line on stderr, exit 2; Ctrl-C -> exit 130. Training stopped
     by SIGINT/SIGTERM exits 130/143 after saying how to resume."""
     warnings.showwarning = _show_warning
+    atexit.unregister(_leave_objects_to_the_os)  # once, however often a session calls main
     atexit.register(_leave_objects_to_the_os)  # at the interpreter's exit, not when main returns
     try:
         app()

@@ -1,5 +1,5 @@
 """study.html: a study's optimisation history, parameter importances and trials, in one
-self-contained page (PNG images inline)."""
+self-contained page (SVG charts inline)."""
 
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
             f"<p>Best: trial {best.number}, {html.escape(tune.metric)} {best.value:.4f}, "
             f"{html.escape(', '.join(f'{k}={_param(v)}' for k, v in best.params.items()))}.</p>"
         )
-        parts.append(_img(history(study, tune, charts), "optimisation history"))
+        parts.append(f"<figure>{history(study, tune)}</figure>")  # optimisation history
         importances, method = param_importances(study)
         if importances:
             title = f"Parameter importances ({method})"
             chart = charts.bars(list(importances), {"importance": list(importances.values())}, title, horizontal=True)
-            parts.append(_img(chart, "parameter importances"))
+            parts.append(f"<figure>{chart}</figure>")
         else:
             parts.append("<p>Too few complete trials yet to rank the parameters by importance.</p>")
     keys = sorted({k for t in study.trials for k in t.params})
@@ -61,8 +61,10 @@ def write_study_report(study: Any, folder: Path, tune: TuneConfig) -> Path:
     return path
 
 
-def history(study: Any, tune: TuneConfig, charts: Any) -> str:
+def history(study: Any, tune: TuneConfig) -> str:
     """Each complete trial's value and the best so far, by trial number."""
+    from torchkeel.evaluate import charts
+
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     xs = [t.number for t in done]
     ys = [t.value for t in done]
@@ -106,9 +108,3 @@ def _param(value: Any) -> Any:
     if isinstance(value, float) and not math.isnan(value):
         return float(f"{value:.4g}")
     return "-" if value is None else value
-
-
-def _img(chart: str, alt: str) -> str:
-    from torchkeel.evaluate.report_parts import figure_html
-
-    return f"<figure>{figure_html(chart, alt)}</figure>"

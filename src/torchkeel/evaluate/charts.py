@@ -31,6 +31,7 @@ from torchkeel.evaluate.svg import (
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 # ColorBrewer's sequential "Blues" (Brewer, 2003), light to dark, for shares in [0, 1]
 BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
+_BLUES_RGB = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in BLUES])  # parsed once: blues() is per cell
 PANEL = (420, 300)  # px, the plot area and its margins of one panel of line_panels
 
 
@@ -150,7 +151,7 @@ def blues(share: float) -> str:
     """A share in [0, 1] as a colour of the Blues ramp (linear between its nine steps)."""
     f = min(1.0, max(0.0, share)) * (len(BLUES) - 1)
     i = min(int(f), len(BLUES) - 2)
-    a, b = (np.array([int(c[k : k + 2], 16) for k in (1, 3, 5)]) for c in BLUES[i : i + 2])
+    a, b = _BLUES_RGB[i], _BLUES_RGB[i + 1]
     r, g, bl = (a + (b - a) * (f - i)).round().astype(int)
     return f"#{r:02x}{g:02x}{bl:02x}"
 

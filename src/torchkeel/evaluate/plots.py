@@ -9,6 +9,7 @@ switched, no window opens, and it works on a machine without a display.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -139,9 +140,10 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int):
     """DejaVu Sans from matplotlib's package data, found without importing matplotlib; PIL's
-    own font when it is not there."""
+    own font when it is not there. Looked up once per size (every mosaic asks)."""
     from PIL import ImageFont
 
     spec = find_spec("matplotlib")

@@ -31,7 +31,7 @@ MAX_PREDICTED = 500  # test images whose predicted boxes go into the size histog
 MAX_CURVES = 12  # precision-recall panels (the classes with the most GT boxes)
 BATCH = 16  # images per forward pass
 CELL = 256  # pixels of the longer side of each picture in the overlay figures
-# matplotlib's tab10 (plots.PALETTE's source): class i is drawn in COLOURS[i % 10]
+# matplotlib's tab10 (charts.PALETTE's source): class i is drawn in COLOURS[i % 10]
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))  # fmt: skip
 # COCO's object sizes (pycocotools' areaRng): small under 32^2 pixels of area, large over 96^2
