@@ -59,6 +59,10 @@ def test_nice_ticks_cover_the_range_in_steps_of_one_two_or_five(seed):
 def test_ticks_of_one_value_and_of_a_log_axis():
     assert nice_ticks(3.0, 3.0)[0] < 3.0 < nice_ticks(3.0, 3.0)[-1]
     assert nice_ticks(0.0, 0.0)[0] < 0.0 < nice_ticks(0.0, 0.0)[-1]
+    # a metric at 1.0 every epoch but for float noise (a val accuracy of 1, an AUC): distinct ticks
+    noisy = nice_ticks(1.0, 1.0 + 1e-12)
+    assert len(set(noisy)) == len(noisy) > 1 and noisy[0] < 1.0 < noisy[-1]
+    assert value_scale([1.0, 1.0 + 1e-12]).frac(1.0) == pytest.approx(0.5)
     assert log_ticks(0.003, 250.0) == [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]
     assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
     assert tick_labels([0, 5000, 10000]) == ["0", "5,000", "10,000"]

@@ -29,7 +29,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Ticks of steps 1, 2 or 5 x 10^k from a whole step at or below ``lo`` to one at or above ``hi``."""
     if hi < lo:
         lo, hi = hi, lo
-    if hi == lo:  # one value: a unit-wide range around it
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi)):  # one value (up to float noise): a range around it
         pad = abs(lo) * 0.1 or 0.5
         lo, hi = lo - pad, hi + pad
     if not math.isfinite(hi - lo):  # a range past the largest float: its two ends, unrounded
