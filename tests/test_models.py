@@ -9,6 +9,7 @@ from torchkeel.data.bundle import DataSpec
 from torchkeel.errors import ConfigError
 from torchkeel.models import ACCEPTS, DENSE, DETECTORS, KINDS, MODELS, build, count_parameters, describe
 from torchkeel.models.gan import GAN
+from torchkeel.tasks import task_of
 
 TEXT_EXTRA = {"vocab_size": 50, "pad_index": 0}
 SOUND = {"sample_rate": 8000, "max_seconds": 10.0}
@@ -55,7 +56,10 @@ CASES = [
     and (name in SEQ2SEQ_MODELS) == ("target_vocab_size" in spec.extra)
     and (name in DENSE) == (spec.task == "segmentation")
     and (name in DETECTORS) == (spec.task == "detection")
+    and (name != "ensemble" or task_of(spec).probabilities is not None)  # it averages class probabilities
 ]
+# an ensemble of two models of the kind (text: on two tokenisations side by side)
+ENSEMBLE_MEMBER = {"image": "simple_cnn", "table": "mlp", "text": "embedding_bag", "audio": "m5"}
 
 
 def _input(spec: DataSpec, batch: int = 4) -> torch.Tensor:
@@ -76,8 +80,23 @@ def _build(name: str, spec: DataSpec) -> torch.nn.Module:
         return _pretrained_text(spec)
     if name == "pretrained_lm":
         return _pretrained_lm(spec)
+    if name == "ensemble":
+        return _ensemble(spec)
     options = {"name": name, "target": "custom_nets:AnyNet"} if name == "custom" else name
     return build(options, spec)
+
+
+def _ensemble(spec: DataSpec) -> torch.nn.Module:
+    extra = dict(spec.extra)
+    if spec.kind == "text":  # each member reads its own columns of the row
+        extra["widths"] = widths = [spec.input_shape[0] - 4, 4]
+        specs = [dataclasses.replace(spec, input_shape=(w,)) for w in widths]
+    else:
+        specs = [spec, spec]
+    extra["members"] = [s.to_dict() for s in specs]
+    member = {"name": ENSEMBLE_MEMBER[spec.kind]}
+    options = {"name": "ensemble", "members": [member, member], "weights": [0.75, 0.25]}
+    return build(options, dataclasses.replace(spec, extra=extra))
 
 
 def _pretrained_text(spec: DataSpec) -> torch.nn.Module:

@@ -14,9 +14,13 @@ train/val split within a share of a time budget; the best on val is tested once.
   of earlier candidates' at the same epoch is cut there (keel tune's median rule), keeping its
   best weights; one that is on par trains on until its share runs out. Both stay on the
   leaderboard.
+- Ensemble: after the candidates, their val class probabilities are weighed by Caruana's
+  ensemble selection (auto_ensemble.py); with two or more members the weighted mean joins
+  the leaderboard as ``ensemble``, one model in one run folder (models/ensemble.py).
 - Selection: the task's key metric on the val split, measured on each candidate's final
-  (best) weights. Only the winner sees the test split, once, in its own run folder, which
-  ``runs/latest`` then points at.
+  (best) weights (ties to the lower val loss, then to the earlier recipe: a single recipe
+  before the ensemble). Only the winner sees the test split, once, in its own run folder,
+  which ``runs/latest`` then points at.
 - Resumable: ``auto/<name>/leaderboard.json`` is written after every candidate; the same command
   again skips the finished candidates and spends what is left of the same budget. Ctrl-C stops
   with the leaderboard so far.
@@ -39,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from torchkeel import atomic, runs
+from torchkeel.auto_ensemble import build_ensemble
 from torchkeel.config import parse_duration, validate_config
 from torchkeel.errors import ConfigError, EndTraining, KeelError, TrainingError, TrainingInterrupted
 from torchkeel.recipes import AUTO_CANDIDATES, apply_recipe, data_kind, merge_under
@@ -184,6 +189,21 @@ def run_auto(
         save()
 
     metric = chosen["metric"] or "loss"
+    if len(configs) > 1 and not any(e["recipe"] == "ensemble" for e in board["entries"]):
+        t0 = time.perf_counter()
+        try:
+            entry = build_ensemble(board["entries"], name, metric)
+        except Exception as e:  # noqa: BLE001 (reported) the single recipes stand: it is one more candidate
+            entry = {"recipe": "ensemble", "state": "failed", "reason": str(e), "members": {}}
+            console.print(f"       ensemble: failed: {e}", highlight=False)
+        if entry is not None and entry["state"] == "failed":
+            board["entries"].append(entry)
+            save()
+        elif entry is not None:
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            board["entries"].append(entry)
+            console.print(f"       {_label(entry)}: val {metric} {entry['val']:.4f}", highlight=False)
+            save()
     ranked = rank(board["entries"], lower_is_better(metric))
     if not ranked:
         save()
@@ -249,11 +269,13 @@ def _train_candidate(
 
 
 def rank(entries: list[dict[str, Any]], lower: bool) -> list[dict[str, Any]]:
-    """Entries with a val value, best first; ties (a small val split) go to the lower val loss,
+    """Entries with a val value, best first; ties (a small val split) go to a single recipe
+    before the ensemble (whose weights were fitted on val log loss), then to the lower val loss,
     then to the earlier, cheaper recipe."""
     scored = [e for e in entries if "val" in e]
     loss = [e.get("val_loss", float("nan")) for e in scored]
     order = sorted(range(len(scored)), key=lambda i: (scored[i]["val"] if lower else -scored[i]["val"],
+                                                      bool(scored[i].get("members")),
                                                       loss[i] if loss[i] == loss[i] else float("inf"), i))  # fmt: skip
     return [scored[i] for i in order]
 
@@ -282,7 +304,7 @@ def leaderboard_table(entries: list[dict[str, Any]], metric: str) -> Table:
         table.add_column(column)
     for e in entries:
         val = f"{e['val']:.4f}" if "val" in e else "-"
-        table.add_row(e["recipe"], val, e["state"], str(e.get("epochs", "-")), f"{e.get('seconds', 0):.1f}")
+        table.add_row(_label(e), val, e["state"], str(e.get("epochs", "-")), f"{e.get('seconds', 0):.1f}")
     return table
 
 
@@ -290,10 +312,18 @@ def leaderboard_markdown(board: dict[str, Any], metric: str) -> str:
     lines = [f"| recipe | val {metric} | state | epochs | seconds |", "|---|---|---|---|---|"]
     for e in board["entries"]:
         val = f"{e['val']:.4f}" if "val" in e else "-"
-        lines.append(f"| {e['recipe']} | {val} | {e['state']} | {e.get('epochs', '-')} | {e.get('seconds', 0):.1f} |")
+        lines.append(f"| {_label(e)} | {val} | {e['state']} | {e.get('epochs', '-')} | {e.get('seconds', 0):.1f} |")
     test = ", ".join(f"{k} {v:.4f}" for k, v in (board.get("test") or {}).items())
     lines += ["", f"Winner: {board.get('winner')} ({board.get('run')}); test: {test}", ""]
     return "\n".join(lines)
+
+
+def _label(entry: dict[str, Any]) -> str:
+    """A leaderboard row's recipe; the ensemble's with its members' weights."""
+    members = entry.get("members")
+    if not members:
+        return entry["recipe"]
+    return f"{entry['recipe']} (" + ", ".join(f"{k} {v:.2f}" for k, v in members.items()) + ")"
 
 
 WHEN_INSTALLED["text"] = {"minilm-frozen": minilm_recipe}

@@ -100,8 +100,8 @@ def train(
         Optional[str],  # noqa: UP045
         typer.Option(
             metavar="BUDGET",
-            help="Try the data kind's recipes within a time budget (30s, 5m, 1h), keep the best on val, "
-            "test it once; auto/<name>/leaderboard.json; the same command resumes.",
+            help="Try the data kind's recipes within a time budget (30s, 5m, 1h) and their ensemble, keep "
+            "the best on val, test it once; auto/<name>/leaderboard.json; the same command resumes.",
         ),
     ] = None,
 ) -> None:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from torch import nn
 
 from torchkeel import atomic, phases, runs
+from torchkeel.auto_ensemble import save_val_probabilities
 from torchkeel.config import RunConfig
 from torchkeel.data import DataBundle, fitted_spec
 from torchkeel.data.kinds import kind_of
@@ -166,6 +167,8 @@ def train(
     atomic.write_json(run_dir / "summary.json", summary)
     if test:
         _after_test(run_dir, cfg, run.model, data, summary, say, console)
+    else:  # a --auto candidate: its val probabilities, for the ensemble of the candidates
+        save_val_probabilities(run_dir, run.model, data, task, cfg.eval.batch_size, cfg.eval.tta)
     return run_dir
 
 

@@ -159,7 +159,10 @@ def result_table(test: dict[str, float], summary: dict[str, Any], run_dir: Path)
         table.add_row(f"test {key}", f"{value:.4f}")
     for key, note in summary.get("notes", {}).items():  # how the metrics were computed (sacreBLEU's signatures)
         table.add_row(key, note)
-    table.add_row("train time", f"{summary['train_seconds']:.1f} s ({summary['epochs']} epochs)")
+    if summary.get("members"):  # keel train --auto's ensemble: trained as its members, not itself
+        table.add_row("ensemble of", ", ".join(f"{k} {v:.2f}" for k, v in summary["members"].items()))
+    else:
+        table.add_row("train time", f"{summary['train_seconds']:.1f} s ({summary['epochs']} epochs)")
     table.add_row("parameters", f"{summary['parameters']:,}")
     table.add_row("run folder", str(run_dir))
     return table

@@ -68,8 +68,9 @@ def text_bundle(
         test_split = Split(test_x, torch.from_numpy(target_values(test_frame[target], classes, target)))
     else:
         test_split = Split(x[test], y_t[test])
-    # pad to the longest text of any split (<= max_length), so every split has one width
-    length = max(1, int((x != PAD_INDEX).sum(1).max()), int((test_split.x != PAD_INDEX).sum(1).max()))
+    # pad to the longest text of any split (<= max_length), so every split has one width: the last
+    # column holding an id (an ensemble's rows hold padding between its members' ids too)
+    length = max(1, _last_column(x), _last_column(test_split.x))
     spec = DataSpec(name=name, kind="text", task="classification", input_shape=(length,), classes=classes)
     spec.extra.update(
         vocab_size=tokenizer.vocab_size,
@@ -86,6 +87,12 @@ def text_bundle(
 
     val_split = part(Split(x[val], y_t[val])) if len(val) else None
     return DataBundle(spec, part(Split(x[train], y_t[train])), val_split, part(test_split))
+
+
+def _last_column(x: torch.Tensor) -> int:
+    """1 + the last column of ``x`` (N, L) where some row holds an id (0: none does)."""
+    used = (x != PAD_INDEX).any(0).nonzero()
+    return int(used.max()) + 1 if len(used) else 0
 
 
 def ids_per_text(t: TextConfig) -> int:

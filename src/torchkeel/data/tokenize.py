@@ -148,6 +148,8 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
         return WordTokenizer(d["vocab"], d["lowercase"], d["pattern"])
     if d["type"] == "ngram":
         return NgramTokenizer(tokenizer_from_dict(d["base"]), d["n"], d["buckets"])
+    if d["type"] == "concat":
+        return ConcatTokenizer([(tokenizer_from_dict(part["tokenizer"]), part["width"]) for part in d["parts"]])
     if d["type"] == "pretrained":
         from torchkeel.data.pretrained_tokenizer import PretrainedTokenizer
 
@@ -204,6 +206,36 @@ class NgramTokenizer:
             "buckets": self.buckets,
             "base": self.base.to_dict(),
         }
+
+
+class ConcatTokenizer:
+    """Several tokenisers side by side (an ensemble of models that read text each their own
+    way): a text's ids are each part's ids, cut or right-padded with 0 to that part's width,
+    one after the other, so part k is always the same columns of the row."""
+
+    def __init__(self, parts: list[tuple[Tokenizer, int]]):
+        self.parts = parts
+
+    @property
+    def vocab_size(self) -> int:
+        return max(tokenizer.vocab_size for tokenizer, _ in self.parts)
+
+    @property
+    def width(self) -> int:
+        return sum(width for _, width in self.parts)
+
+    def tokens(self, text: str) -> list[str]:
+        return self.parts[0][0].tokens(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        rows: list[list[int]] = [[] for _ in texts]
+        for tokenizer, width in self.parts:
+            for row, seq in zip(rows, tokenizer.encode_batch(texts), strict=True):
+                row += seq[:width] + [PAD_INDEX] * (width - len(seq))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "concat", "parts": [{"tokenizer": t.to_dict(), "width": w} for t, w in self.parts]}
 
 
 def hf_tokenizers() -> Any:

@@ -67,7 +67,9 @@ def _float_table(ctx: ReportContext) -> bool:
 
 
 def _tokens(ctx: ReportContext) -> bool:
-    return _explained(lambda kind: kind.token_ids)(ctx) and per_model.has_embedding(ctx.model)
+    # an ensemble's rows hold several tokenisations side by side: no one token per position
+    one_tokenisation = "widths" not in ctx.spec.extra
+    return _explained(lambda kind: kind.token_ids)(ctx) and per_model.has_embedding(ctx.model) and one_tokenisation
 
 
 def _spectrograms(ctx: ReportContext) -> bool:

@@ -198,9 +198,29 @@ def wrong_section(ctx: ReportContext) -> Section:
     return Section("wrong", "Most confidently wrong", body, figures)
 
 
+def vocabulary(spec: Any) -> list[str] | None:
+    """Token strings by id: a word tokeniser's list, or a subword model's token -> id table
+    (an ensemble's: its first member's, whose ids come first in each row)."""
+    if "vocab" in spec.extra:
+        return spec.extra["vocab"]
+    saved = spec.extra.get("tokenizer") or {}
+    while saved.get("type") in ("ngram", "concat"):  # hashed n-gram ids come after the base tokeniser's
+        saved = saved["base"] if saved["type"] == "ngram" else saved["parts"][0]["tokenizer"]
+    if isinstance(saved.get("vocab"), list):
+        return saved["vocab"]
+    table = (saved.get("tokenizer") or {}).get("model", {}).get("vocab")
+    if isinstance(table, dict):  # Hugging Face BPE / WordPiece
+        vocab = [""] * (max(table.values(), default=-1) + 1)
+        for token, i in table.items():
+            vocab[i] = token
+        return vocab
+    return None
+
+
 def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple]:
     names = class_names(ctx)
-    vocab = ctx.spec.extra.get("vocab")
+    vocab = vocabulary(ctx.spec)
+    width = (ctx.spec.extra.get("widths") or [None])[0]  # an ensemble's row: its first member's ids
     token_ids = kind_of(ctx.spec).token_ids
     table = ctx.spec.extra.get("table")
     columns = TableEncoder.from_dict(table["encoder"]).inverse(x) if table and "encoder" in table else None
@@ -208,8 +228,10 @@ def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple
     rows = []
     for i in range(len(x)):
         if token_ids:
-            ids = [int(t) for t in x[i] if int(t) != 0]
-            text = " ".join(vocab[t] if vocab and t < len(vocab) else str(t) for t in ids[:60])
+            ids = [int(t) for t in x[i, :width] if int(t) != 0]
+            if vocab:  # the words; hashed n-gram ids (past the vocabulary) are left out
+                ids = [t for t in ids if t < len(vocab)]
+            text = " ".join(vocab[t] if vocab else str(t) for t in ids[:60])
         elif kind_of(ctx.spec).waveform:  # a clip: its duration (its spectrogram is in its own section)
             text = f"a clip of {float(x[i, 1].sum()) / ctx.spec.extra['sample_rate']:.2f} s"
         elif columns is not None:  # a table row as the user's columns and values, not standardised numbers

@@ -12,7 +12,6 @@ Contracts with model families built elsewhere (a section appears when its run ha
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from torchkeel.evaluate.explain import (
     token_attributions,
 )
 from torchkeel.evaluate.report_parts import Figure, ReportContext, Section
-from torchkeel.evaluate.sections import class_names, fmt, table
+from torchkeel.evaluate.sections import class_names, fmt, table, vocabulary
 from torchkeel.tasks import task_of
 
 IG_ROWS = 1000  # table rows attributed: enough for a stable mean, bounded time
@@ -109,26 +108,8 @@ def _attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor | list[torch.T
     return method(x)
 
 
-def _vocabulary(spec: Any) -> list[str] | None:
-    """Token strings by id: a word tokeniser's list, or a subword model's token -> id table."""
-    if "vocab" in spec.extra:
-        return spec.extra["vocab"]
-    saved = spec.extra.get("tokenizer") or {}
-    while saved.get("type") == "ngram":  # hashed n-gram ids come after the base tokeniser's
-        saved = saved["base"]
-    if isinstance(saved.get("vocab"), list):
-        return saved["vocab"]
-    table = (saved.get("tokenizer") or {}).get("model", {}).get("vocab")
-    if isinstance(table, dict):  # Hugging Face BPE / WordPiece
-        vocab = [""] * (max(table.values(), default=-1) + 1)
-        for token, i in table.items():
-            vocab[i] = token
-        return vocab
-    return None
-
-
 def _tokens(ctx: ReportContext, ids: torch.Tensor) -> list[str]:
-    vocab = _vocabulary(ctx.spec)
+    vocab = vocabulary(ctx.spec)
     return [vocab[int(t)] if vocab and int(t) < len(vocab) else str(int(t)) for t in ids]
 
 

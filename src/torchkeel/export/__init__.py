@@ -228,8 +228,9 @@ FIXED_BATCH_CHECKED = 16  # inputs verified one batch at a time when the graph's
 
 
 def dynamic_axes(spec: DataSpec) -> DynamicAxes:
-    """The batch is always free; so is the sequence length of token ids."""
-    return {0: "batch", 1: "length"} if kind_of(spec).token_ids else {0: "batch"}
+    """The batch is always free; so is the sequence length of token ids, but for an ensemble's
+    rows, whose members' ids sit in fixed columns (spec.extra["widths"])."""
+    return {0: "batch", 1: "length"} if kind_of(spec).token_ids and "widths" not in spec.extra else {0: "batch"}
 
 
 def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:

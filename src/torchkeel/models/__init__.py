@@ -26,6 +26,7 @@ from torchkeel.models.cnn import simple_cnn
 from torchkeel.models.custom import build_custom, custom, trusted_factory
 from torchkeel.models.detect import fasterrcnn_mobilenet_v3, fcos, retinanet, ssdlite
 from torchkeel.models.efficientnet import efficientnet_lite0
+from torchkeel.models.ensemble import Ensemble
 from torchkeel.models.gan import dcgan
 from torchkeel.models.gpt import gpt
 from torchkeel.models.layers import ACTIVATIONS
@@ -116,6 +117,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "fasterrcnn_mobilenet_v3": ("image",),
     "ssdlite": ("image",),
     "custom": KINDS,  # whatever the user's module takes
+    "ensemble": KINDS,  # its members' kinds (keel train --auto's ensemble of its candidates)
 }
 
 # the task a model does when it is not the data's own: a GAN generates images from a labelled
@@ -216,6 +218,45 @@ def rebuild(model_cfg: dict[str, Any], spec: DataSpec, code: Any = None, run_nam
         return MODELS[name](spec, **options)
     factory = trusted_factory(options["target"], code, run_name)
     return build_custom(spec, factory, options["target"], options["kwargs"])
+
+
+def ensemble(
+    spec: DataSpec,
+    *,
+    members: list[dict[str, Any]] = [],  # noqa: B006  (a config default, never mutated)
+    weights: list[float] = [],  # noqa: B006
+) -> nn.Module:
+    """The weighted mean of trained models' class probabilities (built by keel train --auto).
+
+    ``members``: each member's model config (``name`` and options, as in its model.json);
+    ``weights``: one per member, positive. The members' own DataSpecs are in the spec; each
+    member is rebuilt as a run's model is (its weights come from the ensemble's file).
+    """
+    specs = spec.extra.get("members")
+    if not members or not isinstance(specs, list) or len(specs) != len(members):
+        raise ConfigError(
+            "model 'ensemble' is built by `keel train --auto` from trained runs (its data spec names "
+            "each member's); train the members and let --auto combine them"
+        )
+    if len(weights) != len(members) or not all(0 < w < float("inf") for w in weights):
+        raise ConfigError(f"model 'ensemble': {len(members)} members need as many positive weights (got {weights})")
+    member_specs = [DataSpec.from_dict(s) for s in specs]
+    widths = spec.extra.get("widths")
+    if widths is not None and (
+        len(widths) != len(members)
+        or min(widths) < 1
+        or sum(widths) != spec.input_shape[0]
+        or [s.input_shape[0] for s in member_specs] != list(widths)
+    ):
+        raise ConfigError(f"model 'ensemble': the members' widths {widths} do not make up its rows {spec.input_shape}")
+    if any((s.task, s.classes) != (spec.task, spec.classes) for s in member_specs):
+        raise ConfigError("model 'ensemble': every member must predict the ensemble's classes")
+    pairs = zip(members, member_specs, strict=True)
+    built = [rebuild(saved_options(dict(m)), s, run_name="an ensemble") for m, s in pairs]
+    return Ensemble(built, list(weights), spec.extra.get("widths"), spec)
+
+
+MODELS["ensemble"] = ensemble
 
 
 def check_kind(name: str, spec: DataSpec) -> None:

@@ -84,6 +84,8 @@ class Task:
     predict_index: Callable[[torch.Tensor], torch.Tensor] | None = None
     # outputs -> (B, C) class probabilities; None: no classes
     probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # (B, C) class probabilities -> outputs whose ``probabilities`` they are (an ensemble's mean)
+    from_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None
     # outputs -> one score per class (explain's attributions, robustness); None: the outputs
     class_scores: Callable[[torch.Tensor], torch.Tensor] | None = None
     export_output: str = ""  # what an exported model's output means

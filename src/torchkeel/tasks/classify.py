@@ -51,6 +51,12 @@ def probabilities(out: torch.Tensor, one_logit: bool) -> torch.Tensor:
     return torch.softmax(out, dim=1)
 
 
+def from_probabilities(p: torch.Tensor, one_logit: bool) -> torch.Tensor:
+    """The outputs whose ``probabilities`` are ``p`` (B, C): log p, or one logit log(p1 / p0)."""
+    logs = p.clamp_min(1e-12).log()
+    return (logs[:, 1] - logs[:, 0])[:, None] if one_logit else logs
+
+
 def two_class_score(out: torch.Tensor, one_logit: bool) -> torch.Tensor:
     """(B,) a score monotone in P(class 1): the logit, or z1 - z0 for two logits (their softmax
     p1 = sigmoid(z1 - z0), so the ranking and hence the AUCs are the same)."""
@@ -202,6 +208,7 @@ def _task(one_logit: bool, **facts: Any) -> Task:
         predict_index=partial(predict_index, one_logit=one_logit),
         class_scores=partial(class_scores, one_logit=one_logit),
         probabilities=partial(probabilities, one_logit=one_logit),
+        from_probabilities=partial(from_probabilities, one_logit=one_logit),
         train_metrics=("accuracy",),
         adjust_metrics=metric_names,
         report_sections=("confusion", "per-class", "wrong", "calibration", "robustness"),
