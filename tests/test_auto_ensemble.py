@@ -8,11 +8,13 @@ import json
 import random
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import torch
 from conftest import keel
 from rich.console import Console
+from serving import running_server
 
 from torchkeel.auto_ensemble import VAL_FILE, build_ensemble, greedy_counts
 from torchkeel.config import load_config
@@ -94,8 +96,16 @@ def test_an_ensemble_run_is_the_mean_of_its_members_and_works_as_any_run(members
         got = model(data.test.x).softmax(1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert evaluate_run(run_dir, "val")["accuracy"] == pytest.approx(entry["val"])  # the val it was ranked by
-    proc = keel("predict", str(run_dir), "-t", "goal w1 team w7 match", cwd=folder)
-    assert proc.returncode == 0 and "sport" in proc.stdout, proc.stderr
+    texts = ["goal w1 team w7 match", "w3 bank w9 price stock w2"]
+    proc = keel("predict", str(run_dir), "--json", *sum((["--text", t] for t in texts), []), cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    predicted = [json.loads(line)["top"][0] for line in proc.stdout.splitlines() if line.strip()]
+    assert [p["class"] for p in predicted] == ["sport", "money"]
+    with running_server(run_dir, log_dir=folder) as url:  # the server reads the rows as predict does
+        served = httpx.post(f"{url}/predict", json={"texts": texts}, timeout=30).json()["predictions"]
+    for got, want in zip(served, predicted, strict=True):
+        assert got["top"][0]["class"] == want["class"]
+        assert got["top"][0]["probability"] == pytest.approx(want["probability"], abs=1e-5)
     proc = keel("report", str(run_dir), cwd=folder)
     assert proc.returncode == 0 and "failed" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert (run_dir / "report.html").is_file()
