@@ -193,16 +193,13 @@ def run_auto(
         t0 = time.perf_counter()
         try:
             entry = build_ensemble(board["entries"], name, metric)
+            shown = f"val {metric} {entry['val']:.4f}" if entry is not None else ""
         except Exception as e:  # noqa: BLE001 (reported) the single recipes stand: it is one more candidate
-            entry = {"recipe": "ensemble", "state": "failed", "reason": str(e), "members": {}}
-            console.print(f"       ensemble: failed: {e}", highlight=False)
-        if entry is not None and entry["state"] == "failed":
-            board["entries"].append(entry)
-            save()
-        elif entry is not None:
+            entry, shown = {"recipe": "ensemble", "state": "failed", "reason": str(e)}, f"failed: {e}"
+        if entry is not None:
             entry["seconds"] = round(time.perf_counter() - t0, 2)
             board["entries"].append(entry)
-            console.print(f"       {_label(entry)}: val {metric} {entry['val']:.4f}", highlight=False)
+            console.print(f"       {_label(entry)}: {shown}", highlight=False)
             save()
     ranked = rank(board["entries"], lower_is_better(metric))
     if not ranked:

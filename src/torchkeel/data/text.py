@@ -19,7 +19,7 @@ from torchkeel.data.bundle import DataBundle, DataSpec, Split
 from torchkeel.data.frames import read_frame, require_columns
 from torchkeel.data.splits import holdout_indices
 from torchkeel.data.tabular import drop_missing_target, encode_target, target_values
-from torchkeel.data.tokenize import PAD_INDEX, UNK_INDEX, Tokenizer, encode_texts, train_tokenizer
+from torchkeel.data.tokenize import PAD_INDEX, UNK_INDEX, Tokenizer, encode_texts, train_tokenizer, used_width
 from torchkeel.errors import DataError
 
 DEFAULT_TARGET = "label"
@@ -70,7 +70,7 @@ def text_bundle(
         test_split = Split(x[test], y_t[test])
     # pad to the longest text of any split (<= max_length), so every split has one width: the last
     # column holding an id (an ensemble's rows hold padding between its members' ids too)
-    length = max(1, _last_column(x), _last_column(test_split.x))
+    length = max(1, used_width(x), used_width(test_split.x))
     spec = DataSpec(name=name, kind="text", task="classification", input_shape=(length,), classes=classes)
     spec.extra.update(
         vocab_size=tokenizer.vocab_size,
@@ -87,12 +87,6 @@ def text_bundle(
 
     val_split = part(Split(x[val], y_t[val])) if len(val) else None
     return DataBundle(spec, part(Split(x[train], y_t[train])), val_split, part(test_split))
-
-
-def _last_column(x: torch.Tensor) -> int:
-    """1 + the last column of ``x`` (N, L) where some row holds an id (0: none does)."""
-    used = (x != PAD_INDEX).any(0).nonzero()
-    return int(used.max()) + 1 if len(used) else 0
 
 
 def ids_per_text(t: TextConfig) -> int:

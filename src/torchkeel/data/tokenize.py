@@ -249,6 +249,13 @@ def hf_tokenizers() -> Any:
     return tokenizers
 
 
+def used_width(ids: torch.Tensor, pad_index: int = PAD_INDEX) -> int:
+    """1 + the last column of ``ids`` (N, L) where some row holds an id that is not padding (0:
+    none does); right-padded rows, and an ensemble's rows with padding between parts, alike."""
+    used = (ids != pad_index).any(0).nonzero()
+    return int(used.max()) + 1 if len(used) else 0
+
+
 def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, pad: bool = True) -> tuple[torch.Tensor, int]:
     """(N, length) int64 ids, right-padded with 0 and truncated to ``length``; and how many
     texts were truncated. ``pad=False``: only as wide as the longest text (at most ``length``),

@@ -13,6 +13,7 @@ from torch import nn
 
 from torchkeel.data.bundle import DataSpec
 from torchkeel.data.kinds import kind_of
+from torchkeel.data.tokenize import used_width
 from torchkeel.errors import ConfigError
 from torchkeel.models.layers import Probability, Width
 
@@ -130,8 +131,7 @@ def trim_padding(tokens: torch.Tensor, pad_index: int) -> torch.Tensor:
     Not while the model is traced or exported, where the width must stay the input's."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return tokens
-    used = (tokens != pad_index).any(0).nonzero()  # columns holding an id in some row
-    return tokens[:, : int(used.max()) + 1 if len(used) else 1]
+    return tokens[:, : max(1, used_width(tokens, pad_index))]
 
 
 def _row_keys(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
