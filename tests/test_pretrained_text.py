@@ -69,6 +69,20 @@ def test_pooling_is_the_masked_mean_of_the_encoders_states(news: Path, tiny_bert
         torch.testing.assert_close(model(x), model.head(torch.stack(expected)), atol=1e-5, rtol=1e-4)
 
 
+def test_rows_encoded_in_groups_of_similar_length_come_back_in_the_batchs_order(news: Path, tiny_bert: Path):
+    from torchkeel.models.pretrained import GROUP
+
+    cfg = _config(news, tiny_bert)
+    data = load(cfg.data, cfg.seed)
+    model = build(cfg.model, data.spec).eval()
+    x = data.test.x[: 3 * GROUP + 1]  # three full groups and one row
+    lengths = (x != 0).sum(1)
+    assert len(set(lengths.tolist())) > 3 and not torch.equal(lengths, lengths.sort().values)  # mixed order
+    with torch.no_grad():
+        one_by_one = torch.cat([model.pooled(row[None], trim=False) for row in x])
+        torch.testing.assert_close(model.pooled(x), one_by_one, atol=1e-5, rtol=1e-4)
+
+
 def test_frozen_trains_the_head_on_cached_features(news: Path, tiny_bert: Path):
     cfg = _config(news, tiny_bert, "train.optimizer.lr=0.03")
     data = load(cfg.data, cfg.seed)
