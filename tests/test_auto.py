@@ -18,7 +18,7 @@ from conftest import SRC, assert_one_line_error, default_sigint, keel
 from rich.console import Console
 from test_tune import _process_state, _wait_for
 
-from torchkeel.auto import candidates, rank, run_auto
+from torchkeel.auto import WARMUP_EPOCHS, candidates, prune_reason, rank, run_auto
 from torchkeel.config import load_config, validate_config
 from torchkeel.data import load
 from torchkeel.errors import ConfigError, EndTraining
@@ -49,6 +49,34 @@ def test_ranking_is_on_val_with_ties_to_the_lower_val_loss():
     ]
     assert [e["recipe"] for e in rank(entries, lower=False)] == ["c", "b", "a"]
     assert [e["recipe"] for e in rank(entries, lower=True)] == ["a", "c", "b"]
+
+
+def _curve(accuracies: list[float], seconds: list[float]) -> list[dict[str, float]]:
+    return [{"accuracy": a, "loss": 1 - a, "seconds": s} for a, s in zip(accuracies, seconds, strict=True)]
+
+
+def test_pruning_cuts_a_candidate_behind_pace_and_worse_than_the_median():
+    earlier = [_curve([0.8, 0.85, 0.9, 0.9], [1, 1, 1, 1]), _curve([0.7, 0.8, 0.86, 0.9], [1, 1, 1, 1])]
+    epochs = WARMUP_EPOCHS + 1
+    slow_and_worse = _curve([0.5] * epochs, [10.0] * epochs)  # 30 epochs at 10 s: 300 s, share 60 s
+    reason = prune_reason(slow_and_worse, earlier, "accuracy", 30, 60.0)
+    assert reason is not None and "median 0.8800" in reason
+    assert prune_reason(slow_and_worse[:WARMUP_EPOCHS], earlier, "accuracy", 30, 60.0) is None  # warm-up
+    assert prune_reason(slow_and_worse, earlier, "loss", 30, 60.0) is not None  # lower is better: 0.5 > 0.12
+    on_par = _curve([0.8, 0.85, 0.9], [10.0] * 3)
+    assert prune_reason(on_par, earlier, "accuracy", 30, 60.0) is None  # behind pace but as good: trains on
+    assert prune_reason(slow_and_worse, earlier, "accuracy", 5, 60.0) is None  # 5 epochs fit in 60 s
+    assert prune_reason(slow_and_worse, [], "accuracy", 30, 60.0) is None  # nothing to compare with
+
+
+def test_pruning_paces_a_cached_encoder_by_its_last_epoch_not_its_first():
+    """A frozen encoder's first epoch computes every text's features (80 s here); the epochs
+    after it read them from the cache. It is on pace and trains on, though worse than the
+    median at this epoch: the mean epoch (28 s) would have predicted 840 s for 30 epochs."""
+    earlier = [_curve([0.9, 0.9, 0.9], [1, 1, 1])]
+    cached = _curve([0.5, 0.6, 0.7], [80.0, 2.0, 2.0])
+    assert prune_reason(cached, earlier, "accuracy", 30, 150.0) is None  # 84 + 27 * 2 = 138 s <= 150 s
+    assert prune_reason(cached, earlier, "accuracy", 30, 120.0) is not None  # 138 s > 120 s
 
 
 def test_auto_trains_every_candidate_keeps_the_best_on_val_and_tests_it_once(tmp_path: Path, monkeypatch):

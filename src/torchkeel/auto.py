@@ -10,7 +10,7 @@ train/val split within a share of a time budget; the best on val is tested once.
   still to run (``train.max_time``, after the start-up and evaluation time the last candidate
   took), and the winner's test evaluation and report are kept out of it.
 - Pruning: a candidate that will not finish its epochs within its share (at the pace of its
-  epochs so far) and whose val metric, after ``WARMUP_EPOCHS`` epochs, is worse than the median
+  last epoch) and whose val metric, after ``WARMUP_EPOCHS`` epochs, is worse than the median
   of earlier candidates' at the same epoch is cut there (keel tune's median rule), keeping its
   best weights; one that is on par trains on until its share runs out. Both stay on the
   leaderboard.
@@ -231,19 +231,10 @@ def _train_candidate(
     def on_epoch(record: dict[str, Any]) -> None:
         values = {k[4:]: float(v) for k, v in record.items() if k.startswith("val/")}
         entry["curve"].append(values | {"seconds": float(record.get("seconds", 0.0))})
-        metric, epoch = chosen["metric"], len(entry["curve"])
-        if metric is None or epoch <= WARMUP_EPOCHS or metric not in entry["curve"][-1]:
-            return
-        value = entry["curve"][-1][metric]
-        at_epoch = [c[epoch - 1][metric] for c in earlier if len(c) >= epoch and metric in c[epoch - 1]]
-        elapsed = sum(r.get("seconds", 0.0) for r in entry["curve"])
-        on_pace = elapsed / epoch * cfg.train.epochs <= cfg.train.max_time  # it will finish in its share
-        if at_epoch and not on_pace:
-            median = statistics.median(at_epoch)
-            if (value > median) if lower_is_better(metric) else (value < median):
-                raise EndTraining(
-                    f"--auto: val {metric} {value:.4f} at epoch {epoch} is worse than the median {median:.4f}"
-                )
+        if chosen["metric"] is not None:
+            reason = prune_reason(entry["curve"], earlier, chosen["metric"], cfg.train.epochs, cfg.train.max_time)
+            if reason is not None:
+                raise EndTraining(reason)
 
     run_dir = train(cfg, Console(quiet=True), progress=progress, on_epoch=on_epoch, test=False)
     summary = runs.read_json(run_dir / "summary.json")
@@ -263,6 +254,31 @@ def _train_candidate(
         "epochs": summary.get("epochs"),
         "train_seconds": round(float(summary.get("train_seconds", 0.0)), 2),
     }
+
+
+def prune_reason(
+    curve: list[dict[str, float]], earlier: list[list[dict[str, float]]], metric: str, epochs: int, max_time: float
+) -> str | None:
+    """Why a candidate with val ``curve`` (one dict per epoch: metrics and its ``seconds``) is cut
+    now, or None: past ``WARMUP_EPOCHS``, it will not finish its ``epochs`` within ``max_time``
+    and its val ``metric`` is worse than the median of the ``earlier`` curves at this epoch.
+
+    The pace is the time so far plus the epochs still to run at the last epoch's duration: a
+    frozen encoder's features are computed in the first epoch and cached, and the epochs after
+    it take a fraction of its time."""
+    epoch = len(curve)
+    if epoch <= WARMUP_EPOCHS or metric not in curve[-1]:
+        return None
+    elapsed = sum(r.get("seconds", 0.0) for r in curve)
+    if elapsed + (epochs - epoch) * curve[-1].get("seconds", 0.0) <= max_time:
+        return None  # on pace: it will finish in its share
+    at_epoch = [c[epoch - 1][metric] for c in earlier if len(c) >= epoch and metric in c[epoch - 1]]
+    if not at_epoch:
+        return None
+    value, median = curve[-1][metric], statistics.median(at_epoch)
+    if not ((value > median) if lower_is_better(metric) else (value < median)):
+        return None
+    return f"--auto: val {metric} {value:.4f} at epoch {epoch} is worse than the median {median:.4f}"
 
 
 def rank(entries: list[dict[str, Any]], lower: bool) -> list[dict[str, Any]]:

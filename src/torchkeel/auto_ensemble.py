@@ -119,10 +119,10 @@ def build_ensemble(
     raw = read_yaml(Path(trained[chosen[0]]["run"]) / "config.yaml")
     raw["name"] = f"{name}-auto-ensemble"
     raw["model"] = {"name": "ensemble", "members": [meta["model"] for _, _, meta in loaded], "weights": weights}
-    if "widths" in spec.extra:  # one row of ids per text, no part of it cut
+    if spec.member_widths is not None:  # one row of ids per text, no part of it cut
         raw["data"].setdefault("text", {}).update(max_length=spec.input_shape[0], ngrams=1)
     cfg = validate_config(raw)
-    model = Ensemble([m for m, _, _ in loaded], weights, spec.extra.get("widths"), spec)
+    model = Ensemble([m for m, _, _ in loaded], weights, spec.member_widths, spec)
     task = task_of(spec)
     mean = sum(w * saved[i]["probabilities"].double() for w, i in zip(weights, chosen, strict=True))
     val = _metrics(task.from_probabilities(mean.float()), y, spec, cfg)

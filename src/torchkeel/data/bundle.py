@@ -38,6 +38,13 @@ class DataSpec:
 
         return task_of(self).output_size(self)
 
+    @property
+    def member_widths(self) -> list[int] | None:
+        """An ensemble's text rows hold each member's ids in a fixed span of columns: their
+        widths (``extra["widths"]``). None for one tokenisation, whose rows may be cut anywhere."""
+        widths = self.extra.get("widths")
+        return [int(w) for w in widths] if widths else None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)

@@ -68,7 +68,7 @@ def _float_table(ctx: ReportContext) -> bool:
 
 def _tokens(ctx: ReportContext) -> bool:
     # an ensemble's rows hold several tokenisations side by side: no one token per position
-    one_tokenisation = "widths" not in ctx.spec.extra
+    one_tokenisation = ctx.spec.member_widths is None
     return _explained(lambda kind: kind.token_ids)(ctx) and per_model.has_embedding(ctx.model) and one_tokenisation
 
 

@@ -220,7 +220,7 @@ def vocabulary(spec: Any) -> list[str] | None:
 def _rows_as_text(ctx: ReportContext, x: torch.Tensor, wrong: Any) -> list[tuple]:
     names = class_names(ctx)
     vocab = vocabulary(ctx.spec)
-    width = (ctx.spec.extra.get("widths") or [None])[0]  # an ensemble's row: its first member's ids
+    width = (ctx.spec.member_widths or [None])[0]  # an ensemble's row: its first member's ids
     token_ids = kind_of(ctx.spec).token_ids
     table = ctx.spec.extra.get("table")
     columns = TableEncoder.from_dict(table["encoder"]).inverse(x) if table and "encoder" in table else None

@@ -229,8 +229,8 @@ FIXED_BATCH_CHECKED = 16  # inputs verified one batch at a time when the graph's
 
 def dynamic_axes(spec: DataSpec) -> DynamicAxes:
     """The batch is always free; so is the sequence length of token ids, but for an ensemble's
-    rows, whose members' ids sit in fixed columns (spec.extra["widths"])."""
-    return {0: "batch", 1: "length"} if kind_of(spec).token_ids and "widths" not in spec.extra else {0: "batch"}
+    rows, whose members' ids sit in fixed columns (spec.member_widths)."""
+    return {0: "batch", 1: "length"} if kind_of(spec).token_ids and spec.member_widths is None else {0: "batch"}
 
 
 def verification_inputs(run_dir: Path, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:

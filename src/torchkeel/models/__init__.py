@@ -241,7 +241,7 @@ def ensemble(
     if len(weights) != len(members) or not all(0 < w < float("inf") for w in weights):
         raise ConfigError(f"model 'ensemble': {len(members)} members need as many positive weights (got {weights})")
     member_specs = [DataSpec.from_dict(s) for s in specs]
-    widths = spec.extra.get("widths")
+    widths = spec.member_widths
     if widths is not None and (
         len(widths) != len(members)
         or min(widths) < 1
@@ -253,7 +253,7 @@ def ensemble(
         raise ConfigError("model 'ensemble': every member must predict the ensemble's classes")
     pairs = zip(members, member_specs, strict=True)
     built = [rebuild(saved_options(dict(m)), s, run_name="an ensemble") for m, s in pairs]
-    return Ensemble(built, list(weights), spec.extra.get("widths"), spec)
+    return Ensemble(built, list(weights), widths, spec)
 
 
 MODELS["ensemble"] = ensemble
