@@ -16,7 +16,7 @@ from conftest import keel
 from rich.console import Console
 from serving import running_server
 
-from torchkeel.auto_ensemble import VAL_FILE, build_ensemble, greedy_counts
+from torchkeel.auto_ensemble import VAL_FILE, build_ensemble, cross_fitted, greedy_counts
 from torchkeel.config import load_config
 from torchkeel.data.tokenize import ConcatTokenizer, WordTokenizer, tokenizer_from_dict
 from torchkeel.experiment import evaluate_run, load_model, load_run_config, prepare_data, train
@@ -32,6 +32,23 @@ def test_greedy_selection_mixes_models_that_err_apart_and_keeps_one_that_dominat
     assert counts == [5, 5]  # the mean is right on every row
     perfect = torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.05, 0.95]]).double()
     assert greedy_counts([a, perfect], y, rounds=10) == [0, 10]
+
+
+def test_cross_fitted_val_scores_each_half_with_the_weights_chosen_on_the_other():
+    """a is right on the even rows only, b on the odd ones: on all rows their mean is right
+    everywhere, but weights chosen on the odd rows (all on b) are wrong on the even rows and
+    the other way round, so the out-of-fold estimate sees what the in-sample one hides."""
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    right, wrong = torch.tensor([0.9, 0.1]), torch.tensor([0.7, 0.3])  # for class 0; flipped for 1
+    a = torch.stack([right, wrong] * 3).double()
+    b = torch.stack([wrong.flip(0), right.flip(0)] * 3).double()
+    assert 0 < greedy_counts([a, b], y)[0] < 20  # in-sample: a mix of the two
+    out = cross_fitted([a, b], y)
+    torch.testing.assert_close(out[0::2], b[0::2])  # the even rows: the weights the odd rows chose
+    torch.testing.assert_close(out[1::2], a[1::2])
+    assert (out.argmax(1) == y).sum() == 0
+    dominant = cross_fitted([a, torch.eye(2, dtype=torch.float64)[y] * 0.9 + 0.05], y)
+    assert (dominant.argmax(1) == y).all()  # a model right on every row is chosen on either half
 
 
 def test_concat_tokenizer_puts_each_part_in_its_own_columns():

@@ -16,7 +16,8 @@ train/val split within a share of a time budget; the best on val is tested once.
   leaderboard.
 - Ensemble: after the candidates, their val class probabilities are weighed by Caruana's
   ensemble selection (auto_ensemble.py); with two or more members the weighted mean joins
-  the leaderboard as ``ensemble``, one model in one run folder (models/ensemble.py).
+  the leaderboard as ``ensemble``, one model in one run folder (models/ensemble.py), ranked by
+  cross-fitted val metrics (each half of the val rows scored with weights chosen on the other).
 - Selection: the task's key metric on the val split, measured on each candidate's final
   (best) weights (ties to the lower val loss, then to the earlier recipe: a single recipe
   before the ensemble). Only the winner sees the test split, once, in its own run folder,
@@ -283,7 +284,7 @@ def prune_reason(
 
 def rank(entries: list[dict[str, Any]], lower: bool) -> list[dict[str, Any]]:
     """Entries with a val value, best first; ties (a small val split) go to a single recipe
-    before the ensemble (whose weights were fitted on val log loss), then to the lower val loss,
+    before the ensemble (which costs its members' time at every prediction), then to the lower val loss,
     then to the earlier, cheaper recipe."""
     scored = [e for e in entries if "val" in e]
     loss = [e.get("val_loss", float("nan")) for e in scored]
