@@ -93,6 +93,29 @@ def members(tmp_path_factory):
     return folder, entries
 
 
+def test_an_ensemble_chosen_on_val_is_ranked_by_its_cross_fitted_val(members, monkeypatch):
+    """The weights on all val rows are [1, 1]; on either half (patched) [1, 0]: so every val row
+    is scored by the first member alone, and the entry's val is that member's val accuracy."""
+    import safetensors.torch
+
+    from torchkeel import auto_ensemble
+
+    folder, entries = members
+    monkeypatch.chdir(folder)
+    saved = [safetensors.torch.load_file(str(Path(e["run"]) / VAL_FILE)) for e in entries]
+    n = len(saved[0]["y"])
+    monkeypatch.setattr(auto_ensemble, "greedy_counts", lambda probs, y: [1, 1] if len(y) == n else [1, 0])
+    entry = build_ensemble(entries, "topics-cf", "accuracy")
+    assert entry is not None and entry["members"] == {"linear_bow": 0.5, "embedding_bag": 0.5}
+    first = (saved[0]["probabilities"].argmax(1) == saved[0]["y"]).double().mean().item()
+    assert entry["val"] == pytest.approx(first)
+    summary = json.loads((Path(entry["run"]) / "summary.json").read_text())
+    assert summary["val_cross_fitted"] is True
+    mean = (saved[0]["probabilities"] + saved[1]["probabilities"]) / 2  # the saved model: all val rows' weights
+    in_sample = (mean.argmax(1) == saved[0]["y"]).double().mean().item()
+    assert evaluate_run(Path(entry["run"]), "val")["accuracy"] == pytest.approx(in_sample)
+
+
 def test_an_ensemble_run_is_the_mean_of_its_members_and_works_as_any_run(members, monkeypatch):
     folder, entries = members
     monkeypatch.chdir(folder)

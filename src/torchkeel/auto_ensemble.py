@@ -129,7 +129,8 @@ def build_ensemble(
         return None  # not the same val split
     probs = [s["probabilities"].double() for s in saved]
     fitted = counts is None  # weights chosen on val: its val metrics are cross-fitted
-    counts = counts or greedy_counts(probs, y)
+    counts = greedy_counts(probs, y) if counts is None else counts
+    fitted = fitted and len(y) >= 2 * FOLDS  # too few rows to split: the in-sample metrics
     chosen = [i for i, c in enumerate(counts) if c]
     if len(chosen) < 2:
         return None

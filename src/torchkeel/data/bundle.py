@@ -43,7 +43,7 @@ class DataSpec:
         """An ensemble's text rows hold each member's ids in a fixed span of columns: their
         widths (``extra["widths"]``). None for one tokenisation, whose rows may be cut anywhere."""
         widths = self.extra.get("widths")
-        return [int(w) for w in widths] if widths else None
+        return [int(w) for w in widths] if widths is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

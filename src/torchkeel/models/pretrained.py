@@ -59,15 +59,15 @@ class PretrainedTextClassifier(nn.Module):
 
         ``trim``: rows are encoded in groups of ``GROUP`` of similar length, each cut at its
         longest text, so that little of the work is spent on padding (the result is the same)."""
-        if not trim:
+        if not trim or torch.jit.is_tracing() or torch.compiler.is_compiling():  # one graph, whole width
             return self._pooled(tokens)
         lengths = (tokens != 0).sum(1)  # (B,)
-        order = torch.argsort(lengths)
+        order = torch.argsort(lengths, stable=True)
+        widths = lengths[order].tolist()  # one read of the lengths, ascending
         out = []
-        for start in range(0, len(order), GROUP):
-            rows = order[start : start + GROUP]
-            width = max(1, int(lengths[rows].max()))
-            out.append(self._pooled(tokens[rows, :width]))
+        for start in range(0, len(widths), GROUP):
+            width = max(1, widths[min(start + GROUP, len(widths)) - 1])  # the group's longest
+            out.append(self._pooled(tokens[order[start : start + GROUP], :width]))
         return torch.cat(out).index_select(0, torch.argsort(order))  # back in the batch's order
 
     def _pooled(self, tokens: torch.Tensor) -> torch.Tensor:
