@@ -76,7 +76,7 @@ def main() -> None:
         )
     row = {
         "variant": args.variant,
-        "train_frames": trained_on,
+        "training_folder_frames": trained_on,  # 10% of them held out for val (data.val_fraction)
         "test_frames": tested_on,
         "epochs": len(run.history),
         "train_s": round(seconds, 1),
