@@ -128,9 +128,9 @@ def build_ensemble(
     if any(not torch.equal(s["y"], y) for s in saved):
         return None  # not the same val split
     probs = [s["probabilities"].double() for s in saved]
-    fitted = counts is None  # weights chosen on val: its val metrics are cross-fitted
+    # weights chosen on val: its val metrics are cross-fitted (too few rows to split: in-sample)
+    fitted = counts is None and len(y) >= 2 * FOLDS
     counts = greedy_counts(probs, y) if counts is None else counts
-    fitted = fitted and len(y) >= 2 * FOLDS  # too few rows to split: the in-sample metrics
     chosen = [i for i, c in enumerate(counts) if c]
     if len(chosen) < 2:
         return None
@@ -147,8 +147,7 @@ def build_ensemble(
     cfg = validate_config(raw)
     model = Ensemble([m for m, _, _ in loaded], weights, spec.member_widths, spec)
     task = task_of(spec)
-    given = sum(w * probs[i] for w, i in zip(weights, chosen, strict=True))
-    mean = cross_fitted(probs, y) if fitted else given
+    mean = cross_fitted(probs, y) if fitted else sum(w * probs[i] for w, i in zip(weights, chosen, strict=True))
     val = _metrics(task.from_probabilities(mean.float()), y, spec, cfg)
     members = {trained[i]["recipe"]: w for i, w in zip(chosen, weights, strict=True)}
     summary = {

@@ -246,7 +246,7 @@ def ensemble(
         len(widths) != len(members)
         or min(widths) < 1
         or sum(widths) != spec.input_shape[0]
-        or [s.input_shape[0] for s in member_specs] != list(widths)
+        or [s.input_shape[0] for s in member_specs] != widths
     ):
         raise ConfigError(f"model 'ensemble': the members' widths {widths} do not make up its rows {spec.input_shape}")
     if any((s.task, s.classes) != (spec.task, spec.classes) for s in member_specs):

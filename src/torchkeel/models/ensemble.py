@@ -5,7 +5,7 @@ The ``ensemble`` builder, which rebuilds the members, is in models/__init__.py.
 Each member keeps its own architecture, options and input: the members' DataSpecs are in
 ``spec.extra["members"]``. Text members that read text each their own way (their own
 tokenisers) get their ids side by side in one row (data/tokenize.py ``ConcatTokenizer``),
-``spec.extra["widths"]`` columns each; members of other data share the one input. The output
+``spec.member_widths`` columns each; members of other data share the one input. The output
 is in the task's own form (log-probabilities, or one logit for two classes), so the loss,
 metrics, predict, serve and export treat an ensemble as any classifier.
 """
